@@ -1,0 +1,205 @@
+//! Bearer JWT verification and minting. Every route turns a request into a [`Principal`] here.
+
+use std::time::Duration;
+
+use axum::http::{HeaderMap, header};
+use jsonwebtoken::{
+    Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode, errors::ErrorKind,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    config::{JwtConfig, JwtKey},
+    error::{AuthFailure, Error},
+};
+
+/// Who is calling: the verified claims of the bearer token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    /// The token's `sub`; also the id of the user's row.
+    pub user_id: String,
+    pub email: Option<String>,
+    pub roles: Vec<String>,
+}
+
+impl Principal {
+    pub fn is_admin(&self) -> bool {
+        self.roles.iter().any(|role| role == "admin")
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+}
+
+/// Checks bearer tokens against the one configured key and algorithm.
+#[derive(Clone)]
+pub struct Verifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+pub(crate) fn decoding_key(
+    algorithm: Algorithm,
+    key: &JwtKey,
+) -> jsonwebtoken::errors::Result<DecodingKey> {
+    match (algorithm, key) {
+        (_, JwtKey::Secret(secret)) => Ok(DecodingKey::from_secret(secret.expose().as_bytes())),
+        (Algorithm::RS256, JwtKey::PublicKey { pem, .. }) => DecodingKey::from_rsa_pem(pem),
+        (Algorithm::ES256, JwtKey::PublicKey { pem, .. }) => DecodingKey::from_ec_pem(pem),
+        (_, JwtKey::PublicKey { pem, .. }) => DecodingKey::from_ed_pem(pem),
+    }
+}
+
+impl Verifier {
+    pub fn new(config: &JwtConfig, key: &JwtKey) -> anyhow::Result<Self> {
+        let algorithm = key.algorithm();
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = config.leeway.as_secs();
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        match &config.issuer {
+            Some(issuer) => {
+                validation.set_issuer(&[issuer]);
+                validation.required_spec_claims.insert("iss".into());
+            }
+            None => validation.iss = None,
+        }
+        match &config.audience {
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                validation.required_spec_claims.insert("aud".into());
+            }
+            None => validation.validate_aud = false,
+        }
+        Ok(Verifier {
+            key: decoding_key(algorithm, key)?,
+            validation,
+        })
+    }
+
+    /// Verifies the `Authorization: Bearer` header of a request.
+    pub fn verify_headers(&self, headers: &HeaderMap) -> Result<Principal, Error> {
+        let value = headers
+            .get(header::AUTHORIZATION)
+            .ok_or(Error::Unauthenticated(AuthFailure::Missing))?;
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(Error::Unauthenticated(AuthFailure::Malformed))?;
+        self.verify(token)
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Principal, Error> {
+        let data = decode::<Claims>(token, &self.key, &self.validation).map_err(|err| {
+            let failure = match err.kind() {
+                ErrorKind::ExpiredSignature => AuthFailure::Expired,
+                ErrorKind::ImmatureSignature => AuthFailure::NotYetValid,
+                _ => AuthFailure::Invalid,
+            };
+            tracing::debug!(error = %err, "bearer token rejected");
+            Error::Unauthenticated(failure)
+        })?;
+        let claims = data.claims;
+        if claims.sub.is_empty() || claims.sub.chars().count() > 255 {
+            return Err(Error::Unauthenticated(AuthFailure::Invalid));
+        }
+        Ok(Principal {
+            user_id: claims.sub,
+            email: claims.email,
+            roles: claims.roles,
+        })
+    }
+}
+
+/// Mints tokens: for `settings-api token`, the development token, and tests.
+pub struct Issuer {
+    key: EncodingKey,
+    header: Header,
+    issuer: Option<String>,
+    audience: Option<String>,
+}
+
+/// What a minted token says about its user.
+#[derive(Clone, Debug, Default)]
+pub struct TokenRequest {
+    pub sub: String,
+    pub email: Option<String>,
+    pub roles: Vec<String>,
+    pub ttl: Duration,
+}
+
+impl Issuer {
+    /// An issuer for HS256 secrets, or for an asymmetric algorithm given its private key in PEM.
+    pub fn new(
+        config: &JwtConfig,
+        key: &JwtKey,
+        private_pem: Option<&[u8]>,
+    ) -> anyhow::Result<Self> {
+        let algorithm = key.algorithm();
+        let key = match (key, private_pem) {
+            (JwtKey::Secret(secret), _) => EncodingKey::from_secret(secret.expose().as_bytes()),
+            (JwtKey::PublicKey { .. }, None) => anyhow::bail!(
+                "a {algorithm:?} token is signed with the private key: pass --private-key FILE"
+            ),
+            (JwtKey::PublicKey { .. }, Some(pem)) => match algorithm {
+                Algorithm::RS256 => EncodingKey::from_rsa_pem(pem)?,
+                Algorithm::ES256 => EncodingKey::from_ec_pem(pem)?,
+                _ => EncodingKey::from_ed_pem(pem)?,
+            },
+        };
+        Ok(Issuer {
+            key,
+            header: Header::new(algorithm),
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
+        })
+    }
+
+    pub fn mint(&self, request: &TokenRequest) -> anyhow::Result<String> {
+        let now = jsonwebtoken::get_current_timestamp();
+        let claims = Claims {
+            sub: request.sub.clone(),
+            exp: now + request.ttl.as_secs(),
+            nbf: None,
+            iat: Some(now),
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            email: request.email.clone(),
+            roles: request.roles.clone(),
+        };
+        Ok(encode(&self.header, &claims, &self.key)?)
+    }
+}
+
+/// Verifies the request's bearer token and makes sure the user's row exists.
+pub async fn authenticate(
+    state: &crate::startup::AppState,
+    headers: &HeaderMap,
+) -> Result<Principal, Error> {
+    let principal = state.verifier.verify_headers(headers)?;
+    tracing::Span::current().record("user_id", principal.user_id.as_str());
+    state.store.ensure_user(&principal).await?;
+    Ok(principal)
+}

@@ -1,0 +1,334 @@
+//! Configuration, read once from environment variables at start-up.
+
+use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+
+use anyhow::{Context, bail};
+use jsonwebtoken::Algorithm;
+
+/// Everything the service reads from its environment. Built once; cloned into the app state.
+#[derive(Clone)]
+pub struct Config {
+    pub database_url: String,
+    pub database_max_connections: u32,
+    pub bind_addr: SocketAddr,
+    pub app_env: AppEnv,
+    pub log_format: LogFormat,
+    pub jwt: JwtConfig,
+    pub limits: Limits,
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppEnv {
+    Development,
+    Production,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Clone)]
+pub struct JwtConfig {
+    pub key: Option<JwtKey>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    pub leeway: Duration,
+}
+
+/// The one key (and so the one algorithm) that tokens are verified with.
+#[derive(Clone)]
+pub enum JwtKey {
+    /// HS256 with a shared secret.
+    Secret(Secret),
+    /// RS256, ES256 or EdDSA with a PEM public key.
+    PublicKey { algorithm: Algorithm, pem: Vec<u8> },
+}
+
+impl JwtKey {
+    pub fn algorithm(&self) -> Algorithm {
+        match self {
+            JwtKey::Secret(_) => Algorithm::HS256,
+            JwtKey::PublicKey { algorithm, .. } => *algorithm,
+        }
+    }
+}
+
+/// A secret string whose `Debug` never prints it.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(\"[redacted]\")")
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest request body accepted, on every route.
+    pub max_body_bytes: usize,
+    /// Largest serialized size of one setting value.
+    pub max_value_bytes: usize,
+    /// Deepest nesting of arrays and objects in one setting value.
+    pub max_value_depth: usize,
+    pub graphql_max_depth: usize,
+    pub graphql_max_complexity: usize,
+    /// Most operations in one batched GraphQL request.
+    pub graphql_max_batch: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 1024 * 1024,
+            max_value_bytes: 64 * 1024,
+            max_value_depth: 32,
+            graphql_max_depth: 12,
+            graphql_max_complexity: 500,
+            graphql_max_batch: 10,
+        }
+    }
+}
+
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://settings-api.db?mode=rwc";
+pub const DEFAULT_BIND_ADDR: &str = "127.0.0.1:8080";
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> anyhow::Result<Self> {
+        Self::from_lookup(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+    }
+
+    /// Reads configuration through `lookup`, so that tests need not touch the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let defaults = Limits::default();
+        let limits = Limits {
+            max_body_bytes: parse_or(&lookup, "MAX_BODY_BYTES", defaults.max_body_bytes)?,
+            max_value_bytes: parse_or(&lookup, "MAX_VALUE_BYTES", defaults.max_value_bytes)?,
+            max_value_depth: parse_or(&lookup, "MAX_VALUE_DEPTH", defaults.max_value_depth)?,
+            graphql_max_depth: parse_or(&lookup, "GRAPHQL_MAX_DEPTH", defaults.graphql_max_depth)?,
+            graphql_max_complexity: parse_or(
+                &lookup,
+                "GRAPHQL_MAX_COMPLEXITY",
+                defaults.graphql_max_complexity,
+            )?,
+            graphql_max_batch: parse_or(&lookup, "GRAPHQL_MAX_BATCH", defaults.graphql_max_batch)?,
+        };
+
+        let app_env = match lookup("APP_ENV").as_deref() {
+            None | Some("development") | Some("dev") => AppEnv::Development,
+            Some("production") | Some("prod") => AppEnv::Production,
+            Some(other) => bail!("APP_ENV must be `development` or `production`, not `{other}`"),
+        };
+        let log_format = match lookup("LOG_FORMAT").as_deref() {
+            None | Some("pretty") | Some("text") => LogFormat::Pretty,
+            Some("json") => LogFormat::Json,
+            Some(other) => bail!("LOG_FORMAT must be `pretty` or `json`, not `{other}`"),
+        };
+
+        let jwt = JwtConfig {
+            key: jwt_key(&lookup)?,
+            issuer: lookup("JWT_ISSUER"),
+            audience: lookup("JWT_AUDIENCE"),
+            leeway: Duration::from_secs(parse_or(&lookup, "JWT_LEEWAY_SECS", 30)?),
+        };
+        if app_env == AppEnv::Production && jwt.key.is_none() {
+            bail!(
+                "APP_ENV=production requires a verification key: set JWT_SECRET, \
+                 or JWT_PUBLIC_KEY_FILE with JWT_ALGORITHM"
+            );
+        }
+
+        Ok(Config {
+            database_url: lookup("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),
+            database_max_connections: parse_or(&lookup, "DATABASE_MAX_CONNECTIONS", 16)?,
+            bind_addr: parse_or(&lookup, "BIND_ADDR", DEFAULT_BIND_ADDR.parse()?)?,
+            app_env,
+            log_format,
+            jwt,
+            limits,
+            shutdown_timeout: Duration::from_secs(parse_or(&lookup, "SHUTDOWN_TIMEOUT_SECS", 30)?),
+        })
+    }
+}
+
+fn jwt_key(lookup: &impl Fn(&str) -> Option<String>) -> anyhow::Result<Option<JwtKey>> {
+    let algorithm = lookup("JWT_ALGORITHM")
+        .map(|name| {
+            Algorithm::from_str(&name).ok().with_context(|| {
+                format!("JWT_ALGORITHM must be HS256, RS256, ES256 or EdDSA, not `{name}`")
+            })
+        })
+        .transpose()?;
+    match (lookup("JWT_SECRET"), lookup("JWT_PUBLIC_KEY_FILE")) {
+        (Some(_), Some(_)) => {
+            bail!("set either JWT_SECRET or JWT_PUBLIC_KEY_FILE, not both: exactly one key is used")
+        }
+        (Some(secret), None) => {
+            if !matches!(algorithm, None | Some(Algorithm::HS256)) {
+                bail!("JWT_SECRET is an HS256 key; JWT_ALGORITHM must be HS256 or unset");
+            }
+            if secret.len() < 32 {
+                bail!("JWT_SECRET must be at least 32 bytes long");
+            }
+            Ok(Some(JwtKey::Secret(Secret::new(secret))))
+        }
+        (None, Some(path)) => {
+            let algorithm = match algorithm {
+                Some(a @ (Algorithm::RS256 | Algorithm::ES256 | Algorithm::EdDSA)) => a,
+                _ => bail!("JWT_PUBLIC_KEY_FILE needs JWT_ALGORITHM set to RS256, ES256 or EdDSA"),
+            };
+            let path = PathBuf::from(path);
+            let pem = std::fs::read(&path)
+                .with_context(|| format!("cannot read JWT_PUBLIC_KEY_FILE {}", path.display()))?;
+            // Parse now so that a bad key stops start-up rather than failing every request.
+            crate::auth::decoding_key(
+                algorithm,
+                &JwtKey::PublicKey {
+                    algorithm,
+                    pem: pem.clone(),
+                },
+            )
+            .with_context(|| {
+                format!(
+                    "JWT_PUBLIC_KEY_FILE {} is not a {algorithm:?} public key",
+                    path.display()
+                )
+            })?;
+            Ok(Some(JwtKey::PublicKey { algorithm, pem }))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+fn parse_or<T>(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    default: T,
+) -> anyhow::Result<T>
+where
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    match lookup(name) {
+        None => Ok(default),
+        Some(raw) => raw
+            .trim()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{name}=`{raw}` is not valid: {e}")),
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("database_url", &redact_url(&self.database_url))
+            .field("database_max_connections", &self.database_max_connections)
+            .field("bind_addr", &self.bind_addr)
+            .field("app_env", &self.app_env)
+            .field("log_format", &self.log_format)
+            .field(
+                "jwt_algorithm",
+                &self.jwt.key.as_ref().map(JwtKey::algorithm),
+            )
+            .field("jwt_issuer", &self.jwt.issuer)
+            .field("jwt_audience", &self.jwt.audience)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Hides the password of a database URL such as `postgres://user:password@host/db`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:[redacted]@{host}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> anyhow::Result<Config> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_need_no_variables() {
+        let config = config(&[]).unwrap();
+        assert_eq!(config.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(config.bind_addr.to_string(), DEFAULT_BIND_ADDR);
+        assert_eq!(config.limits.max_body_bytes, 1024 * 1024);
+        assert!(config.jwt.key.is_none());
+    }
+
+    #[test]
+    fn production_refuses_to_start_without_a_key() {
+        let err = config(&[("APP_ENV", "production")]).unwrap_err();
+        assert!(err.to_string().contains("JWT_SECRET"), "{err}");
+    }
+
+    #[test]
+    fn a_secret_and_a_public_key_together_are_refused() {
+        let err = config(&[
+            ("JWT_SECRET", &"s".repeat(32)),
+            ("JWT_PUBLIC_KEY_FILE", "k.pem"),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("not both"), "{err}");
+    }
+
+    #[test]
+    fn a_public_key_needs_an_asymmetric_algorithm() {
+        let err =
+            config(&[("JWT_PUBLIC_KEY_FILE", "k.pem"), ("JWT_ALGORITHM", "HS256")]).unwrap_err();
+        assert!(err.to_string().contains("RS256, ES256 or EdDSA"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_limit_names_the_variable() {
+        let err = config(&[("MAX_BODY_BYTES", "lots")]).unwrap_err();
+        assert!(err.to_string().contains("MAX_BODY_BYTES"), "{err}");
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let config = config(&[
+            ("JWT_SECRET", "a-very-secret-value-of-32-bytes!!"),
+            ("DATABASE_URL", "postgres://app:hunter2@db/settings"),
+        ])
+        .unwrap();
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("a-very-secret"), "{printed}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(
+            printed.contains("postgres://app:[redacted]@db/settings"),
+            "{printed}"
+        );
+    }
+}

@@ -1,0 +1,4 @@
+//! sea-orm entities. Only `settings::store` builds queries with them.
+
+pub mod setting;
+pub mod user;

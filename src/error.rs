@@ -1,0 +1,121 @@
+//! The one domain error type. GraphQL maps it in `graphql::errors`, each REST contract in its module.
+
+use sea_orm::DbErr;
+
+/// The rule a piece of input broke, so that clients can react without parsing messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// The input that is wrong: an argument name, a setting key, or a key plus a JSON pointer.
+    pub field: String,
+    /// A short, stable name of the rule: `minLength`, `maxLength`, `noControlCharacters`, ...
+    pub rule: &'static str,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Unauthenticated(AuthFailure),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{}", .0.message)]
+    BadInput(Violation),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{message}")]
+    Conflict {
+        message: String,
+        current_version: Option<i32>,
+    },
+    #[error("{message}")]
+    PayloadTooLarge { message: String, limit: usize },
+    #[error("the database is unavailable")]
+    Unavailable(#[source] DbErr),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+/// Why a request carried no usable identity. The text is safe to show to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthFailure {
+    #[error("missing bearer token")]
+    Missing,
+    #[error("the Authorization header is not a bearer token")]
+    Malformed,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    #[error("the token is invalid")]
+    Invalid,
+}
+
+impl Error {
+    pub fn bad_input(
+        field: impl Into<String>,
+        rule: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Error::BadInput(Violation {
+            field: field.into(),
+            rule,
+            message: message.into(),
+        })
+    }
+
+    pub fn internal(err: impl Into<anyhow::Error>) -> Self {
+        Error::Internal(err.into())
+    }
+
+    /// The stable code of DESIGN.md's table, used by GraphQL `extensions.code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Unauthenticated(_) => "UNAUTHENTICATED",
+            Error::Forbidden(_) => "FORBIDDEN",
+            Error::BadInput(_) => "BAD_USER_INPUT",
+            Error::NotFound(_) => "NOT_FOUND",
+            Error::Conflict { .. } => "CONFLICT",
+            Error::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
+            Error::Unavailable(_) => "UNAVAILABLE",
+            Error::Internal(_) => "INTERNAL",
+        }
+    }
+
+    /// Logs errors whose cause the client must not see and returns the correlation id to show
+    /// instead. Other errors are the client's to fix and are not logged as failures.
+    pub fn log_if_server_side(&self) -> Option<String> {
+        match self {
+            Error::Unavailable(cause) => {
+                let id = crate::telemetry::correlation_id();
+                tracing::error!(correlation_id = %id, error = %cause, "database unavailable");
+                Some(id)
+            }
+            Error::Internal(cause) => {
+                let id = crate::telemetry::correlation_id();
+                tracing::error!(correlation_id = %id, error = ?cause, "internal error");
+                Some(id)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl From<DbErr> for Error {
+    fn from(err: DbErr) -> Self {
+        match err {
+            DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => Error::Unavailable(err),
+            other => Error::Internal(other.into()),
+        }
+    }
+}
+
+impl From<sea_orm::TransactionError<Error>> for Error {
+    fn from(err: sea_orm::TransactionError<Error>) -> Self {
+        match err {
+            sea_orm::TransactionError::Connection(db) => db.into(),
+            sea_orm::TransactionError::Transaction(inner) => inner,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,73 @@
+//! Domain errors as GraphQL errors with `extensions.code` (DESIGN.md's table).
+
+use async_graphql::{BatchResponse, ErrorExtensionValues, ServerError};
+
+use crate::error::Error;
+
+pub fn to_graphql_error(err: Error) -> async_graphql::Error {
+    let server_error = to_server_error(err);
+    let mut error = async_graphql::Error::new(server_error.message);
+    error.extensions = server_error.extensions;
+    error
+}
+
+fn message_for(err: &Error, correlation_id: Option<&str>) -> String {
+    match (err, correlation_id) {
+        (Error::Unavailable(_), Some(id)) => {
+            format!("the database is unavailable; retry later (correlation id {id})")
+        }
+        (Error::Internal(_), Some(id)) => format!("internal error (correlation id {id})"),
+        _ => err.to_string(),
+    }
+}
+
+/// A request-level error, reported before or instead of execution.
+pub fn to_server_error(err: Error) -> ServerError {
+    let correlation_id = err.log_if_server_side();
+    let mut error = ServerError::new(message_for(&err, correlation_id.as_deref()), None);
+    let mut extensions = ErrorExtensionValues::default();
+    extensions.set("code", err.code());
+    match &err {
+        Error::BadInput(violation) => {
+            extensions.set("field", violation.field.as_str());
+            extensions.set("rule", violation.rule);
+        }
+        Error::Conflict {
+            current_version: Some(version),
+            ..
+        } => extensions.set("currentVersion", *version),
+        Error::PayloadTooLarge { limit, .. } => extensions.set("limit", *limit as u64),
+        _ => {}
+    }
+    if let Some(id) = correlation_id {
+        extensions.set("correlationId", id);
+    }
+    error.extensions = Some(extensions);
+    error
+}
+
+/// Gives every error a code: errors raised by async-graphql itself (syntax, validation, limits,
+/// argument coercion) are the client's to fix.
+pub fn add_missing_codes(response: &mut BatchResponse) {
+    let responses = match response {
+        BatchResponse::Single(one) => std::slice::from_mut(one),
+        BatchResponse::Batch(many) => many.as_mut_slice(),
+    };
+    for error in responses.iter_mut().flat_map(|r| r.errors.iter_mut()) {
+        let extensions = error.extensions.get_or_insert_with(Default::default);
+        if extensions.get("code").is_none() {
+            extensions.set("code", "BAD_USER_INPUT");
+            let rule = if error.message.contains("nested too deep") {
+                Some("maxDepth")
+            } else if error.message.contains("too complex") {
+                Some("maxComplexity")
+            } else {
+                None
+            };
+            if let Some(rule) = rule {
+                extensions.set("field", "query");
+                extensions.set("rule", rule);
+            }
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! The GraphQL interface: schema, resolvers and the HTTP handler. Resolvers stay thin: parse the
+//! arguments, call one store function, map the result.
+
+mod errors;
+mod http;
+mod mutation;
+mod query;
+mod types;
+
+use std::sync::Arc;
+
+use async_graphql::{EmptySubscription, Schema};
+
+pub use errors::to_graphql_error;
+pub use http::{graphiql, graphql};
+pub use mutation::Mutation;
+pub use query::Query;
+
+use crate::{config::Limits, settings::Store};
+
+pub type AppSchema = Schema<Query, Mutation, EmptySubscription>;
+
+pub fn build_schema(store: Arc<Store>, limits: &Limits) -> AppSchema {
+    Schema::build(Query, Mutation, EmptySubscription)
+        .data(store)
+        .limit_depth(limits.graphql_max_depth)
+        .limit_complexity(limits.graphql_max_complexity)
+        .finish()
+}
+
+/// The schema in SDL, as committed in `schema.graphql`.
+pub fn sdl() -> String {
+    Schema::build(Query, Mutation, EmptySubscription)
+        .finish()
+        .sdl()
+}

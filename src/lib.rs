@@ -1,0 +1,13 @@
+//! settings-api: per-user settings served over GraphQL and legacy REST routes.
+
+pub mod auth;
+pub mod config;
+pub mod entity;
+pub mod error;
+pub mod graphql;
+pub mod settings;
+pub mod startup;
+pub mod telemetry;
+
+pub use config::Config;
+pub use startup::Application;

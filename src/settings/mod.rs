@@ -1,0 +1,11 @@
+//! The settings domain: validated inputs, RFC 7386 merge patch, and the store (all SQL is here).
+
+mod merge;
+mod names;
+mod store;
+mod value;
+
+pub use merge::merge_patch;
+pub use names::{Key, Scope};
+pub use store::{Setting, Store, User, connect as store_connect};
+pub use value::ValueLimits;

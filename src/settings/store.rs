@@ -1,0 +1,439 @@
+//! The store: every query the service runs against the database.
+
+use std::{
+    collections::HashMap,
+    hash::{DefaultHasher, Hash, Hasher},
+    sync::Mutex,
+    time::Duration,
+};
+
+use chrono::{DateTime, SubsecRound, Utc};
+use sea_orm::{
+    ActiveValue::Set,
+    ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait, TransactionTrait,
+    prelude::Expr,
+    sea_query::{Alias, ExprTrait, OnConflict},
+};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{Key, Scope, ValueLimits, merge_patch};
+use crate::{
+    auth::Principal,
+    entity::{setting, user},
+    error::{Error, Result},
+};
+
+/// One stored setting, as every interface returns it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Setting {
+    pub key: String,
+    pub scope: String,
+    pub value: Value,
+    pub version: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Setting {
+    /// True when this write created the setting rather than replacing it.
+    pub fn was_created(&self) -> bool {
+        self.version == 1
+    }
+}
+
+impl From<setting::Model> for Setting {
+    fn from(model: setting::Model) -> Self {
+        Setting {
+            key: model.key,
+            scope: model.scope,
+            value: model.value,
+            version: model.version,
+            created_at: model.created_at,
+            updated_at: model.updated_at,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct User {
+    pub id: String,
+    pub email: Option<String>,
+    pub roles: Vec<String>,
+    pub locale: Option<String>,
+    pub settings_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<user::Model> for User {
+    fn from(model: user::Model) -> Self {
+        User {
+            id: model.id,
+            email: model.email,
+            roles: serde_json::from_value(model.roles).unwrap_or_default(),
+            locale: model.locale,
+            settings_id: model.settings_id,
+            created_at: model.created_at,
+            updated_at: model.updated_at,
+        }
+    }
+}
+
+/// How often a patch is retried when another writer created one of its keys meanwhile.
+const PATCH_ATTEMPTS: usize = 5;
+/// Beyond this many remembered users the cache starts over; a miss costs one no-op upsert.
+const KNOWN_USERS_CAPACITY: usize = 100_000;
+
+pub struct Store {
+    db: DatabaseConnection,
+    limits: ValueLimits,
+    /// Users whose row already holds the claims last seen, by a hash of those claims.
+    known_users: Mutex<HashMap<String, u64>>,
+}
+
+/// Opens a pool. SQLite gets one connection: it serializes writers anyway, and a single
+/// connection keeps read-then-write transactions from failing with `SQLITE_BUSY`.
+pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnection, DbErr> {
+    let mut options = ConnectOptions::new(url);
+    options
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_timeout(Duration::from_secs(5))
+        .sqlx_logging(false);
+    if url.starts_with("sqlite:") {
+        options
+            .max_connections(1)
+            .min_connections(1)
+            .map_sqlx_sqlite_opts(|opts| {
+                opts.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                    .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(5))
+                    .foreign_keys(true)
+            });
+    } else {
+        options.max_connections(max_connections);
+    }
+    Database::connect(options).await
+}
+
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(3)
+}
+
+fn of_user(user_id: &str, scope: &Scope) -> sea_orm::Condition {
+    sea_orm::Condition::all()
+        .add(setting::Column::UserId.eq(user_id))
+        .add(setting::Column::Scope.eq(scope.as_str()))
+}
+
+impl Store {
+    pub fn new(db: DatabaseConnection, limits: ValueLimits) -> Self {
+        Store {
+            db,
+            limits,
+            known_users: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    pub fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        self.db.ping().await.map_err(Error::Unavailable)
+    }
+
+    /// Creates the user's row on first sight and refreshes its email and roles when the token's
+    /// claims change. Claims already stored cost no database round trip.
+    #[tracing::instrument(skip_all, err(Debug), fields(user_id = %principal.user_id))]
+    pub async fn ensure_user(&self, principal: &Principal) -> Result<()> {
+        let mut hasher = DefaultHasher::new();
+        (&principal.email, &principal.roles).hash(&mut hasher);
+        let fingerprint = hasher.finish();
+        if self.remembered(&principal.user_id) == Some(fingerprint) {
+            return Ok(());
+        }
+
+        let now = now();
+        let row = user::ActiveModel {
+            id: Set(principal.user_id.clone()),
+            email: Set(principal.email.clone()),
+            roles: Set(serde_json::json!(principal.roles)),
+            locale: Set(None),
+            settings_id: Set(Uuid::new_v4()),
+            created_at: Set(now),
+            updated_at: Set(now),
+        };
+        user::Entity::insert(row)
+            .on_conflict(
+                OnConflict::column(user::Column::Id)
+                    .update_columns([user::Column::Email, user::Column::Roles, user::Column::UpdatedAt])
+                    // Rewrite the row only when a claim changed.
+                    .action_and_where(Expr::cust(
+                        "users.email IS DISTINCT FROM excluded.email OR users.roles <> excluded.roles",
+                    ))
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.db)
+            .await?;
+
+        let mut known = self.known_users.lock().unwrap_or_else(|p| p.into_inner());
+        if known.len() >= KNOWN_USERS_CAPACITY {
+            known.clear();
+        }
+        known.insert(principal.user_id.clone(), fingerprint);
+        Ok(())
+    }
+
+    fn remembered(&self, user_id: &str) -> Option<u64> {
+        let known = self.known_users.lock().unwrap_or_else(|p| p.into_inner());
+        known.get(user_id).copied()
+    }
+
+    #[tracing::instrument(skip_all, err(Debug))]
+    pub async fn user(&self, user_id: &str) -> Result<User> {
+        user::Entity::find_by_id(user_id)
+            .one(&self.db)
+            .await?
+            .map(User::from)
+            .ok_or_else(|| Error::NotFound(format!("user `{user_id}` does not exist")))
+    }
+
+    /// The user's settings in `scope`, ordered by key; only `keys` when given.
+    #[tracing::instrument(skip_all, err(Debug))]
+    pub async fn list(
+        &self,
+        user_id: &str,
+        scope: &Scope,
+        keys: Option<&[Key]>,
+    ) -> Result<Vec<Setting>> {
+        let rows = setting::Entity::find()
+            .filter(of_user(user_id, scope))
+            .apply_if(keys, |query, keys| {
+                query.filter(setting::Column::Key.is_in(keys.iter().map(Key::as_str)))
+            })
+            .order_by_asc(setting::Column::Key)
+            .all(&self.db)
+            .await?;
+        Ok(rows.into_iter().map(Setting::from).collect())
+    }
+
+    #[tracing::instrument(skip_all, err(Debug))]
+    pub async fn get(&self, user_id: &str, scope: &Scope, key: &Key) -> Result<Option<Setting>> {
+        let row = setting::Entity::find_by_id((
+            user_id.to_owned(),
+            scope.as_str().to_owned(),
+            key.as_str().to_owned(),
+        ))
+        .one(&self.db)
+        .await?;
+        Ok(row.map(Setting::from))
+    }
+
+    /// Creates or replaces one setting in a single atomic upsert.
+    #[tracing::instrument(skip_all, err(Debug))]
+    pub async fn set(
+        &self,
+        user_id: &str,
+        scope: &Scope,
+        key: &Key,
+        value: Value,
+    ) -> Result<Setting> {
+        self.limits.check(key.as_str(), &value)?;
+        let now = now();
+        let row = setting::ActiveModel {
+            user_id: Set(user_id.to_owned()),
+            scope: Set(scope.as_str().to_owned()),
+            key: Set(key.as_str().to_owned()),
+            value: Set(value),
+            version: Set(1),
+            created_at: Set(now),
+            updated_at: Set(now),
+        };
+        let saved = setting::Entity::insert(row)
+            .on_conflict(
+                OnConflict::columns([
+                    setting::Column::UserId,
+                    setting::Column::Scope,
+                    setting::Column::Key,
+                ])
+                .update_columns([setting::Column::Value, setting::Column::UpdatedAt])
+                .value(
+                    setting::Column::Version,
+                    Expr::col((setting::Entity, setting::Column::Version)).add(1),
+                )
+                .to_owned(),
+            )
+            .exec_with_returning(&self.db)
+            .await?;
+        Ok(saved.into())
+    }
+
+    /// Deletes one setting; false when there was none.
+    #[tracing::instrument(skip_all, err(Debug))]
+    pub async fn delete(&self, user_id: &str, scope: &Scope, key: &Key) -> Result<bool> {
+        let result = setting::Entity::delete_many()
+            .filter(of_user(user_id, scope))
+            .filter(setting::Column::Key.eq(key.as_str()))
+            .exec(&self.db)
+            .await?;
+        Ok(result.rows_affected > 0)
+    }
+
+    /// Applies an RFC 7386 merge patch whose members are keys, all in one transaction, and
+    /// returns the settings it created or changed (not those it removed), ordered by key.
+    #[tracing::instrument(skip_all, err(Debug))]
+    pub async fn apply_patch(
+        &self,
+        user_id: &str,
+        scope: &Scope,
+        patch: Value,
+    ) -> Result<Vec<Setting>> {
+        let Value::Object(members) = patch else {
+            return Err(Error::bad_input(
+                "patch",
+                "type",
+                "the patch must be a JSON object whose members are setting keys",
+            ));
+        };
+        let mut entries = members
+            .into_iter()
+            .map(|(key, value)| Ok((Key::parse(key, "patch")?, value)))
+            .collect::<Result<Vec<_>>>()?;
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+
+        let mut attempt = 1;
+        loop {
+            match self.try_apply_patch(user_id, scope, &entries).await {
+                Err(PatchError::Raced) if attempt < PATCH_ATTEMPTS => attempt += 1,
+                Err(PatchError::Raced) => {
+                    return Err(Error::Conflict {
+                        message: "the settings kept changing while the patch was applied; retry"
+                            .into(),
+                        current_version: None,
+                    });
+                }
+                Err(PatchError::Failed(err)) => return Err(err),
+                Ok(written) => return Ok(written),
+            }
+        }
+    }
+
+    /// One attempt: read and lock the current rows, merge in memory, then one DELETE and one
+    /// multi-row upsert. The upsert only replaces a row still at the version that was read, so a
+    /// key created by someone else meanwhile makes the attempt fail as `Raced` and roll back.
+    async fn try_apply_patch(
+        &self,
+        user_id: &str,
+        scope: &Scope,
+        entries: &[(Key, Value)],
+    ) -> Result<Vec<Setting>, PatchError> {
+        let txn = self.db.begin().await.map_err(Error::from)?;
+        let current: HashMap<String, setting::Model> = setting::Entity::find()
+            .filter(of_user(user_id, scope))
+            .filter(setting::Column::Key.is_in(entries.iter().map(|(key, _)| key.as_str())))
+            .lock_exclusive()
+            .all(&txn)
+            .await
+            .map_err(Error::from)?
+            .into_iter()
+            .map(|row| (row.key.clone(), row))
+            .collect();
+
+        let now = now();
+        let mut removals = Vec::new();
+        let mut upserts = Vec::new();
+        for (key, member) in entries {
+            let existing = current.get(key.as_str());
+            match merge_patch(existing.map(|row| row.value.clone()), member) {
+                None => {
+                    if existing.is_some() {
+                        removals.push(key.as_str());
+                    }
+                }
+                Some(value) => {
+                    self.limits.check(key.as_str(), &value)?;
+                    upserts.push(setting::ActiveModel {
+                        user_id: Set(user_id.to_owned()),
+                        scope: Set(scope.as_str().to_owned()),
+                        key: Set(key.as_str().to_owned()),
+                        value: Set(value),
+                        version: Set(existing.map_or(1, |row| row.version + 1)),
+                        // Kept from the stored row on conflict: the upsert does not update it.
+                        created_at: Set(now),
+                        updated_at: Set(now),
+                    });
+                }
+            }
+        }
+
+        if !removals.is_empty() {
+            setting::Entity::delete_many()
+                .filter(of_user(user_id, scope))
+                .filter(setting::Column::Key.is_in(removals))
+                .exec(&txn)
+                .await
+                .map_err(Error::from)?;
+        }
+        let mut written = Vec::new();
+        if !upserts.is_empty() {
+            let expected = upserts.len();
+            let version = setting::Column::Version;
+            written = setting::Entity::insert_many(upserts)
+                .on_conflict(
+                    OnConflict::columns([
+                        setting::Column::UserId,
+                        setting::Column::Scope,
+                        setting::Column::Key,
+                    ])
+                    .update_columns([setting::Column::Value, version, setting::Column::UpdatedAt])
+                    .action_and_where(
+                        Expr::col((setting::Entity, version))
+                            .add(1)
+                            .eq(Expr::col((Alias::new("excluded"), version))),
+                    )
+                    .to_owned(),
+                )
+                .exec_with_returning(&txn)
+                .await
+                .map_err(Error::from)?;
+            if written.len() != expected {
+                return Err(PatchError::Raced);
+            }
+        }
+        txn.commit().await.map_err(Error::from)?;
+
+        let mut written: Vec<Setting> = written.into_iter().map(Setting::from).collect();
+        written.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(written)
+    }
+}
+
+enum PatchError {
+    /// Another writer created one of the patch's keys after it was read.
+    Raced,
+    Failed(Error),
+}
+
+impl From<Error> for PatchError {
+    fn from(err: Error) -> Self {
+        PatchError::Failed(err)
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,167 @@
+//! Limits on setting values: size, nesting, and what PostgreSQL `jsonb` cannot hold.
+
+use std::io;
+
+use serde_json::Value;
+
+use crate::error::Error;
+
+#[derive(Clone, Copy, Debug)]
+pub struct ValueLimits {
+    pub max_bytes: usize,
+    pub max_depth: usize,
+}
+
+impl ValueLimits {
+    /// Checks a value about to be stored under `field` (a key, or `patch`).
+    pub fn check(&self, field: &str, value: &Value) -> Result<(), Error> {
+        check_tree(field, value, 0, self.max_depth, &mut String::new())?;
+        let size = serialized_len(value);
+        if size > self.max_bytes {
+            return Err(Error::PayloadTooLarge {
+                message: format!(
+                    "the value of `{field}` is {size} bytes serialized; the limit is {} bytes",
+                    self.max_bytes
+                ),
+                limit: self.max_bytes,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Walks the value once for depth and NUL characters, keeping a JSON pointer for the message.
+fn check_tree(
+    field: &str,
+    value: &Value,
+    depth: usize,
+    max_depth: usize,
+    pointer: &mut String,
+) -> Result<(), Error> {
+    let nested = |pointer: &str| {
+        Error::bad_input(
+            field,
+            "maxDepth",
+            format!("the value of `{field}` nests deeper than {max_depth} levels at `{pointer}`"),
+        )
+    };
+    let nul = |pointer: &str| {
+        Error::bad_input(
+            field,
+            "noNulCharacter",
+            format!("the value of `{field}` contains the character \\u0000 at `{pointer}`"),
+        )
+    };
+    match value {
+        Value::String(s) if s.contains('\0') => Err(nul(pointer)),
+        Value::Array(items) => {
+            if depth + 1 > max_depth {
+                return Err(nested(pointer));
+            }
+            for (index, item) in items.iter().enumerate() {
+                let len = pointer.len();
+                pointer.push('/');
+                pointer.push_str(&index.to_string());
+                check_tree(field, item, depth + 1, max_depth, pointer)?;
+                pointer.truncate(len);
+            }
+            Ok(())
+        }
+        Value::Object(members) => {
+            if depth + 1 > max_depth {
+                return Err(nested(pointer));
+            }
+            for (name, item) in members {
+                let len = pointer.len();
+                pointer.push('/');
+                pointer.push_str(&name.replace('~', "~0").replace('/', "~1"));
+                if name.contains('\0') {
+                    return Err(nul(pointer));
+                }
+                check_tree(field, item, depth + 1, max_depth, pointer)?;
+                pointer.truncate(len);
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The length of the compact serialization, counted without building the string.
+fn serialized_len(value: &Value) -> usize {
+    struct Counter(usize);
+    impl io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Writing a `Value` to an infallible writer cannot fail.
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const LIMITS: ValueLimits = ValueLimits {
+        max_bytes: 64,
+        max_depth: 3,
+    };
+
+    fn nest(depth: usize) -> Value {
+        (0..depth).fold(json!(1), |inner, _| json!([inner]))
+    }
+
+    #[test]
+    fn values_within_limits_pass() {
+        for value in [
+            json!(null),
+            json!(true),
+            json!("dark"),
+            json!({"a": {"b": [1]}}),
+            nest(3),
+        ] {
+            LIMITS.check("k", &value).unwrap();
+        }
+    }
+
+    #[test]
+    fn nesting_beyond_the_limit_is_rejected_with_its_pointer() {
+        let err = LIMITS.check("k", &json!({"a": {"b": [[1]]}})).unwrap_err();
+        match err {
+            Error::BadInput(v) => {
+                assert_eq!(v.rule, "maxDepth");
+                assert!(v.message.contains("/a/b/0"), "{}", v.message);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn nul_is_rejected_in_strings_and_member_names() {
+        for value in [json!("a\u{0}b"), json!({"x\u{0}": 1}), json!([["\u{0}"]])] {
+            match LIMITS.check("k", &value) {
+                Err(Error::BadInput(v)) => assert_eq!(v.rule, "noNulCharacter"),
+                other => panic!("{value}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn size_is_the_compact_serialized_length() {
+        let value = json!("x".repeat(62)); // 64 bytes with its quotes
+        LIMITS.check("k", &value).unwrap();
+        let value = json!("x".repeat(63));
+        assert!(matches!(
+            LIMITS.check("k", &value),
+            Err(Error::PayloadTooLarge { limit: 64, .. })
+        ));
+    }
+}

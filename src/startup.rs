@@ -1,0 +1,246 @@
+//! Builds the application: database, migrations, keys, router; then serves until stopped.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use axum::{
+    Json, Router,
+    extract::{DefaultBodyLimit, State},
+    http::StatusCode,
+    middleware,
+    response::IntoResponse,
+    routing::get,
+};
+use base64::Engine;
+use migration::{Migrator, MigratorTrait};
+use rand::RngCore;
+use tokio::net::TcpListener;
+
+use crate::{
+    auth::{Issuer, TokenRequest, Verifier},
+    config::{AppEnv, Config, JwtKey, Secret, redact_url},
+    graphql::{self, AppSchema},
+    settings::{Store, ValueLimits, store_connect},
+    telemetry,
+};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<Store>,
+    pub verifier: Arc<Verifier>,
+    pub schema: AppSchema,
+    pub graphiql_html: Arc<str>,
+}
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    local_addr: SocketAddr,
+    shutdown_timeout: Duration,
+    /// The token printed for development when no key is configured.
+    dev_token: Option<String>,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let db = store_connect(&config.database_url, config.database_max_connections)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot connect to DATABASE_URL {}",
+                    redact_url(&config.database_url)
+                )
+            })?;
+        Migrator::up(&db, None)
+            .await
+            .context("cannot apply database migrations")?;
+
+        let listener = TcpListener::bind(config.bind_addr)
+            .await
+            .with_context(|| format!("cannot listen on BIND_ADDR {}", config.bind_addr))?;
+        let local_addr = listener.local_addr()?;
+
+        let (key, dev_token) = match &config.jwt.key {
+            Some(key) => (key.clone(), None),
+            None => {
+                debug_assert_ne!(config.app_env, AppEnv::Production);
+                let key = JwtKey::Secret(random_secret());
+                let token = Issuer::new(&config.jwt, &key, None)?.mint(&TokenRequest {
+                    sub: "dev".into(),
+                    email: Some("dev@localhost".into()),
+                    roles: vec!["admin".into()],
+                    ttl: Duration::from_secs(24 * 3600),
+                })?;
+                (key, Some(token))
+            }
+        };
+        let verifier = Verifier::new(&config.jwt, &key)?;
+
+        let limits = &config.limits;
+        let store = Arc::new(Store::new(
+            db,
+            ValueLimits {
+                max_bytes: limits.max_value_bytes,
+                max_depth: limits.max_value_depth,
+            },
+        ));
+        let schema = graphql::build_schema(store.clone(), limits);
+        let graphiql_html = graphiql_page(dev_token.as_deref());
+        let state = AppState {
+            store,
+            verifier: Arc::new(verifier),
+            schema,
+            graphiql_html: graphiql_html.into(),
+            config: Arc::new(config.clone()),
+        };
+        Ok(Application {
+            listener,
+            router: router(state),
+            local_addr,
+            shutdown_timeout: config.shutdown_timeout,
+            dev_token,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn dev_token(&self) -> Option<&str> {
+        self.dev_token.as_deref()
+    }
+
+    /// Serves until Ctrl-C or SIGTERM.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `shutdown` completes; then stops accepting connections and lets in-flight
+    /// requests finish, for at most the configured shutdown timeout.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let stopping = Arc::new(tokio::sync::Notify::new());
+        let notify = stopping.clone();
+        let server = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            notify.notify_one();
+        });
+        let deadline = async {
+            stopping.notified().await;
+            tokio::time::sleep(self.shutdown_timeout).await;
+        };
+        tokio::select! {
+            served = server => served,
+            () = deadline => {
+                tracing::warn!("in-flight requests did not finish within the shutdown timeout");
+                Ok(())
+            }
+        }
+    }
+}
+
+fn router(state: AppState) -> Router {
+    let body_limit = state.config.limits.max_body_bytes;
+    Router::new()
+        .route("/graphql", get(graphql::graphiql).post(graphql::graphql))
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(telemetry::request_span))
+        .with_state(state)
+}
+
+async fn live() -> impl IntoResponse {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    match state.store.ping().await {
+        Ok(()) => (
+            StatusCode::OK,
+            Json(serde_json::json!({ "status": "ok", "database": "ok" })),
+        ),
+        Err(err) => {
+            tracing::warn!(error = ?err, "readiness check failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({ "status": "unavailable", "database": "unreachable" })),
+            )
+        }
+    }
+}
+
+async fn not_found() -> impl IntoResponse {
+    (
+        StatusCode::NOT_FOUND,
+        Json(serde_json::json!({ "error": "not found" })),
+    )
+}
+
+fn random_secret() -> Secret {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    Secret::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+fn graphiql_page(dev_token: Option<&str>) -> String {
+    let source = async_graphql::http::GraphiQLSource::build()
+        .endpoint("/graphql")
+        .title("settings-api GraphiQL");
+    match dev_token {
+        Some(token) => {
+            let bearer = format!("Bearer {token}");
+            source.header("Authorization", &bearer).finish()
+        }
+        None => source.finish(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
+
+/// Applies pending migrations; `settings-api migrate`.
+pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let db = store_connect(&config.database_url, 1)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot connect to DATABASE_URL {}",
+                redact_url(&config.database_url)
+            )
+        })?;
+    Migrator::up(&db, None)
+        .await
+        .context("cannot apply database migrations")?;
+    tracing::info!("migrations applied");
+    Ok(())
+}
