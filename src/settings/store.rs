@@ -362,12 +362,18 @@ impl Store {
                 }
                 Some(value) => {
                     self.limits.check(key.as_str(), &value)?;
+                    let version = match existing {
+                        None => 1,
+                        Some(row) => row.version.checked_add(1).ok_or_else(|| {
+                            Error::internal(anyhow::anyhow!("setting `{}` reached the largest version", row.key))
+                        })?,
+                    };
                     upserts.push(setting::ActiveModel {
                         user_id: Set(user_id.to_owned()),
                         scope: Set(scope.as_str().to_owned()),
                         key: Set(key.as_str().to_owned()),
                         value: Set(value),
-                        version: Set(existing.map_or(1, |row| row.version + 1)),
+                        version: Set(version),
                         // Kept from the stored row on conflict: the upsert does not update it.
                         created_at: Set(now),
                         updated_at: Set(now),

@@ -1,0 +1,117 @@
+//! The `settings-api` binary as a user runs it.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_settings-api");
+
+fn command(dir: &std::path::Path) -> Command {
+    let mut command = Command::new(BIN);
+    command.current_dir(dir).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    command
+}
+
+#[tokio::test]
+async fn with_no_configuration_it_serves_sqlite_and_prints_a_working_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = command(dir.path())
+        .env("BIND_ADDR", "127.0.0.1:0")
+        .env("LOG_FORMAT", "json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let banner = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|line| serde_json::from_str::<Value>(&line).ok())
+            .find(|line| line.get("token").is_some())
+    })
+    .await
+    .unwrap()
+    .expect("the service logs a development token");
+    let graphiql = banner["graphiql"].as_str().unwrap().to_owned();
+    let token = banner["token"].as_str().unwrap().to_owned();
+
+    let client = reqwest::Client::new();
+    let page = client.get(&graphiql).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains(&token), "GraphiQL opens with the token filled in");
+
+    let response: Value = client
+        .post(&graphiql)
+        .bearer_auth(&token)
+        .json(&json!({"query": "mutation { setSetting(key: \"theme\", value: \"dark\") { version } }"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(response, json!({"data": {"setSetting": {"version": 1}}}));
+    assert!(dir.path().join("settings-api.db").exists(), "the SQLite file is in the working directory");
+
+    // SIGTERM stops it cleanly.
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn production_refuses_to_start_without_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = command(dir.path()).env("APP_ENV", "production").output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("JWT_SECRET"), "{stderr}");
+    assert!(!dir.path().join("settings-api.db").exists(), "nothing was created");
+}
+
+#[tokio::test]
+async fn the_token_command_mints_a_token_the_service_accepts() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let output = command(dir.path())
+        .env("JWT_SECRET", SECRET)
+        .args(["token", "--sub", "alice", "--email", "a@x.io", "--role", "admin", "--ttl", "5m"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let token = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let me = app.data(&token, "{ me { id email roles } }", json!({})).await;
+    assert_eq!(me, json!({"me": {"id": "alice", "email": "a@x.io", "roles": ["admin"]}}));
+
+    let claims = token.split('.').nth(1).unwrap();
+    let claims: Value = {
+        use base64::Engine;
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap()
+    };
+    let ttl = claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap();
+    assert_eq!(Duration::from_secs(ttl), Duration::from_secs(300));
+}
+
+#[test]
+fn the_token_command_explains_a_missing_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = command(dir.path()).args(["token", "--sub", "alice"]).output().unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("JWT_SECRET"));
+}
+
+#[test]
+fn the_schema_command_prints_the_committed_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = command(dir.path()).arg("schema").output().unwrap();
+    assert!(output.status.success());
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql")).unwrap();
+    assert_eq!(String::from_utf8(output.stdout).unwrap(), committed);
+}

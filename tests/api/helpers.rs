@@ -1,0 +1,262 @@
+//! Spawns the real application on port 0 with a fresh database per test.
+
+use std::{collections::HashMap, time::Duration};
+
+use reqwest::{Client, StatusCode};
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::{Value, json};
+use settings_api::{
+    Application, Config,
+    auth::{Issuer, TokenRequest},
+    config::{JwtKey, Secret},
+};
+
+pub const SECRET: &str = "test-secret-that-is-at-least-32-bytes-long";
+
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each test once per backend: `sqlite` always, `postgres` when `TEST_DATABASE_URL` is set.
+macro_rules! both_backends {
+    ($(async fn $name:ident($app:ident) $body:block)*) => {$(
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[allow(unused_imports)]
+            use $crate::helpers::*;
+
+            #[tokio::test]
+            async fn sqlite() {
+                let $app = TestApp::spawn(Backend::Sqlite).await.expect("SQLite is always available");
+                $body
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                let Some($app) = TestApp::spawn(Backend::Postgres).await else {
+                    return;
+                };
+                $body
+            }
+        }
+    )*};
+}
+pub(crate) use both_backends;
+
+/// A database that exists for one test only.
+enum TestDb {
+    Sqlite(#[allow(dead_code)] tempfile::TempDir),
+    Postgres { admin_url: String, name: String },
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let TestDb::Postgres { admin_url, name } = self else { return };
+        let (admin_url, name) = (admin_url.clone(), name.clone());
+        // Drop runs inside the test's runtime, which cannot block on itself: use a thread.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(async {
+                let admin = Database::connect(&admin_url).await?;
+                admin
+                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .await?;
+                Ok::<_, anyhow::Error>(())
+            })
+        })
+        .join();
+        if let Ok(Err(err)) = dropped {
+            eprintln!("could not drop test database: {err:#}");
+        }
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: Client,
+    pub database_url: String,
+    issuer: Issuer,
+    _db: TestDb,
+}
+
+pub struct Options {
+    pub env: HashMap<String, String>,
+    /// PEM private key matching a configured public key, for minting test tokens.
+    pub private_key: Option<Vec<u8>>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        let mut env = HashMap::new();
+        env.insert("JWT_SECRET".to_owned(), SECRET.to_owned());
+        Options {
+            env,
+            private_key: None,
+        }
+    }
+}
+
+impl Options {
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.insert(name.to_owned(), value.to_owned());
+        self
+    }
+
+    pub fn without(mut self, name: &str) -> Self {
+        self.env.remove(name);
+        self
+    }
+}
+
+/// Where PostgreSQL tests create their databases, or None to skip them.
+fn postgres_admin_url() -> Option<String> {
+    match std::env::var("TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            if std::env::var_os("SETTINGS_API_REQUIRE_POSTGRES").is_some() {
+                panic!("SETTINGS_API_REQUIRE_POSTGRES is set but TEST_DATABASE_URL is not");
+            }
+            None
+        }
+    }
+}
+
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let (server, _) = base.rsplit_once('/').expect("TEST_DATABASE_URL has a database path");
+    match query {
+        Some(query) => format!("{server}/{name}?{query}"),
+        None => format!("{server}/{name}"),
+    }
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Option<TestApp> {
+        Self::spawn_with(backend, Options::default()).await
+    }
+
+    pub async fn spawn_with(backend: Backend, options: Options) -> Option<TestApp> {
+        let (database_url, db) = match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temporary directory");
+                let url = format!("sqlite://{}?mode=rwc", dir.path().join("settings.db").display());
+                (url, TestDb::Sqlite(dir))
+            }
+            Backend::Postgres => {
+                let admin_url = postgres_admin_url()?;
+                let name = format!("settings_test_{}", uuid::Uuid::new_v4().simple());
+                let admin = Database::connect(&admin_url).await.expect("TEST_DATABASE_URL must be reachable");
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+                    .await
+                    .expect("create the test database");
+                admin.close().await.ok();
+                (with_database(&admin_url, &name), TestDb::Postgres { admin_url, name })
+            }
+        };
+
+        let mut env = options.env;
+        env.insert("DATABASE_URL".into(), database_url.clone());
+        env.insert("BIND_ADDR".into(), "127.0.0.1:0".into());
+        env.insert("DATABASE_MAX_CONNECTIONS".into(), "4".into());
+        let config = Config::from_lookup(|name| env.get(name).cloned()).expect("valid test configuration");
+        let jwt = config.jwt.clone();
+        let app = Application::build(config).await.expect("the application starts");
+        let address = format!("http://{}", app.local_addr());
+        let key = jwt.key.clone().unwrap_or_else(|| JwtKey::Secret(Secret::new(SECRET)));
+        let issuer = Issuer::new(&jwt, &key, options.private_key.as_deref()).expect("a token issuer");
+        tokio::spawn(app.run_until(std::future::pending()));
+
+        Some(TestApp {
+            address,
+            client: Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+            database_url,
+            issuer,
+            _db: db,
+        })
+    }
+
+    /// A valid token for `sub` with no email and no roles.
+    pub fn token(&self, sub: &str) -> String {
+        self.token_for(TokenRequest {
+            sub: sub.into(),
+            ttl: Duration::from_secs(3600),
+            ..Default::default()
+        })
+    }
+
+    pub fn token_for(&self, request: TokenRequest) -> String {
+        self.issuer.mint(&request).expect("mint a token")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// Posts a GraphQL operation with a bearer token; returns the status and the JSON body.
+    pub async fn graphql(&self, token: &str, query: &str, variables: Value) -> (StatusCode, Value) {
+        self.post_graphql(Some(token), &json!({ "query": query, "variables": variables })).await
+    }
+
+    pub async fn post_graphql(&self, token: Option<&str>, body: &Value) -> (StatusCode, Value) {
+        let mut request = self.client.post(self.url("/graphql")).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status();
+        (status, response.json().await.expect("a JSON body"))
+    }
+
+    /// Runs GraphQL that must succeed and returns its `data`.
+    pub async fn data(&self, token: &str, query: &str, variables: Value) -> Value {
+        let (status, body) = self.graphql(token, query, variables).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.get("errors").is_none(), "unexpected errors: {body}");
+        body["data"].clone()
+    }
+
+    /// Runs GraphQL that must fail and returns its first error.
+    pub async fn error(&self, token: &str, query: &str, variables: Value) -> Value {
+        let (_, body) = self.graphql(token, query, variables).await;
+        body["errors"][0].clone()
+    }
+
+    pub async fn set(&self, token: &str, key: &str, value: Value) -> Value {
+        self.data(
+            token,
+            "mutation($k: String!, $v: JSON!) { setSetting(key: $k, value: $v) { key value version createdAt updatedAt } }",
+            json!({ "k": key, "v": value }),
+        )
+        .await["setSetting"]
+            .clone()
+    }
+
+    /// All of the user's settings in the default scope, as key → value.
+    pub async fn values(&self, token: &str) -> Value {
+        let data = self.data(token, "{ settings { key value } }", json!({})).await;
+        let mut map = serde_json::Map::new();
+        for setting in data["settings"].as_array().unwrap() {
+            map.insert(setting["key"].as_str().unwrap().to_owned(), setting["value"].clone());
+        }
+        Value::Object(map)
+    }
+
+    /// Runs SQL on the app's own database, to arrange what no API can.
+    pub async fn execute_sql(&self, sql: &str) {
+        let db = Database::connect(&self.database_url).await.expect("connect to the test database");
+        db.execute_unprepared(sql).await.expect("SQL runs");
+        db.close().await.ok();
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.database_url.starts_with("postgres")
+    }
+}
+
+pub fn code(error: &Value) -> &str {
+    error["extensions"]["code"].as_str().unwrap_or_default()
+}

@@ -1,0 +1,13 @@
+//! The API over real HTTP against the real application, on SQLite and on PostgreSQL when
+//! `TEST_DATABASE_URL` is set.
+
+mod helpers;
+
+mod auth;
+mod binary;
+mod health;
+mod isolation;
+mod limits;
+mod merge_patch;
+mod schema;
+mod settings;

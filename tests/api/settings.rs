@@ -1,0 +1,124 @@
+//! Set, read, update and delete through GraphQL.
+
+use serde_json::json;
+use settings_api::auth::TokenRequest;
+
+use crate::helpers::*;
+
+fn is_utc_millis(value: &serde_json::Value) -> bool {
+    let text = value.as_str().unwrap_or_default();
+    let bytes = text.as_bytes();
+    text.len() == 24
+        && chrono::DateTime::parse_from_rfc3339(text).is_ok()
+        && bytes[19] == b'.'
+        && bytes[23] == b'Z'
+}
+
+both_backends! {
+    async fn set_setting_creates_then_replaces_with_a_growing_version(app) {
+        let token = app.token("alice");
+        let created = app.set(&token, "theme", json!({"mode": "dark"})).await;
+        assert_eq!(created["key"], "theme");
+        assert_eq!(created["value"], json!({"mode": "dark"}));
+        assert_eq!(created["version"], 1);
+        assert!(is_utc_millis(&created["createdAt"]), "{created}");
+        assert_eq!(created["createdAt"], created["updatedAt"]);
+
+        let replaced = app.set(&token, "theme", json!("light")).await;
+        assert_eq!(replaced["value"], "light");
+        assert_eq!(replaced["version"], 2);
+        assert_eq!(replaced["createdAt"], created["createdAt"]);
+        assert!(replaced["updatedAt"].as_str() >= created["updatedAt"].as_str());
+    }
+
+    async fn values_of_every_json_type_round_trip(app) {
+        let token = app.token("alice");
+        let values = json!({
+            "string": "héllo ✓ \"quoted\"",
+            "integer": -42,
+            "float": 1.5,
+            "big": 9007199254740993u64,
+            "bool": false,
+            "array": [1, "two", {"three": [3]}, null],
+            "object": {"nested": {"deep": true}, "empty": {}, "nothing": null},
+        });
+        for (key, value) in values.as_object().unwrap() {
+            app.set(&token, key, value.clone()).await;
+        }
+        assert_eq!(app.values(&token).await, values);
+    }
+
+    async fn settings_lists_keys_in_order_and_filters_by_keys(app) {
+        let token = app.token("alice");
+        for key in ["zeta", "alpha", "mid"] {
+            app.set(&token, key, json!(key)).await;
+        }
+        let all = app.data(&token, "{ settings { key } }", json!({})).await;
+        assert_eq!(all, json!({"settings": [{"key": "alpha"}, {"key": "mid"}, {"key": "zeta"}]}));
+
+        let some = app
+            .data(&token, r#"{ settings(keys: ["zeta", "alpha", "absent"]) { key value } }"#, json!({}))
+            .await;
+        assert_eq!(some, json!({"settings": [{"key": "alpha", "value": "alpha"}, {"key": "zeta", "value": "zeta"}]}));
+    }
+
+    async fn setting_reads_one_key_and_is_null_when_absent(app) {
+        let token = app.token("alice");
+        app.set(&token, "lang", json!("en")).await;
+        let data = app
+            .data(&token, r#"{ lang: setting(key: "lang") { value version } none: setting(key: "none") { value } }"#, json!({}))
+            .await;
+        assert_eq!(data, json!({"lang": {"value": "en", "version": 1}, "none": null}));
+    }
+
+    async fn delete_setting_removes_the_key_and_says_whether_it_existed(app) {
+        let token = app.token("alice");
+        app.set(&token, "lang", json!("en")).await;
+        let delete = r#"mutation { deleteSetting(key: "lang") }"#;
+        assert_eq!(app.data(&token, delete, json!({})).await, json!({"deleteSetting": true}));
+        assert_eq!(app.data(&token, delete, json!({})).await, json!({"deleteSetting": false}));
+        assert_eq!(app.values(&token).await, json!({}));
+
+        let recreated = app.set(&token, "lang", json!("fr")).await;
+        assert_eq!(recreated["version"], 1, "a deleted key starts over");
+    }
+
+    async fn scopes_keep_separate_values_for_the_same_key(app) {
+        let token = app.token("alice");
+        app.set(&token, "theme", json!("light")).await;
+        let set_in_scope = r#"mutation { setSetting(key: "theme", value: "dark", scope: "mobile") { scope value } }"#;
+        let data = app.data(&token, set_in_scope, json!({})).await;
+        assert_eq!(data, json!({"setSetting": {"scope": "mobile", "value": "dark"}}));
+
+        let read = r#"{ default: settings { scope value } mobile: settings(scope: "mobile") { scope value } }"#;
+        assert_eq!(
+            app.data(&token, read, json!({})).await,
+            json!({"default": [{"scope": "", "value": "light"}], "mobile": [{"scope": "mobile", "value": "dark"}]})
+        );
+    }
+
+    async fn me_reflects_the_token_and_follows_claim_changes(app) {
+        let first = app.token_for(TokenRequest {
+            sub: "carol".into(),
+            email: Some("carol@example.com".into()),
+            roles: vec!["admin".into()],
+            ttl: std::time::Duration::from_secs(600),
+        });
+        app.set(&first, "lang", json!("en")).await;
+        let me = app.data(&first, "{ me { id email roles locale settings { key value } } }", json!({})).await;
+        assert_eq!(
+            me,
+            json!({"me": {"id": "carol", "email": "carol@example.com", "roles": ["admin"], "locale": null,
+                          "settings": [{"key": "lang", "value": "en"}]}})
+        );
+
+        let changed = app.token_for(TokenRequest {
+            sub: "carol".into(),
+            email: Some("carol@new.example".into()),
+            roles: vec![],
+            ttl: std::time::Duration::from_secs(600),
+        });
+        let me = app.data(&changed, "{ me { email roles } }", json!({})).await;
+        assert_eq!(me, json!({"me": {"email": "carol@new.example", "roles": []}}));
+    }
+}
