@@ -102,9 +102,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(token) => tracing::info!(
                     graphiql = %url,
                     token = %token,
-                    "development mode: no JWT key is configured, so a random one was generated. \
-                     GraphiQL at {url} already sends this token; for curl use: \
-                     Authorization: Bearer {token}"
+                    "development mode: no JWT key is configured, so one was generated for this run; \
+                     GraphiQL sends this token already, other clients send `Authorization: Bearer <token>`"
                 ),
                 None => tracing::info!(graphiql = %url, "listening"),
             }

@@ -49,17 +49,17 @@ pub async fn graphql(
         }
     };
     let max_batch = state.config.limits.graphql_max_batch;
-    if let BatchRequest::Batch(requests) = &request {
-        if requests.len() > max_batch {
-            return error_response(Error::bad_input(
-                "body",
-                "maxBatchSize",
-                format!(
-                    "a batch may hold at most {max_batch} operations, not {}",
-                    requests.len()
-                ),
-            ));
-        }
+    if let BatchRequest::Batch(requests) = &request
+        && requests.len() > max_batch
+    {
+        return error_response(Error::bad_input(
+            "body",
+            "maxBatchSize",
+            format!(
+                "a batch may hold at most {max_batch} operations, not {}",
+                requests.len()
+            ),
+        ));
     }
     let mut response = state.schema.execute_batch(request.data(principal)).await;
     add_missing_codes(&mut response);

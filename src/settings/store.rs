@@ -365,7 +365,10 @@ impl Store {
                     let version = match existing {
                         None => 1,
                         Some(row) => row.version.checked_add(1).ok_or_else(|| {
-                            Error::internal(anyhow::anyhow!("setting `{}` reached the largest version", row.key))
+                            Error::internal(anyhow::anyhow!(
+                                "setting `{}` reached the largest version",
+                                row.key
+                            ))
                         })?,
                     };
                     upserts.push(setting::ActiveModel {

@@ -9,14 +9,20 @@ use settings_api::auth::TokenRequest;
 
 use crate::helpers::*;
 
-const WRITE: &str = r#"{"query": "mutation { setSetting(key: \"theme\", value: \"dark\") { version } }"}"#;
+const WRITE: &str =
+    r#"{"query": "mutation { setSetting(key: \"theme\", value: \"dark\") { version } }"}"#;
 
 fn now() -> u64 {
     jsonwebtoken::get_current_timestamp()
 }
 
 fn sign(claims: Value, secret: &str) -> String {
-    encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+    encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
 }
 
 async fn assert_refused(app: &TestApp, authorization: Option<String>, message: &str) {
@@ -32,8 +38,15 @@ async fn assert_refused(app: &TestApp, authorization: Option<String>, message: &
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{message}");
     assert_eq!(response.headers()["www-authenticate"], "Bearer");
     let body: Value = response.json().await.unwrap();
-    assert_eq!(code(&body["errors"][0]), "UNAUTHENTICATED", "{message}: {body}");
-    assert!(body.get("data").is_none(), "{message}: nothing may run: {body}");
+    assert_eq!(
+        code(&body["errors"][0]),
+        "UNAUTHENTICATED",
+        "{message}: {body}"
+    );
+    assert!(
+        body.get("data").is_none(),
+        "{message}: nothing may run: {body}"
+    );
 }
 
 #[tokio::test]
@@ -45,13 +58,58 @@ async fn every_kind_of_bad_token_is_refused_and_writes_nothing() {
         (Some("Basic YWxpY2U6cHc=".into()), "not a bearer token"),
         (Some("Bearer ".into()), "an empty bearer token"),
         (Some("Bearer not.a.jwt".into()), "garbage"),
-        (Some(format!("Bearer {}", sign(valid.clone(), "another-secret-of-at-least-32-bytes!!"))), "forged signature"),
-        (Some(format!("Bearer {}", sign(json!({"sub": "alice", "exp": now() - 120}), SECRET))), "expired beyond the leeway"),
-        (Some(format!("Bearer {}", sign(json!({"sub": "alice"}), SECRET))), "no exp"),
-        (Some(format!("Bearer {}", sign(json!({"exp": now() + 600}), SECRET))), "no sub"),
-        (Some(format!("Bearer {}", sign(json!({"sub": "", "exp": now() + 600}), SECRET))), "empty sub"),
-        (Some(format!("Bearer {}", sign(json!({"sub": "alice", "exp": now() + 600, "nbf": now() + 300}), SECRET))), "not valid yet"),
-        (Some(format!("Bearer {}", sign(json!({"sub": "alice", "exp": now() + 600, "roles": "admin"}), SECRET))), "roles not an array"),
+        (
+            Some(format!(
+                "Bearer {}",
+                sign(valid.clone(), "another-secret-of-at-least-32-bytes!!")
+            )),
+            "forged signature",
+        ),
+        (
+            Some(format!(
+                "Bearer {}",
+                sign(json!({"sub": "alice", "exp": now() - 120}), SECRET)
+            )),
+            "expired beyond the leeway",
+        ),
+        (
+            Some(format!("Bearer {}", sign(json!({"sub": "alice"}), SECRET))),
+            "no exp",
+        ),
+        (
+            Some(format!(
+                "Bearer {}",
+                sign(json!({"exp": now() + 600}), SECRET)
+            )),
+            "no sub",
+        ),
+        (
+            Some(format!(
+                "Bearer {}",
+                sign(json!({"sub": "", "exp": now() + 600}), SECRET)
+            )),
+            "empty sub",
+        ),
+        (
+            Some(format!(
+                "Bearer {}",
+                sign(
+                    json!({"sub": "alice", "exp": now() + 600, "nbf": now() + 300}),
+                    SECRET
+                )
+            )),
+            "not valid yet",
+        ),
+        (
+            Some(format!(
+                "Bearer {}",
+                sign(
+                    json!({"sub": "alice", "exp": now() + 600, "roles": "admin"}),
+                    SECRET
+                )
+            )),
+            "roles not an array",
+        ),
     ];
     for (authorization, message) in cases {
         assert_refused(&app, authorization, message).await;
@@ -59,7 +117,12 @@ async fn every_kind_of_bad_token_is_refused_and_writes_nothing() {
     // An unsigned token ("alg": "none") is refused too.
     let header = base64_url(r#"{"alg":"none","typ":"JWT"}"#);
     let payload = base64_url(&valid.to_string());
-    assert_refused(&app, Some(format!("Bearer {header}.{payload}.")), "alg none").await;
+    assert_refused(
+        &app,
+        Some(format!("Bearer {header}.{payload}.")),
+        "alg none",
+    )
+    .await;
 
     assert_eq!(app.values(&app.token("alice")).await, json!({}));
 }
@@ -72,24 +135,46 @@ fn base64_url(text: &str) -> String {
 #[tokio::test]
 async fn small_clock_skew_is_tolerated() {
     let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
-    let token = sign(json!({"sub": "alice", "exp": now() - 5, "nbf": now() + 5}), SECRET);
+    let token = sign(
+        json!({"sub": "alice", "exp": now() - 5, "nbf": now() + 5}),
+        SECRET,
+    );
     app.data(&token, "{ me { id } }", json!({})).await;
 }
 
 #[tokio::test]
 async fn issuer_and_audience_are_enforced_when_configured() {
-    let options = Options::default().env("JWT_ISSUER", "https://auth.example").env("JWT_AUDIENCE", "settings");
+    let options = Options::default()
+        .env("JWT_ISSUER", "https://auth.example")
+        .env("JWT_AUDIENCE", "settings");
     let app = TestApp::spawn_with(Backend::Sqlite, options).await.unwrap();
     let exp = now() + 600;
-    let good = sign(json!({"sub": "a", "exp": exp, "iss": "https://auth.example", "aud": "settings"}), SECRET);
+    let good = sign(
+        json!({"sub": "a", "exp": exp, "iss": "https://auth.example", "aud": "settings"}),
+        SECRET,
+    );
     app.data(&good, "{ me { id } }", json!({})).await;
     for (claims, message) in [
         (json!({"sub": "a", "exp": exp, "aud": "settings"}), "no iss"),
-        (json!({"sub": "a", "exp": exp, "iss": "https://evil.example", "aud": "settings"}), "wrong iss"),
-        (json!({"sub": "a", "exp": exp, "iss": "https://auth.example"}), "no aud"),
-        (json!({"sub": "a", "exp": exp, "iss": "https://auth.example", "aud": "other"}), "wrong aud"),
+        (
+            json!({"sub": "a", "exp": exp, "iss": "https://evil.example", "aud": "settings"}),
+            "wrong iss",
+        ),
+        (
+            json!({"sub": "a", "exp": exp, "iss": "https://auth.example"}),
+            "no aud",
+        ),
+        (
+            json!({"sub": "a", "exp": exp, "iss": "https://auth.example", "aud": "other"}),
+            "wrong aud",
+        ),
     ] {
-        assert_refused(&app, Some(format!("Bearer {}", sign(claims, SECRET))), message).await;
+        assert_refused(
+            &app,
+            Some(format!("Bearer {}", sign(claims, SECRET))),
+            message,
+        )
+        .await;
     }
 }
 
@@ -101,7 +186,10 @@ async fn public_key_app(algorithm: &str, name: &str) -> TestApp {
     }
     .without("JWT_SECRET")
     .env("JWT_ALGORITHM", algorithm)
-    .env("JWT_PUBLIC_KEY_FILE", &format!("{fixtures}{name}-public.pem"));
+    .env(
+        "JWT_PUBLIC_KEY_FILE",
+        &format!("{fixtures}{name}-public.pem"),
+    );
     TestApp::spawn_with(Backend::Sqlite, options).await.unwrap()
 }
 
@@ -110,7 +198,10 @@ async fn eddsa_and_es256_tokens_verify_with_a_public_key_and_hs256_is_then_refus
     for (algorithm, name) in [("EdDSA", "ed25519"), ("ES256", "es256")] {
         let app = public_key_app(algorithm, name).await;
         let token = app.token("alice");
-        assert_eq!(app.data(&token, "{ me { id } }", json!({})).await, json!({"me": {"id": "alice"}}));
+        assert_eq!(
+            app.data(&token, "{ me { id } }", json!({})).await,
+            json!({"me": {"id": "alice"}})
+        );
         // Only the configured algorithm is accepted.
         let hs256 = sign(json!({"sub": "alice", "exp": now() + 600}), SECRET);
         assert_refused(&app, Some(format!("Bearer {hs256}")), algorithm).await;

@@ -14,7 +14,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_settings-api");
 
 fn command(dir: &std::path::Path) -> Command {
     let mut command = Command::new(BIN);
-    command.current_dir(dir).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    command
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
     command
 }
 
@@ -43,8 +46,18 @@ async fn with_no_configuration_it_serves_sqlite_and_prints_a_working_token() {
     let token = banner["token"].as_str().unwrap().to_owned();
 
     let client = reqwest::Client::new();
-    let page = client.get(&graphiql).send().await.unwrap().text().await.unwrap();
-    assert!(page.contains(&token), "GraphiQL opens with the token filled in");
+    let page = client
+        .get(&graphiql)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(&token),
+        "GraphiQL opens with the token filled in"
+    );
 
     let response: Value = client
         .post(&graphiql)
@@ -57,23 +70,35 @@ async fn with_no_configuration_it_serves_sqlite_and_prints_a_working_token() {
         .await
         .unwrap();
     assert_eq!(response, json!({"data": {"setSetting": {"version": 1}}}));
-    assert!(dir.path().join("settings-api.db").exists(), "the SQLite file is in the working directory");
+    assert!(
+        dir.path().join("settings-api.db").exists(),
+        "the SQLite file is in the working directory"
+    );
 
     // SIGTERM stops it cleanly.
     let pid = child.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success(), "{status}");
 }
 
 #[test]
 fn production_refuses_to_start_without_a_key() {
     let dir = tempfile::tempdir().unwrap();
-    let output = command(dir.path()).env("APP_ENV", "production").output().unwrap();
+    let output = command(dir.path())
+        .env("APP_ENV", "production")
+        .output()
+        .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("JWT_SECRET"), "{stderr}");
-    assert!(!dir.path().join("settings-api.db").exists(), "nothing was created");
+    assert!(
+        !dir.path().join("settings-api.db").exists(),
+        "nothing was created"
+    );
 }
 
 #[tokio::test]
@@ -82,18 +107,34 @@ async fn the_token_command_mints_a_token_the_service_accepts() {
     let dir = tempfile::tempdir().unwrap();
     let output = command(dir.path())
         .env("JWT_SECRET", SECRET)
-        .args(["token", "--sub", "alice", "--email", "a@x.io", "--role", "admin", "--ttl", "5m"])
+        .args([
+            "token", "--sub", "alice", "--email", "a@x.io", "--role", "admin", "--ttl", "5m",
+        ])
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let token = String::from_utf8(output.stdout).unwrap().trim().to_owned();
-    let me = app.data(&token, "{ me { id email roles } }", json!({})).await;
-    assert_eq!(me, json!({"me": {"id": "alice", "email": "a@x.io", "roles": ["admin"]}}));
+    let me = app
+        .data(&token, "{ me { id email roles } }", json!({}))
+        .await;
+    assert_eq!(
+        me,
+        json!({"me": {"id": "alice", "email": "a@x.io", "roles": ["admin"]}})
+    );
 
     let claims = token.split('.').nth(1).unwrap();
     let claims: Value = {
         use base64::Engine;
-        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap()
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(claims)
+                .unwrap(),
+        )
+        .unwrap()
     };
     let ttl = claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap();
     assert_eq!(Duration::from_secs(ttl), Duration::from_secs(300));
@@ -102,7 +143,10 @@ async fn the_token_command_mints_a_token_the_service_accepts() {
 #[test]
 fn the_token_command_explains_a_missing_key() {
     let dir = tempfile::tempdir().unwrap();
-    let output = command(dir.path()).args(["token", "--sub", "alice"]).output().unwrap();
+    let output = command(dir.path())
+        .args(["token", "--sub", "alice"])
+        .output()
+        .unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("JWT_SECRET"));
 }
@@ -112,6 +156,7 @@ fn the_schema_command_prints_the_committed_schema() {
     let dir = tempfile::tempdir().unwrap();
     let output = command(dir.path()).arg("schema").output().unwrap();
     assert!(output.status.success());
-    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql")).unwrap();
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql")).unwrap();
     assert_eq!(String::from_utf8(output.stdout).unwrap(), committed);
 }

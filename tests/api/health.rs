@@ -16,7 +16,12 @@ both_backends! {
 #[tokio::test]
 async fn every_response_carries_a_correlation_id_and_keeps_a_callers_one() {
     let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
-    let response = app.client.get(app.url("/health/live")).send().await.unwrap();
+    let response = app
+        .client
+        .get(app.url("/health/live"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.headers()["x-correlation-id"].len(), 36);
     let response = app
         .client
@@ -31,17 +36,35 @@ async fn every_response_carries_a_correlation_id_and_keeps_a_callers_one() {
 #[tokio::test]
 async fn a_lost_database_makes_readiness_fail_and_graphql_say_unavailable() {
     // Only PostgreSQL can be taken away from under a running service.
-    let Some(app) = TestApp::spawn(Backend::Postgres).await else { return };
+    let Some(app) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
     let token = app.token("alice");
     app.set(&token, "a", json!(1)).await;
-    let name = app.database_url.rsplit('/').next().unwrap().split('?').next().unwrap().to_owned();
+    let name = app
+        .database_url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
     let admin = std::env::var("TEST_DATABASE_URL").unwrap();
     let admin = sea_orm::Database::connect(&admin).await.unwrap();
-    sea_orm::ConnectionTrait::execute_unprepared(&admin, &format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
+    sea_orm::ConnectionTrait::execute_unprepared(
+        &admin,
+        &format!("DROP DATABASE \"{name}\" WITH (FORCE)"),
+    )
+    .await
+    .unwrap();
+
+    let response = app
+        .client
+        .get(app.url("/health/ready"))
+        .send()
         .await
         .unwrap();
-
-    let response = app.client.get(app.url("/health/ready")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     let error = app.error(&token, "{ settings { key } }", json!({})).await;
     assert_eq!(code(&error), "UNAVAILABLE", "{error}");
@@ -53,5 +76,8 @@ async fn unknown_paths_are_a_json_404() {
     let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
     let response = app.client.get(app.url("/nope")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
-    assert_eq!(response.json::<Value>().await.unwrap(), json!({"error": "not found"}));
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"error": "not found"})
+    );
 }

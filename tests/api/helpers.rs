@@ -54,11 +54,15 @@ enum TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let TestDb::Postgres { admin_url, name } = self else { return };
+        let TestDb::Postgres { admin_url, name } = self else {
+            return;
+        };
         let (admin_url, name) = (admin_url.clone(), name.clone());
         // Drop runs inside the test's runtime, which cannot block on itself: use a thread.
         let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             runtime.block_on(async {
                 let admin = Database::connect(&admin_url).await?;
                 admin
@@ -125,8 +129,12 @@ fn postgres_admin_url() -> Option<String> {
 }
 
 fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
-    let (server, _) = base.rsplit_once('/').expect("TEST_DATABASE_URL has a database path");
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let (server, _) = base
+        .rsplit_once('/')
+        .expect("TEST_DATABASE_URL has a database path");
     match query {
         Some(query) => format!("{server}/{name}?{query}"),
         None => format!("{server}/{name}"),
@@ -142,19 +150,27 @@ impl TestApp {
         let (database_url, db) = match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temporary directory");
-                let url = format!("sqlite://{}?mode=rwc", dir.path().join("settings.db").display());
+                let url = format!(
+                    "sqlite://{}?mode=rwc",
+                    dir.path().join("settings.db").display()
+                );
                 (url, TestDb::Sqlite(dir))
             }
             Backend::Postgres => {
                 let admin_url = postgres_admin_url()?;
                 let name = format!("settings_test_{}", uuid::Uuid::new_v4().simple());
-                let admin = Database::connect(&admin_url).await.expect("TEST_DATABASE_URL must be reachable");
+                let admin = Database::connect(&admin_url)
+                    .await
+                    .expect("TEST_DATABASE_URL must be reachable");
                 admin
                     .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
                     .await
                     .expect("create the test database");
                 admin.close().await.ok();
-                (with_database(&admin_url, &name), TestDb::Postgres { admin_url, name })
+                (
+                    with_database(&admin_url, &name),
+                    TestDb::Postgres { admin_url, name },
+                )
             }
         };
 
@@ -162,17 +178,27 @@ impl TestApp {
         env.insert("DATABASE_URL".into(), database_url.clone());
         env.insert("BIND_ADDR".into(), "127.0.0.1:0".into());
         env.insert("DATABASE_MAX_CONNECTIONS".into(), "4".into());
-        let config = Config::from_lookup(|name| env.get(name).cloned()).expect("valid test configuration");
+        let config =
+            Config::from_lookup(|name| env.get(name).cloned()).expect("valid test configuration");
         let jwt = config.jwt.clone();
-        let app = Application::build(config).await.expect("the application starts");
+        let app = Application::build(config)
+            .await
+            .expect("the application starts");
         let address = format!("http://{}", app.local_addr());
-        let key = jwt.key.clone().unwrap_or_else(|| JwtKey::Secret(Secret::new(SECRET)));
-        let issuer = Issuer::new(&jwt, &key, options.private_key.as_deref()).expect("a token issuer");
+        let key = jwt
+            .key
+            .clone()
+            .unwrap_or_else(|| JwtKey::Secret(Secret::new(SECRET)));
+        let issuer =
+            Issuer::new(&jwt, &key, options.private_key.as_deref()).expect("a token issuer");
         tokio::spawn(app.run_until(std::future::pending()));
 
         Some(TestApp {
             address,
-            client: Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+            client: Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
             database_url,
             issuer,
             _db: db,
@@ -198,7 +224,11 @@ impl TestApp {
 
     /// Posts a GraphQL operation with a bearer token; returns the status and the JSON body.
     pub async fn graphql(&self, token: &str, query: &str, variables: Value) -> (StatusCode, Value) {
-        self.post_graphql(Some(token), &json!({ "query": query, "variables": variables })).await
+        self.post_graphql(
+            Some(token),
+            &json!({ "query": query, "variables": variables }),
+        )
+        .await
     }
 
     pub async fn post_graphql(&self, token: Option<&str>, body: &Value) -> (StatusCode, Value) {
@@ -237,17 +267,24 @@ impl TestApp {
 
     /// All of the user's settings in the default scope, as key → value.
     pub async fn values(&self, token: &str) -> Value {
-        let data = self.data(token, "{ settings { key value } }", json!({})).await;
+        let data = self
+            .data(token, "{ settings { key value } }", json!({}))
+            .await;
         let mut map = serde_json::Map::new();
         for setting in data["settings"].as_array().unwrap() {
-            map.insert(setting["key"].as_str().unwrap().to_owned(), setting["value"].clone());
+            map.insert(
+                setting["key"].as_str().unwrap().to_owned(),
+                setting["value"].clone(),
+            );
         }
         Value::Object(map)
     }
 
     /// Runs SQL on the app's own database, to arrange what no API can.
     pub async fn execute_sql(&self, sql: &str) {
-        let db = Database::connect(&self.database_url).await.expect("connect to the test database");
+        let db = Database::connect(&self.database_url)
+            .await
+            .expect("connect to the test database");
         db.execute_unprepared(sql).await.expect("SQL runs");
         db.close().await.ok();
     }

@@ -75,12 +75,17 @@ both_backends! {
 
 #[tokio::test]
 async fn queries_beyond_the_depth_limit_are_refused() {
-    let app = TestApp::spawn_with(Backend::Sqlite, Options::default().env("GRAPHQL_MAX_DEPTH", "2"))
-        .await
-        .unwrap();
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        Options::default().env("GRAPHQL_MAX_DEPTH", "2"),
+    )
+    .await
+    .unwrap();
     let token = app.token("alice");
     app.data(&token, "{ settings { key } }", json!({})).await;
-    let error = app.error(&token, "{ me { settings { key } } }", json!({})).await;
+    let error = app
+        .error(&token, "{ me { settings { key } } }", json!({}))
+        .await;
     assert_eq!(code(&error), "BAD_USER_INPUT", "{error}");
     assert_eq!(error["extensions"]["rule"], "maxDepth");
 }
@@ -89,8 +94,12 @@ async fn queries_beyond_the_depth_limit_are_refused() {
 async fn queries_beyond_the_complexity_limit_are_refused() {
     let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
     let token = app.token("alice");
-    let fields: String = (0..300).map(|i| format!("a{i}: settings {{ key value }} ")).collect();
-    let error = app.error(&token, &format!("{{ {fields} }}"), json!({})).await;
+    let fields: String = (0..300)
+        .map(|i| format!("a{i}: settings {{ key value }} "))
+        .collect();
+    let error = app
+        .error(&token, &format!("{{ {fields} }}"), json!({}))
+        .await;
     assert_eq!(code(&error), "BAD_USER_INPUT", "{error}");
     assert_eq!(error["extensions"]["rule"], "maxComplexity");
 }
@@ -101,10 +110,19 @@ async fn batches_beyond_the_cap_are_refused_and_smaller_ones_run() {
     let token = app.token("alice");
     let one = json!({"query": "mutation { setSetting(key: \"n\", value: 1) { version } }"});
 
-    let (status, body) = app.post_graphql(Some(&token), &json!(vec![one.clone(); 11])).await;
+    let (status, body) = app
+        .post_graphql(Some(&token), &json!(vec![one.clone(); 11]))
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(body["errors"][0]["extensions"]["rule"], "maxBatchSize", "{body}");
-    assert_eq!(app.values(&token).await, json!({}), "no operation of the batch ran");
+    assert_eq!(
+        body["errors"][0]["extensions"]["rule"], "maxBatchSize",
+        "{body}"
+    );
+    assert_eq!(
+        app.values(&token).await,
+        json!({}),
+        "no operation of the batch ran"
+    );
 
     let (status, body) = app.post_graphql(Some(&token), &json!(vec![one; 10])).await;
     assert_eq!(status, StatusCode::OK);
