@@ -122,7 +122,12 @@ impl Verifier {
             Error::Unauthenticated(failure)
         })?;
         let claims = data.claims;
-        if claims.sub.is_empty() || claims.sub.chars().count() > 255 {
+        // The users table holds a `sub` of up to 255 and an email of up to 320 characters.
+        let email_too_long = claims
+            .email
+            .as_ref()
+            .is_some_and(|e| e.chars().count() > 320);
+        if claims.sub.is_empty() || claims.sub.chars().count() > 255 || email_too_long {
             return Err(Error::Unauthenticated(AuthFailure::Invalid));
         }
         Ok(Principal {

@@ -93,6 +93,23 @@ async fn every_kind_of_bad_token_is_refused_and_writes_nothing() {
         (
             Some(format!(
                 "Bearer {}",
+                sign(json!({"sub": "s".repeat(256), "exp": now() + 600}), SECRET)
+            )),
+            "sub longer than a user id may be",
+        ),
+        (
+            Some(format!(
+                "Bearer {}",
+                sign(
+                    json!({"sub": "alice", "exp": now() + 600, "email": format!("{}@x.io", "e".repeat(320))}),
+                    SECRET
+                )
+            )),
+            "email longer than an address may be",
+        ),
+        (
+            Some(format!(
+                "Bearer {}",
                 sign(
                     json!({"sub": "alice", "exp": now() + 600, "nbf": now() + 300}),
                     SECRET

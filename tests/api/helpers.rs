@@ -289,6 +289,17 @@ impl TestApp {
         db.close().await.ok();
     }
 
+    /// The first column of the first row of `sql`, read as text (cast it in the SQL).
+    pub async fn query_text(&self, sql: &str) -> Option<String> {
+        let db = Database::connect(&self.database_url)
+            .await
+            .expect("connect to the test database");
+        let statement = sea_orm::Statement::from_string(db.get_database_backend(), sql);
+        let row = db.query_one_raw(statement).await.expect("SQL runs");
+        db.close().await.ok();
+        row.map(|row| row.try_get_by_index::<String>(0).expect("a text column"))
+    }
+
     pub fn is_postgres(&self) -> bool {
         self.database_url.starts_with("postgres")
     }

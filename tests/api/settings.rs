@@ -121,4 +121,27 @@ both_backends! {
         let me = app.data(&changed, "{ me { email roles } }", json!({})).await;
         assert_eq!(me, json!({"me": {"email": "carol@new.example", "roles": []}}));
     }
+
+    async fn a_known_user_with_unchanged_claims_costs_no_user_write(app) {
+        let claims = |email: &str| TokenRequest {
+            sub: "dave".into(),
+            email: Some(email.into()),
+            roles: vec![],
+            ttl: std::time::Duration::from_secs(600),
+        };
+        let first = app.token_for(claims("dave@example.com"));
+        app.data(&first, "{ me { id } }", json!({})).await;
+        let marker = "UPDATE users SET updated_at = '2001-01-01T00:00:00Z' WHERE id = 'dave'";
+        let stamp = "SELECT CAST(updated_at AS TEXT) FROM users WHERE id = 'dave'";
+        app.execute_sql(marker).await;
+        let before = app.query_text(stamp).await;
+
+        let again = app.token_for(claims("dave@example.com"));
+        app.data(&again, "{ me { id } }", json!({})).await;
+        assert_eq!(app.query_text(stamp).await, before, "same claims: the users row was not rewritten");
+
+        let changed = app.token_for(claims("dave@new.example"));
+        app.data(&changed, "{ me { id } }", json!({})).await;
+        assert_ne!(app.query_text(stamp).await, before, "a changed email is stored");
+    }
 }
