@@ -86,7 +86,7 @@ impl Application {
             },
         ));
         let schema = graphql::build_schema(store.clone(), limits);
-        let graphiql_html = graphiql_page(dev_token.as_deref());
+        let graphiql_html = graphql::graphiql::page(dev_token.as_deref());
         let state = AppState {
             store,
             verifier: Arc::new(verifier),
@@ -146,7 +146,11 @@ impl Application {
 fn router(state: AppState) -> Router {
     let body_limit = state.config.limits.max_body_bytes;
     Router::new()
-        .route("/graphql", get(graphql::graphiql).post(graphql::graphql))
+        .route(
+            "/graphql",
+            get(graphql::graphiql::graphiql).post(graphql::graphql),
+        )
+        .route("/graphql/assets/{name}", get(graphql::graphiql::asset))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .fallback(not_found)
@@ -186,19 +190,6 @@ fn random_secret() -> Secret {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     Secret::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
-}
-
-fn graphiql_page(dev_token: Option<&str>) -> String {
-    let source = async_graphql::http::GraphiQLSource::build()
-        .endpoint("/graphql")
-        .title("settings-api GraphiQL");
-    match dev_token {
-        Some(token) => {
-            let bearer = format!("Bearer {token}");
-            source.header("Authorization", &bearer).finish()
-        }
-        None => source.finish(),
-    }
 }
 
 async fn shutdown_signal() {

@@ -1,4 +1,4 @@
-//! `POST /graphql` and the GraphiQL page at `GET /graphql`.
+//! `POST /graphql`.
 
 use async_graphql::BatchRequest;
 use axum::{
@@ -6,15 +6,11 @@ use axum::{
     body::Bytes,
     extract::{State, rejection::BytesRejection},
     http::{HeaderMap, HeaderValue, StatusCode, header},
-    response::{Html, IntoResponse, Response},
+    response::{IntoResponse, Response},
 };
 
 use super::errors::{add_missing_codes, to_server_error};
 use crate::{auth, error::Error, startup::AppState};
-
-pub async fn graphiql(State(state): State<AppState>) -> Html<String> {
-    Html(state.graphiql_html.to_string())
-}
 
 pub async fn graphql(
     State(state): State<AppState>,

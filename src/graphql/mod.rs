@@ -2,6 +2,7 @@
 //! arguments, call one store function, map the result.
 
 mod errors;
+pub mod graphiql;
 mod http;
 mod mutation;
 mod query;
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use async_graphql::{EmptySubscription, Schema};
 
 pub use errors::to_graphql_error;
-pub use http::{graphiql, graphql};
+pub use http::graphql;
 pub use mutation::Mutation;
 pub use query::Query;
 
