@@ -15,7 +15,16 @@ pub struct Config {
     pub log_format: LogFormat,
     pub jwt: JwtConfig,
     pub limits: Limits,
+    pub catalog: CatalogConfig,
     pub shutdown_timeout: Duration,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct CatalogConfig {
+    /// An operator's catalog file, adding keys to or overriding the built-in catalog.
+    pub file: Option<PathBuf>,
+    /// Refuse keys that the catalog does not know.
+    pub strict: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,6 +169,10 @@ impl Config {
             log_format,
             jwt,
             limits,
+            catalog: CatalogConfig {
+                file: lookup("SETTINGS_CATALOG").map(PathBuf::from),
+                strict: parse_bool(&lookup, "SETTINGS_STRICT")?,
+            },
             shutdown_timeout: Duration::from_secs(parse_or(&lookup, "SHUTDOWN_TIMEOUT_SECS", 30)?),
         })
     }
@@ -214,6 +227,14 @@ fn jwt_key(lookup: &impl Fn(&str) -> Option<String>) -> anyhow::Result<Option<Jw
     }
 }
 
+fn parse_bool(lookup: &impl Fn(&str) -> Option<String>, name: &str) -> anyhow::Result<bool> {
+    match lookup(name).as_deref().map(str::trim) {
+        None | Some("false") | Some("0") | Some("no") => Ok(false),
+        Some("true") | Some("1") | Some("yes") => Ok(true),
+        Some(other) => bail!("{name} must be `true` or `false`, not `{other}`"),
+    }
+}
+
 fn parse_or<T>(
     lookup: &impl Fn(&str) -> Option<String>,
     name: &str,
@@ -247,6 +268,7 @@ impl fmt::Debug for Config {
             .field("jwt_issuer", &self.jwt.issuer)
             .field("jwt_audience", &self.jwt.audience)
             .field("limits", &self.limits)
+            .field("catalog", &self.catalog)
             .finish_non_exhaustive()
     }
 }

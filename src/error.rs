@@ -1,5 +1,7 @@
 //! The one domain error type. GraphQL maps it in `graphql::errors`, each REST contract in its module.
 
+use std::borrow::Cow;
+
 use sea_orm::DbErr;
 
 /// The rule a piece of input broke, so that clients can react without parsing messages.
@@ -7,8 +9,11 @@ use sea_orm::DbErr;
 pub struct Violation {
     /// The input that is wrong: an argument name, a setting key, or a key plus a JSON pointer.
     pub field: String,
-    /// A short, stable name of the rule: `minLength`, `maxLength`, `noControlCharacters`, ...
-    pub rule: &'static str,
+    /// A short, stable name of the rule: `minLength`, `maxLength`, `noControlCharacters`, or the
+    /// JSON Schema keyword that a catalog key's value broke.
+    pub rule: Cow<'static, str>,
+    /// Where inside the value the rule broke, as a JSON pointer, when it is about a value.
+    pub pointer: Option<String>,
     pub message: String,
 }
 
@@ -53,12 +58,13 @@ pub enum AuthFailure {
 impl Error {
     pub fn bad_input(
         field: impl Into<String>,
-        rule: &'static str,
+        rule: impl Into<Cow<'static, str>>,
         message: impl Into<String>,
     ) -> Self {
         Error::BadInput(Violation {
             field: field.into(),
-            rule,
+            rule: rule.into(),
+            pointer: None,
             message: message.into(),
         })
     }

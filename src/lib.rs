@@ -1,6 +1,7 @@
 //! settings-api: per-user settings served over GraphQL and legacy REST routes.
 
 pub mod auth;
+pub mod catalog;
 pub mod config;
 pub mod entity;
 pub mod error;

@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 
 use crate::{
     auth::{Issuer, TokenRequest, Verifier},
+    catalog::Catalog,
     config::{AppEnv, Config, JwtKey, Secret, redact_url},
     graphql::{self, AppSchema},
     settings::{Store, ValueLimits, store_connect},
@@ -77,6 +78,7 @@ impl Application {
         };
         let verifier = Verifier::new(&config.jwt, &key)?;
 
+        let catalog = Catalog::load(config.catalog.file.as_deref(), config.catalog.strict)?;
         let limits = &config.limits;
         let store = Arc::new(Store::new(
             db,
@@ -84,6 +86,7 @@ impl Application {
                 max_bytes: limits.max_value_bytes,
                 max_depth: limits.max_value_depth,
             },
+            Arc::new(catalog),
         ));
         let schema = graphql::build_schema(store.clone(), limits);
         let graphiql_html = graphql::graphiql::page(dev_token.as_deref());

@@ -1,4 +1,5 @@
 //! sea-orm entities. Only `settings::store` builds queries with them.
 
+pub mod org_default;
 pub mod setting;
 pub mod user;

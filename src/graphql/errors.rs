@@ -30,7 +30,10 @@ pub fn to_server_error(err: Error) -> ServerError {
     match &err {
         Error::BadInput(violation) => {
             extensions.set("field", violation.field.as_str());
-            extensions.set("rule", violation.rule);
+            extensions.set("rule", violation.rule.as_ref());
+            if let Some(pointer) = &violation.pointer {
+                extensions.set("pointer", pointer.as_str());
+            }
         }
         Error::Conflict {
             current_version: Some(version),

@@ -4,7 +4,7 @@ use async_graphql::{Context, Object, Result};
 
 use super::{
     errors::to_graphql_error,
-    types::{Setting, UserObject},
+    types::{EffectiveSetting, Setting, SettingDefinition, UserObject},
 };
 use crate::{
     auth::Principal,
@@ -58,6 +58,26 @@ pub(super) async fn settings_of(
     Ok(settings.into_iter().map(Setting::from).collect())
 }
 
+/// Effective values, after removing the user's own values first when `reset` is set.
+pub(super) async fn effective_of(
+    store: &Store,
+    user_id: &str,
+    scope: String,
+    keys: Option<Vec<String>>,
+    reset: bool,
+) -> Result<Vec<EffectiveSetting>> {
+    let run = async {
+        let scope = Scope::parse(scope)?;
+        let keys = parse_keys(keys)?;
+        if reset {
+            store.reset(user_id, &scope, keys.as_deref()).await?;
+        }
+        store.effective(user_id, &scope, keys.as_deref()).await
+    };
+    let effective = run.await.map_err(to_graphql_error)?;
+    Ok(effective.into_iter().map(EffectiveSetting::from).collect())
+}
+
 #[Object]
 impl Query {
     /// The caller's settings in `scope` (default `""`), ordered by key; only `keys` when given.
@@ -85,6 +105,30 @@ impl Query {
             store.get(&principal.user_id, &scope, &key).await
         };
         Ok(run.await.map_err(to_graphql_error)?.map(Setting::from))
+    }
+
+    /// Every key of the catalog, with its schema, defaults and description.
+    async fn setting_definitions(&self, ctx: &Context<'_>) -> Result<Vec<SettingDefinition>> {
+        let (_, store) = caller(ctx)?;
+        let mut org = store.org_defaults().await.map_err(to_graphql_error)?;
+        Ok(store
+            .catalog()
+            .definitions()
+            .map(|definition| SettingDefinition::new(definition, org.remove(&definition.key)))
+            .collect())
+    }
+
+    /// The value that applies for each key: catalog default, then organisation default, then the
+    /// caller's value in the default scope, then the caller's value in `scope`. Without `keys`:
+    /// every catalog key and every key the caller has set. Ordered by key.
+    async fn effective_settings(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default)] scope: String,
+        keys: Option<Vec<String>>,
+    ) -> Result<Vec<EffectiveSetting>> {
+        let (principal, store) = caller(ctx)?;
+        effective_of(store, &principal.user_id, scope, keys, false).await
     }
 
     /// The caller.

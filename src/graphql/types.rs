@@ -91,3 +91,76 @@ impl UserObject {
         settings_of(store, &self.0.id, scope, keys).await
     }
 }
+
+/// Where an effective value comes from, lowest layer first.
+#[derive(async_graphql::Enum, Clone, Copy, PartialEq, Eq)]
+pub enum SettingSource {
+    /// The catalog's default.
+    Default,
+    /// The organisation default set by an administrator.
+    Org,
+    /// The user's value in the default scope.
+    User,
+    /// The user's value in the requested scope.
+    Scope,
+}
+
+impl From<settings::Source> for SettingSource {
+    fn from(source: settings::Source) -> Self {
+        match source {
+            settings::Source::Default => SettingSource::Default,
+            settings::Source::Org => SettingSource::Org,
+            settings::Source::User => SettingSource::User,
+            settings::Source::Scope => SettingSource::Scope,
+        }
+    }
+}
+
+/// The value that applies for a key once every layer is considered.
+#[derive(SimpleObject)]
+pub struct EffectiveSetting {
+    pub key: String,
+    pub value: Json<serde_json::Value>,
+    pub source: SettingSource,
+    /// The user's stored setting that supplies the value; null for defaults.
+    pub setting: Option<Setting>,
+}
+
+impl From<settings::Effective> for EffectiveSetting {
+    fn from(effective: settings::Effective) -> Self {
+        EffectiveSetting {
+            key: effective.key,
+            value: Json(effective.value),
+            source: effective.source.into(),
+            setting: effective.setting.map(Setting::from),
+        }
+    }
+}
+
+/// A known key of the catalog: its JSON Schema, default and description.
+#[derive(SimpleObject)]
+pub struct SettingDefinition {
+    pub key: String,
+    /// JSON Schema (draft 2020-12) that every value of this key satisfies.
+    pub schema: Json<serde_json::Value>,
+    /// The catalog's default.
+    pub default: Json<serde_json::Value>,
+    pub description: String,
+    /// The organisation default, which replaces the catalog's default for every user.
+    pub org_default: Option<Json<serde_json::Value>>,
+}
+
+impl SettingDefinition {
+    pub fn new(
+        definition: &crate::catalog::Definition,
+        org_default: Option<serde_json::Value>,
+    ) -> Self {
+        SettingDefinition {
+            key: definition.key.clone(),
+            schema: Json(definition.schema.clone()),
+            default: Json(definition.default.clone()),
+            description: definition.description.clone(),
+            org_default: org_default.map(Json),
+        }
+    }
+}

@@ -7,5 +7,5 @@ mod value;
 
 pub use merge::merge_patch;
 pub use names::{Key, Scope};
-pub use store::{Setting, Store, User, connect as store_connect};
+pub use store::{Effective, Setting, Source, Store, User, connect as store_connect};
 pub use value::ValueLimits;

@@ -70,9 +70,9 @@ fn check_name(raw: &str, field: &str, what: &str) -> Result<(), Error> {
 mod tests {
     use super::*;
 
-    fn rule(result: Result<Key, Error>) -> &'static str {
+    fn rule(result: Result<Key, Error>) -> String {
         match result {
-            Err(Error::BadInput(v)) => v.rule,
+            Err(Error::BadInput(v)) => v.rule.into_owned(),
             other => panic!("expected a bad input error, got {other:?}"),
         }
     }

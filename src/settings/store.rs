@@ -1,9 +1,9 @@
 //! The store: every query the service runs against the database.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     hash::{DefaultHasher, Hash, Hasher},
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -21,7 +21,8 @@ use uuid::Uuid;
 use super::{Key, Scope, ValueLimits, merge_patch};
 use crate::{
     auth::Principal,
-    entity::{setting, user},
+    catalog::Catalog,
+    entity::{org_default, setting, user},
     error::{Error, Result},
 };
 
@@ -89,6 +90,7 @@ const KNOWN_USERS_CAPACITY: usize = 100_000;
 pub struct Store {
     db: DatabaseConnection,
     limits: ValueLimits,
+    catalog: Arc<Catalog>,
     /// Users whose row already holds the claims last seen, by a hash of those claims.
     known_users: Mutex<HashMap<String, u64>>,
 }
@@ -128,16 +130,27 @@ fn of_user(user_id: &str, scope: &Scope) -> sea_orm::Condition {
 }
 
 impl Store {
-    pub fn new(db: DatabaseConnection, limits: ValueLimits) -> Self {
+    pub fn new(db: DatabaseConnection, limits: ValueLimits, catalog: Arc<Catalog>) -> Self {
         Store {
             db,
             limits,
+            catalog,
             known_users: Mutex::new(HashMap::new()),
         }
     }
 
     pub fn connection(&self) -> &DatabaseConnection {
         &self.db
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The rules every stored value obeys: size and nesting limits, then the key's schema.
+    fn check_value(&self, key: &str, value: &Value) -> Result<()> {
+        self.limits.check(key, value)?;
+        self.catalog.check(key, value)
     }
 
     pub fn backend(&self) -> DbBackend {
@@ -245,7 +258,7 @@ impl Store {
         key: &Key,
         value: Value,
     ) -> Result<Setting> {
-        self.limits.check(key.as_str(), &value)?;
+        self.check_value(key.as_str(), &value)?;
         let now = now();
         let row = setting::ActiveModel {
             user_id: Set(user_id.to_owned()),
@@ -361,7 +374,7 @@ impl Store {
                     }
                 }
                 Some(value) => {
-                    self.limits.check(key.as_str(), &value)?;
+                    self.check_value(key.as_str(), &value)?;
                     let version = match existing {
                         None => 1,
                         Some(row) => row.version.checked_add(1).ok_or_else(|| {
@@ -424,6 +437,152 @@ impl Store {
         let mut written: Vec<Setting> = written.into_iter().map(Setting::from).collect();
         written.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(written)
+    }
+}
+
+impl Store {
+    /// Organisation defaults by key.
+    #[tracing::instrument(skip_all, err(Debug))]
+    pub async fn org_defaults(&self) -> Result<BTreeMap<String, Value>> {
+        let rows = org_default::Entity::find().all(&self.db).await?;
+        Ok(rows.into_iter().map(|row| (row.key, row.value)).collect())
+    }
+
+    /// Sets (or with `None` removes) the organisation default of a catalog key.
+    #[tracing::instrument(skip_all, err(Debug), fields(key = key.as_str()))]
+    pub async fn set_org_default(&self, key: &Key, value: Option<Value>, by: &str) -> Result<()> {
+        if self.catalog.get(key.as_str()).is_none() {
+            return Err(Error::NotFound(format!(
+                "`{}` is not a catalog key; only catalog keys have organisation defaults",
+                key.as_str()
+            )));
+        }
+        let Some(value) = value else {
+            org_default::Entity::delete_by_id(key.as_str())
+                .exec(&self.db)
+                .await?;
+            return Ok(());
+        };
+        self.check_value(key.as_str(), &value)?;
+        let now = now();
+        let row = org_default::ActiveModel {
+            key: Set(key.as_str().to_owned()),
+            value: Set(value),
+            updated_by: Set(by.to_owned()),
+            created_at: Set(now),
+            updated_at: Set(now),
+        };
+        org_default::Entity::insert(row)
+            .on_conflict(
+                OnConflict::column(org_default::Column::Key)
+                    .update_columns([
+                        org_default::Column::Value,
+                        org_default::Column::UpdatedBy,
+                        org_default::Column::UpdatedAt,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Removes the user's own values in `scope` (only `keys`, when given); returns how many.
+    #[tracing::instrument(skip_all, err(Debug))]
+    pub async fn reset(&self, user_id: &str, scope: &Scope, keys: Option<&[Key]>) -> Result<u64> {
+        let result = setting::Entity::delete_many()
+            .filter(of_user(user_id, scope))
+            .apply_if(keys, |query, keys| {
+                query.filter(setting::Column::Key.is_in(keys.iter().map(Key::as_str)))
+            })
+            .exec(&self.db)
+            .await?;
+        Ok(result.rows_affected)
+    }
+
+    /// What applies for each key, through the layers catalog default → organisation default →
+    /// the user's value in the default scope → the user's value in `scope`. Without `keys`: every
+    /// catalog key and every key the user has set in either scope. Ordered by key.
+    #[tracing::instrument(skip_all, err(Debug))]
+    pub async fn effective(
+        &self,
+        user_id: &str,
+        scope: &Scope,
+        keys: Option<&[Key]>,
+    ) -> Result<Vec<Effective>> {
+        let wanted = |key: &str| keys.is_none_or(|keys| keys.iter().any(|k| k.as_str() == key));
+        let mut layers: BTreeMap<String, Effective> = BTreeMap::new();
+        for definition in self.catalog.definitions().filter(|d| wanted(&d.key)) {
+            layers.insert(
+                definition.key.clone(),
+                Effective::new(&definition.key, definition.default.clone(), Source::Default),
+            );
+        }
+        for (key, value) in self
+            .org_defaults()
+            .await?
+            .into_iter()
+            .filter(|(key, _)| wanted(key))
+        {
+            layers.insert(key.clone(), Effective::new(&key, value, Source::Org));
+        }
+        let rows = setting::Entity::find()
+            .filter(setting::Column::UserId.eq(user_id))
+            .filter(setting::Column::Scope.is_in([Scope::default().as_str(), scope.as_str()]))
+            .apply_if(keys, |query, keys| {
+                query.filter(setting::Column::Key.is_in(keys.iter().map(Key::as_str)))
+            })
+            // The default scope first, so that a value in `scope` overrides it.
+            .order_by_asc(setting::Column::Scope)
+            .all(&self.db)
+            .await?;
+        for row in rows {
+            let setting = Setting::from(row);
+            let source = if setting.scope == scope.as_str() && !scope.as_str().is_empty() {
+                Source::Scope
+            } else {
+                Source::User
+            };
+            layers.insert(
+                setting.key.clone(),
+                Effective {
+                    key: setting.key.clone(),
+                    value: setting.value.clone(),
+                    source,
+                    setting: Some(setting),
+                },
+            );
+        }
+        Ok(layers.into_values().collect())
+    }
+}
+
+/// Where an effective value comes from, lowest layer first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Default,
+    Org,
+    User,
+    Scope,
+}
+
+/// The value that applies for one key, and the stored setting behind it when the user has one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Effective {
+    pub key: String,
+    pub value: Value,
+    pub source: Source,
+    pub setting: Option<Setting>,
+}
+
+impl Effective {
+    fn new(key: &str, value: Value, source: Source) -> Self {
+        Effective {
+            key: key.to_owned(),
+            value,
+            source,
+            setting: None,
+        }
     }
 }
 

@@ -4,7 +4,7 @@ use std::io;
 
 use serde_json::Value;
 
-use crate::error::Error;
+use crate::error::{Error, Violation};
 
 #[derive(Clone, Copy, Debug)]
 pub struct ValueLimits {
@@ -38,19 +38,23 @@ fn check_tree(
     max_depth: usize,
     pointer: &mut String,
 ) -> Result<(), Error> {
+    let violation = |rule: &'static str, pointer: &str, message: String| {
+        Error::BadInput(Violation {
+            field: field.to_owned(),
+            rule: rule.into(),
+            pointer: Some(pointer.to_owned()),
+            message,
+        })
+    };
     let nested = |pointer: &str| {
-        Error::bad_input(
-            field,
-            "maxDepth",
-            format!("the value of `{field}` nests deeper than {max_depth} levels at `{pointer}`"),
-        )
+        let message =
+            format!("the value of `{field}` nests deeper than {max_depth} levels at `{pointer}`");
+        violation("maxDepth", pointer, message)
     };
     let nul = |pointer: &str| {
-        Error::bad_input(
-            field,
-            "noNulCharacter",
-            format!("the value of `{field}` contains the character \\u0000 at `{pointer}`"),
-        )
+        let message =
+            format!("the value of `{field}` contains the character \\u0000 at `{pointer}`");
+        violation("noNulCharacter", pointer, message)
     };
     match value {
         Value::String(s) if s.contains('\0') => Err(nul(pointer)),

@@ -71,24 +71,24 @@ both_backends! {
     async fn a_patch_creates_missing_keys_without_their_null_members(app) {
         let token = app.token("alice");
         let data = app
-            .data(&token, UPDATE, json!({"p": {"notifications": {"email": true, "sms": null}, "lang": "en"}}))
+            .data(&token, UPDATE, json!({"p": {"alerts": {"email": true, "sms": null}, "lang": "en"}}))
             .await;
         assert_eq!(
             data,
             json!({"updateSettings": [
+                {"key": "alerts", "value": {"email": true}, "version": 1},
                 {"key": "lang", "value": "en", "version": 1},
-                {"key": "notifications", "value": {"email": true}, "version": 1},
             ]})
         );
     }
 
     async fn a_patch_applies_to_the_scope_it_names(app) {
         let token = app.token("alice");
-        app.set(&token, "theme", json!({"mode": "light"})).await;
-        app.data(&token, UPDATE, json!({"p": {"theme": {"mode": "dark"}}, "s": "mobile"})).await;
-        assert_eq!(app.values(&token).await, json!({"theme": {"mode": "light"}}));
+        app.set(&token, "layout", json!({"mode": "light"})).await;
+        app.data(&token, UPDATE, json!({"p": {"layout": {"mode": "dark"}}, "s": "mobile"})).await;
+        assert_eq!(app.values(&token).await, json!({"layout": {"mode": "light"}}));
         let mobile = app.data(&token, r#"{ settings(scope: "mobile") { key value } }"#, json!({})).await;
-        assert_eq!(mobile, json!({"settings": [{"key": "theme", "value": {"mode": "dark"}}]}));
+        assert_eq!(mobile, json!({"settings": [{"key": "layout", "value": {"mode": "dark"}}]}));
     }
 
     async fn an_invalid_key_in_a_patch_changes_no_key(app) {

@@ -17,15 +17,15 @@ fn is_utc_millis(value: &serde_json::Value) -> bool {
 both_backends! {
     async fn set_setting_creates_then_replaces_with_a_growing_version(app) {
         let token = app.token("alice");
-        let created = app.set(&token, "theme", json!({"mode": "dark"})).await;
-        assert_eq!(created["key"], "theme");
-        assert_eq!(created["value"], json!({"mode": "dark"}));
+        let created = app.set(&token, "editor", json!({"fontSize": 14})).await;
+        assert_eq!(created["key"], "editor");
+        assert_eq!(created["value"], json!({"fontSize": 14}));
         assert_eq!(created["version"], 1);
         assert!(is_utc_millis(&created["createdAt"]), "{created}");
         assert_eq!(created["createdAt"], created["updatedAt"]);
 
-        let replaced = app.set(&token, "theme", json!("light")).await;
-        assert_eq!(replaced["value"], "light");
+        let replaced = app.set(&token, "editor", json!("compact")).await;
+        assert_eq!(replaced["value"], "compact");
         assert_eq!(replaced["version"], 2);
         assert_eq!(replaced["createdAt"], created["createdAt"]);
         assert!(replaced["updatedAt"].as_str() >= created["updatedAt"].as_str());
