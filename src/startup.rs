@@ -45,6 +45,8 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        // Before anything is created: a broken catalog must stop start-up cleanly.
+        let catalog = Catalog::load(config.catalog.file.as_deref(), config.catalog.strict)?;
         let db = store_connect(&config.database_url, config.database_max_connections)
             .await
             .with_context(|| {
@@ -78,7 +80,6 @@ impl Application {
         };
         let verifier = Verifier::new(&config.jwt, &key)?;
 
-        let catalog = Catalog::load(config.catalog.file.as_deref(), config.catalog.strict)?;
         let limits = &config.limits;
         let store = Arc::new(Store::new(
             db,

@@ -5,6 +5,7 @@ mod helpers;
 
 mod auth;
 mod binary;
+mod catalog;
 mod health;
 mod isolation;
 mod limits;
