@@ -16,7 +16,18 @@ pub struct Config {
     pub jwt: JwtConfig,
     pub limits: Limits,
     pub catalog: CatalogConfig,
+    pub history: HistoryConfig,
     pub shutdown_timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct HistoryConfig {
+    /// Changes kept per setting; 0 keeps all.
+    pub keep_versions: u32,
+    /// Days a change is kept; 0 keeps it forever.
+    pub keep_days: u32,
+    /// How often pruning runs.
+    pub prune_interval: Duration,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -173,6 +184,13 @@ impl Config {
                 file: lookup("SETTINGS_CATALOG").map(PathBuf::from),
                 strict: parse_bool(&lookup, "SETTINGS_STRICT")?,
             },
+            history: HistoryConfig {
+                keep_versions: parse_or(&lookup, "HISTORY_KEEP_VERSIONS", 100)?,
+                keep_days: parse_or(&lookup, "HISTORY_KEEP_DAYS", 365)?,
+                prune_interval: Duration::from_secs(
+                    parse_or(&lookup, "HISTORY_PRUNE_INTERVAL_SECS", 600u64)?.max(1),
+                ),
+            },
             shutdown_timeout: Duration::from_secs(parse_or(&lookup, "SHUTDOWN_TIMEOUT_SECS", 30)?),
         })
     }
@@ -269,6 +287,7 @@ impl fmt::Debug for Config {
             .field("jwt_audience", &self.jwt.audience)
             .field("limits", &self.limits)
             .field("catalog", &self.catalog)
+            .field("history", &self.history)
             .finish_non_exhaustive()
     }
 }

@@ -19,9 +19,9 @@ use tokio::net::TcpListener;
 use crate::{
     auth::{Issuer, TokenRequest, Verifier},
     catalog::Catalog,
-    config::{AppEnv, Config, JwtKey, Secret, redact_url},
+    config::{AppEnv, Config, HistoryConfig, JwtKey, Secret, redact_url},
     graphql::{self, AppSchema},
-    settings::{Store, ValueLimits, store_connect},
+    settings::{Retention, Store, ValueLimits, store_connect},
     telemetry,
 };
 
@@ -36,6 +36,8 @@ pub struct AppState {
 
 pub struct Application {
     listener: TcpListener,
+    store: Arc<Store>,
+    history: HistoryConfig,
     router: Router,
     local_addr: SocketAddr,
     shutdown_timeout: Duration,
@@ -92,7 +94,7 @@ impl Application {
         let schema = graphql::build_schema(store.clone(), limits);
         let graphiql_html = graphql::graphiql::page(dev_token.as_deref());
         let state = AppState {
-            store,
+            store: store.clone(),
             verifier: Arc::new(verifier),
             schema,
             graphiql_html: graphiql_html.into(),
@@ -100,6 +102,8 @@ impl Application {
         };
         Ok(Application {
             listener,
+            store,
+            history: config.history.clone(),
             router: router(state),
             local_addr,
             shutdown_timeout: config.shutdown_timeout,
@@ -126,6 +130,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let pruning = tokio::spawn(prune_history_forever(self.store.clone(), self.history.clone()));
         let stopping = Arc::new(tokio::sync::Notify::new());
         let notify = stopping.clone();
         let server = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
@@ -137,12 +142,36 @@ impl Application {
             stopping.notified().await;
             tokio::time::sleep(self.shutdown_timeout).await;
         };
-        tokio::select! {
+        let served = tokio::select! {
             served = server => served,
             () = deadline => {
                 tracing::warn!("in-flight requests did not finish within the shutdown timeout");
                 Ok(())
             }
+        };
+        pruning.abort();
+        served
+    }
+}
+
+/// Prunes the change history on an interval, in batches, beside the server.
+async fn prune_history_forever(store: Arc<Store>, config: HistoryConfig) {
+    let retention = Retention {
+        keep_versions: (config.keep_versions > 0).then_some(config.keep_versions),
+        keep_days: (config.keep_days > 0).then_some(config.keep_days),
+        batch: 1000,
+    };
+    if retention.keep_versions.is_none() && retention.keep_days.is_none() {
+        return;
+    }
+    let mut interval = tokio::time::interval(config.prune_interval);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        match store.prune_history(retention).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, "pruned the change history"),
+            Err(err) => tracing::warn!(error = ?err, "could not prune the change history"),
         }
     }
 }

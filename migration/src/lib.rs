@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261122_000001_create_users;
 mod m20261122_000002_create_settings;
 mod m20261122_000003_create_org_defaults;
+mod m20261122_000004_create_setting_changes;
 
 pub struct Migrator;
 
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_create_users::Migration),
             Box::new(m20261122_000002_create_settings::Migration),
             Box::new(m20261122_000003_create_org_defaults::Migration),
+            Box::new(m20261122_000004_create_setting_changes::Migration),
         ]
     }
 }

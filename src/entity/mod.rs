@@ -2,4 +2,5 @@
 
 pub mod org_default;
 pub mod setting;
+pub mod setting_change;
 pub mod user;

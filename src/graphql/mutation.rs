@@ -1,3 +1,5 @@
+use std::collections::HashMap;
+
 use async_graphql::{Context, Json, Object, Result};
 use serde_json::Value;
 
@@ -7,61 +9,110 @@ use super::{
     types::{EffectiveSetting, Setting, SettingDefinition},
 };
 use crate::{
+    auth::Principal,
     error::Error,
-    settings::{Key, Scope},
+    settings::{Expect, Key, Origin, Scope},
 };
+
+fn origin(principal: &Principal) -> Origin {
+    Origin::new(principal.user_id.as_str(), "graphql")
+}
+
+/// `expectedVersion`: a version the setting must be at; 0 means it must not exist yet.
+fn expectation(expected_version: Option<i32>) -> Result<Option<Expect>, Error> {
+    match expected_version {
+        None => Ok(None),
+        Some(0) => Ok(Some(Expect::Absent)),
+        Some(version) if version > 0 => Ok(Some(Expect::Version(version))),
+        Some(_) => Err(Error::bad_input("expectedVersion", "minimum", "a version is 0 or more")),
+    }
+}
+
+fn parse_expected_versions(map: Option<Json<Value>>) -> Result<HashMap<String, i32>, Error> {
+    let Some(Json(map)) = map else {
+        return Ok(HashMap::new());
+    };
+    let invalid = || {
+        Error::bad_input(
+            "expectedVersions",
+            "type",
+            "expectedVersions must be an object of keys to versions (0 for absent)",
+        )
+    };
+    let Value::Object(members) = map else {
+        return Err(invalid());
+    };
+    members
+        .into_iter()
+        .map(|(key, version)| {
+            let version = version.as_i64().and_then(|v| i32::try_from(v).ok()).filter(|v| *v >= 0);
+            Ok((key, version.ok_or_else(invalid)?))
+        })
+        .collect()
+}
 
 pub struct Mutation;
 
 #[Object]
 impl Mutation {
     /// Creates or replaces one setting. Its `version` starts at 1 and grows by one per write.
+    /// With `expectedVersion`, the write happens only if the setting is at that version (0: only
+    /// if it does not exist yet); otherwise the error is `CONFLICT` with `currentVersion`.
     async fn set_setting(
         &self,
         ctx: &Context<'_>,
         key: String,
         value: Json<Value>,
         #[graphql(default)] scope: String,
+        expected_version: Option<i32>,
     ) -> Result<Setting> {
         let (principal, store) = caller(ctx)?;
         let run = async {
             let key = Key::parse(key, "key")?;
             let scope = Scope::parse(scope)?;
-            store.set(&principal.user_id, &scope, &key, value.0).await
+            let expect = expectation(expected_version)?;
+            store.set(&origin(principal), &principal.user_id, &scope, &key, value.0, expect).await
         };
         Ok(run.await.map_err(to_graphql_error)?.into())
     }
 
     /// Applies an RFC 7386 JSON Merge Patch whose members are setting keys: an object merges into
     /// the stored object, `null` removes, anything else replaces. All keys change, or none do.
-    /// Returns the settings created or changed, ordered by key.
+    /// Returns the settings created or changed, ordered by key. `expectedVersions` maps keys of
+    /// the patch to the version each must be at (0: must not exist); on a mismatch nothing is
+    /// written and the error is `CONFLICT`.
     async fn update_settings(
         &self,
         ctx: &Context<'_>,
         patch: Json<Value>,
         #[graphql(default)] scope: String,
+        expected_versions: Option<Json<Value>>,
     ) -> Result<Vec<Setting>> {
         let (principal, store) = caller(ctx)?;
         let run = async {
             let scope = Scope::parse(scope)?;
-            store.apply_patch(&principal.user_id, &scope, patch.0).await
+            let expected = parse_expected_versions(expected_versions)?;
+            store.apply_patch(&origin(principal), &principal.user_id, &scope, patch.0, &expected).await
         };
         let written = run.await.map_err(to_graphql_error)?;
         Ok(written.into_iter().map(Setting::from).collect())
     }
 
-    /// Deletes one setting; false when it did not exist.
+    /// Deletes one setting; false when it did not exist. With `expectedVersion`, only if the
+    /// setting is at that version (`CONFLICT` otherwise).
     async fn delete_setting(
         &self,
         ctx: &Context<'_>,
         key: String,
         #[graphql(default)] scope: String,
+        expected_version: Option<i32>,
     ) -> Result<bool> {
         let (principal, store) = caller(ctx)?;
         let run = async {
             let key = Key::parse(key, "key")?;
             let scope = Scope::parse(scope)?;
-            store.delete(&principal.user_id, &scope, &key).await
+            let expect = expectation(expected_version)?;
+            store.delete(&origin(principal), &principal.user_id, &scope, &key, expect).await
         };
         run.await.map_err(to_graphql_error)
     }
@@ -75,7 +126,24 @@ impl Mutation {
         keys: Option<Vec<String>>,
     ) -> Result<Vec<EffectiveSetting>> {
         let (principal, store) = caller(ctx)?;
-        effective_of(store, &principal.user_id, scope, keys, true).await
+        effective_of(store, principal, scope, keys, Some(&origin(principal))).await
+    }
+
+    /// Writes the value the setting had at `toVersion` (per its history) as a new version.
+    async fn revert_setting(
+        &self,
+        ctx: &Context<'_>,
+        key: String,
+        #[graphql(default)] scope: String,
+        to_version: i32,
+    ) -> Result<Setting> {
+        let (principal, store) = caller(ctx)?;
+        let run = async {
+            let key = Key::parse(key, "key")?;
+            let scope = Scope::parse(scope)?;
+            store.revert(&origin(principal), &principal.user_id, &scope, &key, to_version).await
+        };
+        Ok(run.await.map_err(to_graphql_error)?.into())
     }
 
     /// Sets the organisation default of a catalog key for every user at once; `null` removes it.

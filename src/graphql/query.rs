@@ -1,16 +1,36 @@
 use std::sync::Arc;
 
-use async_graphql::{Context, Object, Result};
+use async_graphql::{
+    Context, Object, Result,
+    connection::{Connection, Edge},
+};
+use base64::Engine;
 
 use super::{
     errors::to_graphql_error,
-    types::{EffectiveSetting, Setting, SettingDefinition, UserObject},
+    types::{EffectiveSetting, Setting, SettingChange, SettingDefinition, UserObject},
 };
 use crate::{
     auth::Principal,
     error::Error,
-    settings::{Key, Scope, Store},
+    settings::{Key, Origin, Scope, Store},
 };
+
+const MAX_HISTORY_PAGE: i32 = 100;
+const CURSOR_PREFIX: &str = "change:";
+
+fn encode_cursor(id: i64) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{CURSOR_PREFIX}{id}"))
+}
+
+fn decode_cursor(cursor: &str) -> Result<i64, Error> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| text.strip_prefix(CURSOR_PREFIX)?.parse().ok())
+        .ok_or_else(|| Error::bad_input("after", "cursor", "`after` is not a cursor of this history"))
+}
 
 /// Most keys one `keys:` argument may name.
 const MAX_KEYS_PER_QUERY: usize = 1000;
@@ -58,19 +78,20 @@ pub(super) async fn settings_of(
     Ok(settings.into_iter().map(Setting::from).collect())
 }
 
-/// Effective values, after removing the user's own values first when `reset` is set.
+/// Effective values, after removing the user's own values first when resetting.
 pub(super) async fn effective_of(
     store: &Store,
-    user_id: &str,
+    principal: &Principal,
     scope: String,
     keys: Option<Vec<String>>,
-    reset: bool,
+    reset_by: Option<&Origin>,
 ) -> Result<Vec<EffectiveSetting>> {
+    let user_id = principal.user_id.as_str();
     let run = async {
         let scope = Scope::parse(scope)?;
         let keys = parse_keys(keys)?;
-        if reset {
-            store.reset(user_id, &scope, keys.as_deref()).await?;
+        if let Some(origin) = reset_by {
+            store.reset(origin, user_id, &scope, keys.as_deref()).await?;
         }
         store.effective(user_id, &scope, keys.as_deref()).await
     };
@@ -128,7 +149,41 @@ impl Query {
         keys: Option<Vec<String>>,
     ) -> Result<Vec<EffectiveSetting>> {
         let (principal, store) = caller(ctx)?;
-        effective_of(store, &principal.user_id, scope, keys, false).await
+        effective_of(store, principal, scope, keys, None).await
+    }
+
+    /// The changes of one setting, newest first, as a Relay connection: pass an edge's `cursor`
+    /// as `after` for the next page. `first` is 1 to 100.
+    async fn setting_history(
+        &self,
+        ctx: &Context<'_>,
+        key: String,
+        #[graphql(default)] scope: String,
+        #[graphql(default = 20)] first: i32,
+        after: Option<String>,
+    ) -> Result<Connection<String, SettingChange>> {
+        let (principal, store) = caller(ctx)?;
+        let run = async {
+            let key = Key::parse(key, "key")?;
+            let scope = Scope::parse(scope)?;
+            if !(1..=MAX_HISTORY_PAGE).contains(&first) {
+                return Err(Error::bad_input(
+                    "first",
+                    "range",
+                    format!("first must be between 1 and {MAX_HISTORY_PAGE}"),
+                ));
+            }
+            let before = after.as_deref().map(decode_cursor).transpose()?;
+            store.history(&principal.user_id, &scope, &key, first as u64, before).await
+        };
+        let (entries, more) = run.await.map_err(to_graphql_error)?;
+        let mut connection = Connection::new(after.is_some(), more);
+        connection.edges.extend(
+            entries
+                .into_iter()
+                .map(|entry| Edge::new(encode_cursor(entry.id), SettingChange::from(entry))),
+        );
+        Ok(connection)
     }
 
     /// The caller.

@@ -164,3 +164,61 @@ impl SettingDefinition {
         }
     }
 }
+
+/// What a change did.
+#[derive(async_graphql::Enum, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    Create,
+    Update,
+    Delete,
+    /// Removed by `resetSettings`.
+    Reset,
+    /// Written by `revertSetting`.
+    Revert,
+}
+
+impl From<settings::ChangeKind> for ChangeKind {
+    fn from(kind: settings::ChangeKind) -> Self {
+        match kind {
+            settings::ChangeKind::Create => ChangeKind::Create,
+            settings::ChangeKind::Update => ChangeKind::Update,
+            settings::ChangeKind::Delete => ChangeKind::Delete,
+            settings::ChangeKind::Reset => ChangeKind::Reset,
+            settings::ChangeKind::Revert => ChangeKind::Revert,
+        }
+    }
+}
+
+/// One change of a setting.
+#[derive(SimpleObject)]
+pub struct SettingChange {
+    pub kind: ChangeKind,
+    /// The version the change produced; for a removal, the version removed.
+    pub version: i32,
+    /// Null when the change created the setting.
+    pub old_value: Option<Json<serde_json::Value>>,
+    /// Null when the change removed the setting.
+    pub new_value: Option<Json<serde_json::Value>>,
+    /// Who made the change: the `sub` of their token.
+    pub actor: String,
+    /// `graphql`, or the legacy REST route that made the change.
+    pub interface: String,
+    /// The correlation id of the request that made the change.
+    pub correlation_id: String,
+    pub changed_at: DateTime,
+}
+
+impl From<settings::HistoryEntry> for SettingChange {
+    fn from(entry: settings::HistoryEntry) -> Self {
+        SettingChange {
+            kind: entry.kind.into(),
+            version: entry.version,
+            old_value: entry.old_value.map(Json),
+            new_value: entry.new_value.map(Json),
+            actor: entry.actor,
+            interface: entry.interface,
+            correlation_id: entry.correlation_id,
+            changed_at: DateTime(entry.changed_at),
+        }
+    }
+}

@@ -1,11 +1,15 @@
 //! The settings domain: validated inputs, RFC 7386 merge patch, and the store (all SQL is here).
 
+mod history;
 mod merge;
 mod names;
 mod store;
 mod value;
+mod write;
 
+pub use history::{HistoryEntry, Retention};
 pub use merge::merge_patch;
 pub use names::{Key, Scope};
 pub use store::{Effective, Setting, Source, Store, User, connect as store_connect};
 pub use value::ValueLimits;
+pub use write::{ChangeKind, Expect, Origin, Outcome};

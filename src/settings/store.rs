@@ -11,14 +11,14 @@ use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::{
     ActiveValue::Set,
     ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, QueryTrait, TransactionTrait,
+    QueryFilter, QueryOrder, QueryTrait,
     prelude::Expr,
-    sea_query::{Alias, ExprTrait, OnConflict},
+    sea_query::OnConflict,
 };
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{Key, Scope, ValueLimits, merge_patch};
+use super::{Key, Scope, ValueLimits};
 use crate::{
     auth::Principal,
     catalog::Catalog,
@@ -82,13 +82,11 @@ impl From<user::Model> for User {
     }
 }
 
-/// How often a patch is retried when another writer created one of its keys meanwhile.
-const PATCH_ATTEMPTS: usize = 5;
 /// Beyond this many remembered users the cache starts over; a miss costs one no-op upsert.
 const KNOWN_USERS_CAPACITY: usize = 100_000;
 
 pub struct Store {
-    db: DatabaseConnection,
+    pub(super) db: DatabaseConnection,
     limits: ValueLimits,
     catalog: Arc<Catalog>,
     /// Users whose row already holds the claims last seen, by a hash of those claims.
@@ -119,11 +117,11 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
     Database::connect(options).await
 }
 
-fn now() -> DateTime<Utc> {
+pub(super) fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(3)
 }
 
-fn of_user(user_id: &str, scope: &Scope) -> sea_orm::Condition {
+pub(super) fn of_user(user_id: &str, scope: &Scope) -> sea_orm::Condition {
     sea_orm::Condition::all()
         .add(setting::Column::UserId.eq(user_id))
         .add(setting::Column::Scope.eq(scope.as_str()))
@@ -148,7 +146,7 @@ impl Store {
     }
 
     /// The rules every stored value obeys: size and nesting limits, then the key's schema.
-    fn check_value(&self, key: &str, value: &Value) -> Result<()> {
+    pub(super) fn check_value(&self, key: &str, value: &Value) -> Result<()> {
         self.limits.check(key, value)?;
         self.catalog.check(key, value)
     }
@@ -248,196 +246,6 @@ impl Store {
         .await?;
         Ok(row.map(Setting::from))
     }
-
-    /// Creates or replaces one setting in a single atomic upsert.
-    #[tracing::instrument(skip_all, err(Debug))]
-    pub async fn set(
-        &self,
-        user_id: &str,
-        scope: &Scope,
-        key: &Key,
-        value: Value,
-    ) -> Result<Setting> {
-        self.check_value(key.as_str(), &value)?;
-        let now = now();
-        let row = setting::ActiveModel {
-            user_id: Set(user_id.to_owned()),
-            scope: Set(scope.as_str().to_owned()),
-            key: Set(key.as_str().to_owned()),
-            value: Set(value),
-            version: Set(1),
-            created_at: Set(now),
-            updated_at: Set(now),
-        };
-        let saved = setting::Entity::insert(row)
-            .on_conflict(
-                OnConflict::columns([
-                    setting::Column::UserId,
-                    setting::Column::Scope,
-                    setting::Column::Key,
-                ])
-                .update_columns([setting::Column::Value, setting::Column::UpdatedAt])
-                .value(
-                    setting::Column::Version,
-                    Expr::col((setting::Entity, setting::Column::Version)).add(1),
-                )
-                .to_owned(),
-            )
-            .exec_with_returning(&self.db)
-            .await?;
-        Ok(saved.into())
-    }
-
-    /// Deletes one setting; false when there was none.
-    #[tracing::instrument(skip_all, err(Debug))]
-    pub async fn delete(&self, user_id: &str, scope: &Scope, key: &Key) -> Result<bool> {
-        let result = setting::Entity::delete_many()
-            .filter(of_user(user_id, scope))
-            .filter(setting::Column::Key.eq(key.as_str()))
-            .exec(&self.db)
-            .await?;
-        Ok(result.rows_affected > 0)
-    }
-
-    /// Applies an RFC 7386 merge patch whose members are keys, all in one transaction, and
-    /// returns the settings it created or changed (not those it removed), ordered by key.
-    #[tracing::instrument(skip_all, err(Debug))]
-    pub async fn apply_patch(
-        &self,
-        user_id: &str,
-        scope: &Scope,
-        patch: Value,
-    ) -> Result<Vec<Setting>> {
-        let Value::Object(members) = patch else {
-            return Err(Error::bad_input(
-                "patch",
-                "type",
-                "the patch must be a JSON object whose members are setting keys",
-            ));
-        };
-        let mut entries = members
-            .into_iter()
-            .map(|(key, value)| Ok((Key::parse(key, "patch")?, value)))
-            .collect::<Result<Vec<_>>>()?;
-        if entries.is_empty() {
-            return Ok(Vec::new());
-        }
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
-
-        let mut attempt = 1;
-        loop {
-            match self.try_apply_patch(user_id, scope, &entries).await {
-                Err(PatchError::Raced) if attempt < PATCH_ATTEMPTS => attempt += 1,
-                Err(PatchError::Raced) => {
-                    return Err(Error::Conflict {
-                        message: "the settings kept changing while the patch was applied; retry"
-                            .into(),
-                        current_version: None,
-                    });
-                }
-                Err(PatchError::Failed(err)) => return Err(err),
-                Ok(written) => return Ok(written),
-            }
-        }
-    }
-
-    /// One attempt: read and lock the current rows, merge in memory, then one DELETE and one
-    /// multi-row upsert. The upsert only replaces a row still at the version that was read, so a
-    /// key created by someone else meanwhile makes the attempt fail as `Raced` and roll back.
-    async fn try_apply_patch(
-        &self,
-        user_id: &str,
-        scope: &Scope,
-        entries: &[(Key, Value)],
-    ) -> Result<Vec<Setting>, PatchError> {
-        let txn = self.db.begin().await.map_err(Error::from)?;
-        let current: HashMap<String, setting::Model> = setting::Entity::find()
-            .filter(of_user(user_id, scope))
-            .filter(setting::Column::Key.is_in(entries.iter().map(|(key, _)| key.as_str())))
-            .lock_exclusive()
-            .all(&txn)
-            .await
-            .map_err(Error::from)?
-            .into_iter()
-            .map(|row| (row.key.clone(), row))
-            .collect();
-
-        let now = now();
-        let mut removals = Vec::new();
-        let mut upserts = Vec::new();
-        for (key, member) in entries {
-            let existing = current.get(key.as_str());
-            match merge_patch(existing.map(|row| row.value.clone()), member) {
-                None => {
-                    if existing.is_some() {
-                        removals.push(key.as_str());
-                    }
-                }
-                Some(value) => {
-                    self.check_value(key.as_str(), &value)?;
-                    let version = match existing {
-                        None => 1,
-                        Some(row) => row.version.checked_add(1).ok_or_else(|| {
-                            Error::internal(anyhow::anyhow!(
-                                "setting `{}` reached the largest version",
-                                row.key
-                            ))
-                        })?,
-                    };
-                    upserts.push(setting::ActiveModel {
-                        user_id: Set(user_id.to_owned()),
-                        scope: Set(scope.as_str().to_owned()),
-                        key: Set(key.as_str().to_owned()),
-                        value: Set(value),
-                        version: Set(version),
-                        // Kept from the stored row on conflict: the upsert does not update it.
-                        created_at: Set(now),
-                        updated_at: Set(now),
-                    });
-                }
-            }
-        }
-
-        if !removals.is_empty() {
-            setting::Entity::delete_many()
-                .filter(of_user(user_id, scope))
-                .filter(setting::Column::Key.is_in(removals))
-                .exec(&txn)
-                .await
-                .map_err(Error::from)?;
-        }
-        let mut written = Vec::new();
-        if !upserts.is_empty() {
-            let expected = upserts.len();
-            let version = setting::Column::Version;
-            written = setting::Entity::insert_many(upserts)
-                .on_conflict(
-                    OnConflict::columns([
-                        setting::Column::UserId,
-                        setting::Column::Scope,
-                        setting::Column::Key,
-                    ])
-                    .update_columns([setting::Column::Value, version, setting::Column::UpdatedAt])
-                    .action_and_where(
-                        Expr::col((setting::Entity, version))
-                            .add(1)
-                            .eq(Expr::col((Alias::new("excluded"), version))),
-                    )
-                    .to_owned(),
-                )
-                .exec_with_returning(&txn)
-                .await
-                .map_err(Error::from)?;
-            if written.len() != expected {
-                return Err(PatchError::Raced);
-            }
-        }
-        txn.commit().await.map_err(Error::from)?;
-
-        let mut written: Vec<Setting> = written.into_iter().map(Setting::from).collect();
-        written.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(written)
-    }
 }
 
 impl Store {
@@ -485,19 +293,6 @@ impl Store {
             .exec_without_returning(&self.db)
             .await?;
         Ok(())
-    }
-
-    /// Removes the user's own values in `scope` (only `keys`, when given); returns how many.
-    #[tracing::instrument(skip_all, err(Debug))]
-    pub async fn reset(&self, user_id: &str, scope: &Scope, keys: Option<&[Key]>) -> Result<u64> {
-        let result = setting::Entity::delete_many()
-            .filter(of_user(user_id, scope))
-            .apply_if(keys, |query, keys| {
-                query.filter(setting::Column::Key.is_in(keys.iter().map(Key::as_str)))
-            })
-            .exec(&self.db)
-            .await?;
-        Ok(result.rows_affected)
     }
 
     /// What applies for each key, through the layers catalog default → organisation default →
@@ -583,18 +378,6 @@ impl Effective {
             source,
             setting: None,
         }
-    }
-}
-
-enum PatchError {
-    /// Another writer created one of the patch's keys after it was read.
-    Raced,
-    Failed(Error),
-}
-
-impl From<Error> for PatchError {
-    fn from(err: Error) -> Self {
-        PatchError::Failed(err)
     }
 }
 

@@ -1,0 +1,136 @@
+//! Reading and pruning the change history of settings.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Statement,
+};
+use serde_json::Value;
+
+use super::{ChangeKind, Key, Scope, Store};
+use crate::{
+    entity::setting_change,
+    error::{Error, Result},
+};
+
+/// One change of one setting.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HistoryEntry {
+    /// Grows with every change; the cursor of history pages.
+    pub id: i64,
+    pub kind: ChangeKind,
+    pub version: i32,
+    pub old_value: Option<Value>,
+    pub new_value: Option<Value>,
+    pub actor: String,
+    pub interface: String,
+    pub correlation_id: String,
+    pub changed_at: DateTime<Utc>,
+}
+
+/// How much history to keep; `None` keeps everything by that measure.
+#[derive(Clone, Copy, Debug)]
+pub struct Retention {
+    /// Changes kept per setting, newest first.
+    pub keep_versions: Option<u32>,
+    /// Changes younger than this many days are kept.
+    pub keep_days: Option<u32>,
+    /// Rows deleted per statement, so that pruning never holds locks for long.
+    pub batch: u32,
+}
+
+impl TryFrom<setting_change::Model> for HistoryEntry {
+    type Error = Error;
+
+    fn try_from(row: setting_change::Model) -> Result<Self> {
+        let kind = ChangeKind::parse(&row.kind)
+            .ok_or_else(|| Error::internal(anyhow::anyhow!("unknown change kind `{}`", row.kind)))?;
+        Ok(HistoryEntry {
+            id: row.id,
+            kind,
+            version: row.version,
+            old_value: row.old_value,
+            new_value: row.new_value,
+            actor: row.actor,
+            interface: row.interface,
+            correlation_id: row.correlation_id,
+            changed_at: row.changed_at,
+        })
+    }
+}
+
+impl Store {
+    /// Changes of one setting, newest first: at most `first`, older than the change `before`.
+    /// The flag says whether older changes remain.
+    #[tracing::instrument(skip_all, err(Debug))]
+    pub async fn history(
+        &self,
+        user_id: &str,
+        scope: &Scope,
+        key: &Key,
+        first: u64,
+        before: Option<i64>,
+    ) -> Result<(Vec<HistoryEntry>, bool)> {
+        let mut rows = setting_change::Entity::find()
+            .filter(setting_change::Column::UserId.eq(user_id))
+            .filter(setting_change::Column::Scope.eq(scope.as_str()))
+            .filter(setting_change::Column::Key.eq(key.as_str()))
+            .apply_if(before, |query, id| query.filter(setting_change::Column::Id.lt(id)))
+            .order_by_desc(setting_change::Column::Id)
+            .limit(first + 1)
+            .all(&self.db)
+            .await?;
+        let more = rows.len() as u64 > first;
+        rows.truncate(first as usize);
+        let entries = rows.into_iter().map(HistoryEntry::try_from).collect::<Result<_>>()?;
+        Ok((entries, more))
+    }
+
+    /// Deletes history beyond `retention`, a batch at a time; returns how many rows went.
+    #[tracing::instrument(skip_all, err(Debug))]
+    pub async fn prune_history(&self, retention: Retention) -> Result<u64> {
+        let mut pruned = 0;
+        loop {
+            let mut ids = Vec::new();
+            if let Some(days) = retention.keep_days {
+                let cutoff = Utc::now() - chrono::Duration::days(i64::from(days));
+                ids = setting_change::Entity::find()
+                    .select_only()
+                    .column(setting_change::Column::Id)
+                    .filter(setting_change::Column::ChangedAt.lt(cutoff))
+                    .limit(u64::from(retention.batch))
+                    .into_tuple::<i64>()
+                    .all(&self.db)
+                    .await?;
+            }
+            if ids.is_empty()
+                && let Some(keep) = retention.keep_versions
+            {
+                // Both backends rank rows the same way; the numbers are configuration, not input.
+                let sql = format!(
+                    "SELECT id FROM (SELECT id, ROW_NUMBER() OVER \
+                     (PARTITION BY user_id, scope, key ORDER BY id DESC) AS newer \
+                     FROM setting_changes) ranked WHERE newer > {keep} LIMIT {}",
+                    retention.batch
+                );
+                let statement = Statement::from_string(self.backend(), sql);
+                ids = self
+                    .db
+                    .query_all_raw(statement)
+                    .await?
+                    .iter()
+                    .map(|row| row.try_get_by_index::<i64>(0))
+                    .collect::<Result<_, _>>()?;
+            }
+            if ids.is_empty() {
+                return Ok(pruned);
+            }
+            let deleted = setting_change::Entity::delete_many()
+                .filter(setting_change::Column::Id.is_in(ids))
+                .exec(&self.db)
+                .await?;
+            pruned += deleted.rows_affected;
+            // Let writers in between batches.
+            tokio::task::yield_now().await;
+        }
+    }
+}

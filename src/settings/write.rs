@@ -1,0 +1,505 @@
+//! Every change of settings goes through one transactional path: lock the rows, check expected
+//! versions, apply the change, write, and append one history row per changed key.
+
+use std::collections::HashMap;
+
+use sea_orm::{
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, TransactionTrait,
+    prelude::Expr,
+    sea_query::{Alias, ExprTrait, OnConflict},
+};
+use serde_json::Value;
+
+use super::{
+    Key, Scope, Setting, Store, merge_patch,
+    store::{now, of_user},
+};
+use crate::{
+    entity::{setting, setting_change},
+    error::{Error, Result},
+};
+
+/// Who changes settings, and through which interface; recorded in the history.
+#[derive(Clone, Debug)]
+pub struct Origin {
+    /// The token's `sub`; differs from the settings' user when an administrator acts.
+    pub actor: String,
+    /// `graphql`, or the legacy route, such as `PUT /api/v1/users/me/settings/{key}`.
+    pub interface: &'static str,
+}
+
+impl Origin {
+    pub fn new(actor: impl Into<String>, interface: &'static str) -> Self {
+        Origin {
+            actor: actor.into(),
+            interface,
+        }
+    }
+}
+
+/// A precondition on the version a setting has before a write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// The setting exists at exactly this version.
+    Version(i32),
+    /// The setting does not exist (create only).
+    Absent,
+}
+
+/// What a history row records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeKind {
+    Create,
+    Update,
+    Delete,
+    Reset,
+    Revert,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Create => "create",
+            ChangeKind::Update => "update",
+            ChangeKind::Delete => "delete",
+            ChangeKind::Reset => "reset",
+            ChangeKind::Revert => "revert",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Create, Self::Update, Self::Delete, Self::Reset, Self::Revert]
+            .into_iter()
+            .find(|kind| kind.as_str() == text)
+    }
+}
+
+enum Change {
+    Replace(Value),
+    Merge(Value),
+    Remove,
+}
+
+struct Op {
+    key: Key,
+    change: Change,
+    expect: Option<Expect>,
+}
+
+/// Which keys a write touches.
+enum Target {
+    Keys(Vec<Op>),
+    /// Every key the user has in the scope, removed.
+    WholeScope,
+}
+
+/// How the history names the changes of one write.
+#[derive(Clone, Copy)]
+struct Kinds {
+    /// For a value written; `None` means create or update as it happens.
+    write: Option<ChangeKind>,
+    removal: ChangeKind,
+}
+
+const PLAIN: Kinds = Kinds {
+    write: None,
+    removal: ChangeKind::Delete,
+};
+
+/// What one write did to one key.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub key: String,
+    pub before: Option<Setting>,
+    pub after: Option<Setting>,
+}
+
+/// How often a write is retried when another writer created one of its keys meanwhile.
+const WRITE_ATTEMPTS: usize = 5;
+
+enum WriteError {
+    /// Another writer created one of the keys after it was read.
+    Raced,
+    Failed(Error),
+}
+
+impl<E: Into<Error>> From<E> for WriteError {
+    fn from(err: E) -> Self {
+        WriteError::Failed(err.into())
+    }
+}
+
+impl Store {
+    /// Creates or replaces one setting.
+    #[tracing::instrument(skip_all, err(Debug))]
+    pub async fn set(
+        &self,
+        origin: &Origin,
+        user_id: &str,
+        scope: &Scope,
+        key: &Key,
+        value: Value,
+        expect: Option<Expect>,
+    ) -> Result<Setting> {
+        let op = Op {
+            key: key.clone(),
+            change: Change::Replace(value),
+            expect,
+        };
+        let outcome = self.write(origin, user_id, scope, Target::Keys(vec![op]), PLAIN).await?;
+        written(outcome)
+    }
+
+    /// Deletes one setting; false when there was none.
+    #[tracing::instrument(skip_all, err(Debug))]
+    pub async fn delete(
+        &self,
+        origin: &Origin,
+        user_id: &str,
+        scope: &Scope,
+        key: &Key,
+        expect: Option<Expect>,
+    ) -> Result<bool> {
+        let op = Op {
+            key: key.clone(),
+            change: Change::Remove,
+            expect,
+        };
+        let outcome = self.write(origin, user_id, scope, Target::Keys(vec![op]), PLAIN).await?;
+        Ok(outcome.iter().any(|o| o.before.is_some()))
+    }
+
+    /// Applies an RFC 7386 merge patch whose members are keys, all in one transaction, and
+    /// returns the settings it created or changed (not those it removed), ordered by key.
+    /// `expected` maps keys of the patch to the version each must have; 0 means absent.
+    #[tracing::instrument(skip_all, err(Debug))]
+    pub async fn apply_patch(
+        &self,
+        origin: &Origin,
+        user_id: &str,
+        scope: &Scope,
+        patch: Value,
+        expected: &HashMap<String, i32>,
+    ) -> Result<Vec<Setting>> {
+        let Value::Object(members) = patch else {
+            return Err(Error::bad_input(
+                "patch",
+                "type",
+                "the patch must be a JSON object whose members are setting keys",
+            ));
+        };
+        if let Some(stray) = expected.keys().find(|key| !members.contains_key(key.as_str())) {
+            return Err(Error::bad_input(
+                "expectedVersions",
+                "keyInPatch",
+                format!("`{stray}` has an expected version but is not in the patch"),
+            ));
+        }
+        let ops = members
+            .into_iter()
+            .map(|(key, change)| {
+                let expect = expected.get(&key).map(|&version| match version {
+                    0 => Expect::Absent,
+                    version => Expect::Version(version),
+                });
+                Ok(Op {
+                    key: Key::parse(key, "patch")?,
+                    change: Change::Merge(change),
+                    expect,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if ops.is_empty() {
+            return Ok(Vec::new());
+        }
+        let outcome = self.write(origin, user_id, scope, Target::Keys(ops), PLAIN).await?;
+        let mut settings: Vec<Setting> = outcome.into_iter().filter_map(|o| o.after).collect();
+        settings.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(settings)
+    }
+
+    /// Removes the user's own values in `scope` (only `keys`, when given); returns how many.
+    #[tracing::instrument(skip_all, err(Debug))]
+    pub async fn reset(
+        &self,
+        origin: &Origin,
+        user_id: &str,
+        scope: &Scope,
+        keys: Option<&[Key]>,
+    ) -> Result<usize> {
+        let target = match keys {
+            None => Target::WholeScope,
+            Some(keys) => Target::Keys(
+                keys.iter()
+                    .map(|key| Op {
+                        key: key.clone(),
+                        change: Change::Remove,
+                        expect: None,
+                    })
+                    .collect(),
+            ),
+        };
+        let kinds = Kinds {
+            write: None,
+            removal: ChangeKind::Reset,
+        };
+        let outcome = self.write(origin, user_id, scope, target, kinds).await?;
+        Ok(outcome.iter().filter(|o| o.before.is_some()).count())
+    }
+
+    /// Writes the value a setting had at `to_version` as a new version.
+    #[tracing::instrument(skip_all, err(Debug))]
+    pub async fn revert(
+        &self,
+        origin: &Origin,
+        user_id: &str,
+        scope: &Scope,
+        key: &Key,
+        to_version: i32,
+    ) -> Result<Setting> {
+        let old = setting_change::Entity::find()
+            .filter(setting_change::Column::UserId.eq(user_id))
+            .filter(setting_change::Column::Scope.eq(scope.as_str()))
+            .filter(setting_change::Column::Key.eq(key.as_str()))
+            .filter(setting_change::Column::Version.eq(to_version))
+            .filter(setting_change::Column::NewValue.is_not_null())
+            .order_by_desc(setting_change::Column::Id)
+            .one(&self.db)
+            .await?
+            .and_then(|change| change.new_value)
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "the history of `{}` has no version {to_version}",
+                    key.as_str()
+                ))
+            })?;
+        let op = Op {
+            key: key.clone(),
+            change: Change::Replace(old),
+            expect: None,
+        };
+        let kinds = Kinds {
+            write: Some(ChangeKind::Revert),
+            removal: ChangeKind::Delete,
+        };
+        let outcome = self.write(origin, user_id, scope, Target::Keys(vec![op]), kinds).await?;
+        written(outcome)
+    }
+
+    async fn write(
+        &self,
+        origin: &Origin,
+        user_id: &str,
+        scope: &Scope,
+        target: Target,
+        kinds: Kinds,
+    ) -> Result<Vec<Outcome>> {
+        let mut attempt = 1;
+        loop {
+            match self.try_write(origin, user_id, scope, &target, kinds).await {
+                Ok(outcome) => return Ok(outcome),
+                Err(WriteError::Failed(err)) => return Err(err),
+                Err(WriteError::Raced) if attempt < WRITE_ATTEMPTS => attempt += 1,
+                Err(WriteError::Raced) => {
+                    return Err(Error::Conflict {
+                        message: "the settings kept changing during the write; retry".into(),
+                        current_version: None,
+                    });
+                }
+            }
+        }
+    }
+
+    /// One attempt: read and lock the current rows, compute every new value in memory, then one
+    /// DELETE, one multi-row upsert and one history insert. The upsert replaces a row only at
+    /// the version that was read, so a key created meanwhile by another writer makes the attempt
+    /// roll back as `Raced` (rows that existed are locked and cannot change under us).
+    async fn try_write(
+        &self,
+        origin: &Origin,
+        user_id: &str,
+        scope: &Scope,
+        target: &Target,
+        kinds: Kinds,
+    ) -> Result<Vec<Outcome>, WriteError> {
+        let txn = self.db.begin().await?;
+        let current: HashMap<String, setting::Model> = setting::Entity::find()
+            .filter(of_user(user_id, scope))
+            .apply_if(target_keys(target), |query, keys| {
+                query.filter(setting::Column::Key.is_in(keys))
+            })
+            .lock_exclusive()
+            .all(&txn)
+            .await?
+            .into_iter()
+            .map(|row| (row.key.clone(), row))
+            .collect();
+
+        let whole_scope: Vec<Op>;
+        let ops = match target {
+            Target::Keys(ops) => ops,
+            Target::WholeScope => {
+                whole_scope = current
+                    .keys()
+                    .map(|key| {
+                        Ok(Op {
+                            key: Key::parse(key.as_str(), "key")?,
+                            change: Change::Remove,
+                            expect: None,
+                        })
+                    })
+                    .collect::<Result<_>>()?;
+                &whole_scope
+            }
+        };
+
+        let now = now();
+        let correlation_id = crate::telemetry::correlation_id();
+        let history = |kind: ChangeKind, key: &Key, version: i32, old: Option<Value>, new: Option<Value>| {
+            setting_change::ActiveModel {
+                id: NotSet,
+                user_id: Set(user_id.to_owned()),
+                scope: Set(scope.as_str().to_owned()),
+                key: Set(key.as_str().to_owned()),
+                kind: Set(kind.as_str().to_owned()),
+                version: Set(version),
+                old_value: Set(old),
+                new_value: Set(new),
+                actor: Set(origin.actor.clone()),
+                interface: Set(origin.interface.to_owned()),
+                correlation_id: Set(correlation_id.clone()),
+                changed_at: Set(now),
+            }
+        };
+        let mut removals = Vec::new();
+        let mut upserts = Vec::new();
+        let mut changes = Vec::new();
+        let mut outcomes = Vec::new();
+        for op in ops {
+            let existing = current.get(op.key.as_str());
+            check_expectation(&op.key, op.expect, existing)?;
+            let new_value = match &op.change {
+                Change::Replace(value) => Some(value.clone()),
+                Change::Merge(patch) => merge_patch(existing.map(|row| row.value.clone()), patch),
+                Change::Remove => None,
+            };
+            match (new_value, existing) {
+                (None, None) => {}
+                (None, Some(row)) => {
+                    removals.push(op.key.as_str());
+                    changes.push(history(kinds.removal, &op.key, row.version, Some(row.value.clone()), None));
+                    outcomes.push(Outcome {
+                        key: row.key.clone(),
+                        before: Some(row.clone().into()),
+                        after: None,
+                    });
+                }
+                (Some(value), existing) => {
+                    self.check_value(op.key.as_str(), &value)?;
+                    let version = match existing {
+                        None => 1,
+                        Some(row) => row.version.checked_add(1).ok_or_else(|| {
+                            Error::internal(anyhow::anyhow!("`{}` reached the largest version", row.key))
+                        })?,
+                    };
+                    let kind = kinds.write.unwrap_or(if existing.is_some() {
+                        ChangeKind::Update
+                    } else {
+                        ChangeKind::Create
+                    });
+                    changes.push(history(kind, &op.key, version, existing.map(|row| row.value.clone()), Some(value.clone())));
+                    upserts.push(setting::ActiveModel {
+                        user_id: Set(user_id.to_owned()),
+                        scope: Set(scope.as_str().to_owned()),
+                        key: Set(op.key.as_str().to_owned()),
+                        value: Set(value),
+                        version: Set(version),
+                        // Kept from the stored row on conflict: the upsert does not update it.
+                        created_at: Set(now),
+                        updated_at: Set(now),
+                    });
+                    outcomes.push(Outcome {
+                        key: op.key.as_str().to_owned(),
+                        before: existing.map(|row| row.clone().into()),
+                        after: None,
+                    });
+                }
+            }
+        }
+
+        if !removals.is_empty() {
+            setting::Entity::delete_many()
+                .filter(of_user(user_id, scope))
+                .filter(setting::Column::Key.is_in(removals))
+                .exec(&txn)
+                .await?;
+        }
+        if !upserts.is_empty() {
+            let expected = upserts.len();
+            let version = setting::Column::Version;
+            let saved = setting::Entity::insert_many(upserts)
+                .on_conflict(
+                    OnConflict::columns([setting::Column::UserId, setting::Column::Scope, setting::Column::Key])
+                        .update_columns([setting::Column::Value, version, setting::Column::UpdatedAt])
+                        .action_and_where(
+                            Expr::col((setting::Entity, version))
+                                .add(1)
+                                .eq(Expr::col((Alias::new("excluded"), version))),
+                        )
+                        .to_owned(),
+                )
+                .exec_with_returning(&txn)
+                .await?;
+            if saved.len() != expected {
+                return Err(WriteError::Raced);
+            }
+            let mut saved: HashMap<String, Setting> =
+                saved.into_iter().map(|row| (row.key.clone(), Setting::from(row))).collect();
+            for outcome in &mut outcomes {
+                if let Some(setting) = saved.remove(&outcome.key) {
+                    outcome.after = Some(setting);
+                }
+            }
+        }
+        if !changes.is_empty() {
+            setting_change::Entity::insert_many(changes).exec_without_returning(&txn).await?;
+        }
+        txn.commit().await?;
+        Ok(outcomes)
+    }
+}
+
+fn target_keys(target: &Target) -> Option<Vec<&str>> {
+    match target {
+        Target::Keys(ops) => Some(ops.iter().map(|op| op.key.as_str()).collect()),
+        Target::WholeScope => None,
+    }
+}
+
+fn check_expectation(key: &Key, expect: Option<Expect>, existing: Option<&setting::Model>) -> Result<()> {
+    let current = existing.map(|row| row.version);
+    let message = match (expect, current) {
+        (Some(Expect::Version(expected)), Some(actual)) if expected != actual => {
+            format!("`{}` is at version {actual}, not the expected version {expected}", key.as_str())
+        }
+        (Some(Expect::Version(expected)), None) => {
+            format!("`{}` does not exist, so it is not at the expected version {expected}", key.as_str())
+        }
+        (Some(Expect::Absent), Some(actual)) => {
+            format!("`{}` already exists (version {actual})", key.as_str())
+        }
+        _ => return Ok(()),
+    };
+    Err(Error::Conflict {
+        message,
+        current_version: current,
+    })
+}
+
+fn written(outcome: Vec<Outcome>) -> Result<Setting> {
+    outcome
+        .into_iter()
+        .find_map(|o| o.after)
+        .ok_or_else(|| Error::internal(anyhow::anyhow!("a write returned no row")))
+}
