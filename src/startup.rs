@@ -130,7 +130,10 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let pruning = tokio::spawn(prune_history_forever(self.store.clone(), self.history.clone()));
+        let pruning = tokio::spawn(prune_history_forever(
+            self.store.clone(),
+            self.history.clone(),
+        ));
         let stopping = Arc::new(tokio::sync::Notify::new());
         let notify = stopping.clone();
         let server = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {

@@ -11,7 +11,11 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(SettingChanges::Table)
                     .if_not_exists()
-                    .col(big_integer(SettingChanges::Id).auto_increment().primary_key())
+                    .col(
+                        big_integer(SettingChanges::Id)
+                            .auto_increment()
+                            .primary_key(),
+                    )
                     .col(string_len(SettingChanges::UserId, 255))
                     .col(string_len(SettingChanges::Scope, 255))
                     .col(string_len(SettingChanges::Key, 255))

@@ -24,7 +24,11 @@ fn expectation(expected_version: Option<i32>) -> Result<Option<Expect>, Error> {
         None => Ok(None),
         Some(0) => Ok(Some(Expect::Absent)),
         Some(version) if version > 0 => Ok(Some(Expect::Version(version))),
-        Some(_) => Err(Error::bad_input("expectedVersion", "minimum", "a version is 0 or more")),
+        Some(_) => Err(Error::bad_input(
+            "expectedVersion",
+            "minimum",
+            "a version is 0 or more",
+        )),
     }
 }
 
@@ -45,7 +49,10 @@ fn parse_expected_versions(map: Option<Json<Value>>) -> Result<HashMap<String, i
     members
         .into_iter()
         .map(|(key, version)| {
-            let version = version.as_i64().and_then(|v| i32::try_from(v).ok()).filter(|v| *v >= 0);
+            let version = version
+                .as_i64()
+                .and_then(|v| i32::try_from(v).ok())
+                .filter(|v| *v >= 0);
             Ok((key, version.ok_or_else(invalid)?))
         })
         .collect()
@@ -71,7 +78,16 @@ impl Mutation {
             let key = Key::parse(key, "key")?;
             let scope = Scope::parse(scope)?;
             let expect = expectation(expected_version)?;
-            store.set(&origin(principal), &principal.user_id, &scope, &key, value.0, expect).await
+            store
+                .set(
+                    &origin(principal),
+                    &principal.user_id,
+                    &scope,
+                    &key,
+                    value.0,
+                    expect,
+                )
+                .await
         };
         Ok(run.await.map_err(to_graphql_error)?.into())
     }
@@ -92,7 +108,15 @@ impl Mutation {
         let run = async {
             let scope = Scope::parse(scope)?;
             let expected = parse_expected_versions(expected_versions)?;
-            store.apply_patch(&origin(principal), &principal.user_id, &scope, patch.0, &expected).await
+            store
+                .apply_patch(
+                    &origin(principal),
+                    &principal.user_id,
+                    &scope,
+                    patch.0,
+                    &expected,
+                )
+                .await
         };
         let written = run.await.map_err(to_graphql_error)?;
         Ok(written.into_iter().map(Setting::from).collect())
@@ -112,7 +136,9 @@ impl Mutation {
             let key = Key::parse(key, "key")?;
             let scope = Scope::parse(scope)?;
             let expect = expectation(expected_version)?;
-            store.delete(&origin(principal), &principal.user_id, &scope, &key, expect).await
+            store
+                .delete(&origin(principal), &principal.user_id, &scope, &key, expect)
+                .await
         };
         run.await.map_err(to_graphql_error)
     }
@@ -141,7 +167,15 @@ impl Mutation {
         let run = async {
             let key = Key::parse(key, "key")?;
             let scope = Scope::parse(scope)?;
-            store.revert(&origin(principal), &principal.user_id, &scope, &key, to_version).await
+            store
+                .revert(
+                    &origin(principal),
+                    &principal.user_id,
+                    &scope,
+                    &key,
+                    to_version,
+                )
+                .await
         };
         Ok(run.await.map_err(to_graphql_error)?.into())
     }

@@ -29,7 +29,9 @@ fn decode_cursor(cursor: &str) -> Result<i64, Error> {
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
         .and_then(|text| text.strip_prefix(CURSOR_PREFIX)?.parse().ok())
-        .ok_or_else(|| Error::bad_input("after", "cursor", "`after` is not a cursor of this history"))
+        .ok_or_else(|| {
+            Error::bad_input("after", "cursor", "`after` is not a cursor of this history")
+        })
 }
 
 /// Most keys one `keys:` argument may name.
@@ -91,7 +93,9 @@ pub(super) async fn effective_of(
         let scope = Scope::parse(scope)?;
         let keys = parse_keys(keys)?;
         if let Some(origin) = reset_by {
-            store.reset(origin, user_id, &scope, keys.as_deref()).await?;
+            store
+                .reset(origin, user_id, &scope, keys.as_deref())
+                .await?;
         }
         store.effective(user_id, &scope, keys.as_deref()).await
     };
@@ -174,7 +178,9 @@ impl Query {
                 ));
             }
             let before = after.as_deref().map(decode_cursor).transpose()?;
-            store.history(&principal.user_id, &scope, &key, first as u64, before).await
+            store
+                .history(&principal.user_id, &scope, &key, first as u64, before)
+                .await
         };
         let (entries, more) = run.await.map_err(to_graphql_error)?;
         let mut connection = Connection::new(after.is_some(), more);

@@ -2,7 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Statement,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
+    Statement,
 };
 use serde_json::Value;
 
@@ -42,8 +43,9 @@ impl TryFrom<setting_change::Model> for HistoryEntry {
     type Error = Error;
 
     fn try_from(row: setting_change::Model) -> Result<Self> {
-        let kind = ChangeKind::parse(&row.kind)
-            .ok_or_else(|| Error::internal(anyhow::anyhow!("unknown change kind `{}`", row.kind)))?;
+        let kind = ChangeKind::parse(&row.kind).ok_or_else(|| {
+            Error::internal(anyhow::anyhow!("unknown change kind `{}`", row.kind))
+        })?;
         Ok(HistoryEntry {
             id: row.id,
             kind,
@@ -74,14 +76,19 @@ impl Store {
             .filter(setting_change::Column::UserId.eq(user_id))
             .filter(setting_change::Column::Scope.eq(scope.as_str()))
             .filter(setting_change::Column::Key.eq(key.as_str()))
-            .apply_if(before, |query, id| query.filter(setting_change::Column::Id.lt(id)))
+            .apply_if(before, |query, id| {
+                query.filter(setting_change::Column::Id.lt(id))
+            })
             .order_by_desc(setting_change::Column::Id)
             .limit(first + 1)
             .all(&self.db)
             .await?;
         let more = rows.len() as u64 > first;
         rows.truncate(first as usize);
-        let entries = rows.into_iter().map(HistoryEntry::try_from).collect::<Result<_>>()?;
+        let entries = rows
+            .into_iter()
+            .map(HistoryEntry::try_from)
+            .collect::<Result<_>>()?;
         Ok((entries, more))
     }
 

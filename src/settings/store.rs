@@ -9,11 +9,8 @@ use std::{
 
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::{
-    ActiveValue::Set,
-    ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, QueryTrait,
-    prelude::Expr,
-    sea_query::OnConflict,
+    ActiveValue::Set, ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, QueryTrait, prelude::Expr, sea_query::OnConflict,
 };
 use serde_json::Value;
 use uuid::Uuid;

@@ -69,9 +69,15 @@ impl ChangeKind {
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [Self::Create, Self::Update, Self::Delete, Self::Reset, Self::Revert]
-            .into_iter()
-            .find(|kind| kind.as_str() == text)
+        [
+            Self::Create,
+            Self::Update,
+            Self::Delete,
+            Self::Reset,
+            Self::Revert,
+        ]
+        .into_iter()
+        .find(|kind| kind.as_str() == text)
     }
 }
 
@@ -147,7 +153,9 @@ impl Store {
             change: Change::Replace(value),
             expect,
         };
-        let outcome = self.write(origin, user_id, scope, Target::Keys(vec![op]), PLAIN).await?;
+        let outcome = self
+            .write(origin, user_id, scope, Target::Keys(vec![op]), PLAIN)
+            .await?;
         written(outcome)
     }
 
@@ -166,7 +174,9 @@ impl Store {
             change: Change::Remove,
             expect,
         };
-        let outcome = self.write(origin, user_id, scope, Target::Keys(vec![op]), PLAIN).await?;
+        let outcome = self
+            .write(origin, user_id, scope, Target::Keys(vec![op]), PLAIN)
+            .await?;
         Ok(outcome.iter().any(|o| o.before.is_some()))
     }
 
@@ -189,7 +199,10 @@ impl Store {
                 "the patch must be a JSON object whose members are setting keys",
             ));
         };
-        if let Some(stray) = expected.keys().find(|key| !members.contains_key(key.as_str())) {
+        if let Some(stray) = expected
+            .keys()
+            .find(|key| !members.contains_key(key.as_str()))
+        {
             return Err(Error::bad_input(
                 "expectedVersions",
                 "keyInPatch",
@@ -213,7 +226,9 @@ impl Store {
         if ops.is_empty() {
             return Ok(Vec::new());
         }
-        let outcome = self.write(origin, user_id, scope, Target::Keys(ops), PLAIN).await?;
+        let outcome = self
+            .write(origin, user_id, scope, Target::Keys(ops), PLAIN)
+            .await?;
         let mut settings: Vec<Setting> = outcome.into_iter().filter_map(|o| o.after).collect();
         settings.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(settings)
@@ -283,7 +298,9 @@ impl Store {
             write: Some(ChangeKind::Revert),
             removal: ChangeKind::Delete,
         };
-        let outcome = self.write(origin, user_id, scope, Target::Keys(vec![op]), kinds).await?;
+        let outcome = self
+            .write(origin, user_id, scope, Target::Keys(vec![op]), kinds)
+            .await?;
         written(outcome)
     }
 
@@ -356,22 +373,23 @@ impl Store {
 
         let now = now();
         let correlation_id = crate::telemetry::correlation_id();
-        let history = |kind: ChangeKind, key: &Key, version: i32, old: Option<Value>, new: Option<Value>| {
-            setting_change::ActiveModel {
-                id: NotSet,
-                user_id: Set(user_id.to_owned()),
-                scope: Set(scope.as_str().to_owned()),
-                key: Set(key.as_str().to_owned()),
-                kind: Set(kind.as_str().to_owned()),
-                version: Set(version),
-                old_value: Set(old),
-                new_value: Set(new),
-                actor: Set(origin.actor.clone()),
-                interface: Set(origin.interface.to_owned()),
-                correlation_id: Set(correlation_id.clone()),
-                changed_at: Set(now),
-            }
-        };
+        let history =
+            |kind: ChangeKind, key: &Key, version: i32, old: Option<Value>, new: Option<Value>| {
+                setting_change::ActiveModel {
+                    id: NotSet,
+                    user_id: Set(user_id.to_owned()),
+                    scope: Set(scope.as_str().to_owned()),
+                    key: Set(key.as_str().to_owned()),
+                    kind: Set(kind.as_str().to_owned()),
+                    version: Set(version),
+                    old_value: Set(old),
+                    new_value: Set(new),
+                    actor: Set(origin.actor.clone()),
+                    interface: Set(origin.interface.to_owned()),
+                    correlation_id: Set(correlation_id.clone()),
+                    changed_at: Set(now),
+                }
+            };
         let mut removals = Vec::new();
         let mut upserts = Vec::new();
         let mut changes = Vec::new();
@@ -388,7 +406,13 @@ impl Store {
                 (None, None) => {}
                 (None, Some(row)) => {
                     removals.push(op.key.as_str());
-                    changes.push(history(kinds.removal, &op.key, row.version, Some(row.value.clone()), None));
+                    changes.push(history(
+                        kinds.removal,
+                        &op.key,
+                        row.version,
+                        Some(row.value.clone()),
+                        None,
+                    ));
                     outcomes.push(Outcome {
                         key: row.key.clone(),
                         before: Some(row.clone().into()),
@@ -400,7 +424,10 @@ impl Store {
                     let version = match existing {
                         None => 1,
                         Some(row) => row.version.checked_add(1).ok_or_else(|| {
-                            Error::internal(anyhow::anyhow!("`{}` reached the largest version", row.key))
+                            Error::internal(anyhow::anyhow!(
+                                "`{}` reached the largest version",
+                                row.key
+                            ))
                         })?,
                     };
                     let kind = kinds.write.unwrap_or(if existing.is_some() {
@@ -408,7 +435,13 @@ impl Store {
                     } else {
                         ChangeKind::Create
                     });
-                    changes.push(history(kind, &op.key, version, existing.map(|row| row.value.clone()), Some(value.clone())));
+                    changes.push(history(
+                        kind,
+                        &op.key,
+                        version,
+                        existing.map(|row| row.value.clone()),
+                        Some(value.clone()),
+                    ));
                     upserts.push(setting::ActiveModel {
                         user_id: Set(user_id.to_owned()),
                         scope: Set(scope.as_str().to_owned()),
@@ -440,22 +473,28 @@ impl Store {
             let version = setting::Column::Version;
             let saved = setting::Entity::insert_many(upserts)
                 .on_conflict(
-                    OnConflict::columns([setting::Column::UserId, setting::Column::Scope, setting::Column::Key])
-                        .update_columns([setting::Column::Value, version, setting::Column::UpdatedAt])
-                        .action_and_where(
-                            Expr::col((setting::Entity, version))
-                                .add(1)
-                                .eq(Expr::col((Alias::new("excluded"), version))),
-                        )
-                        .to_owned(),
+                    OnConflict::columns([
+                        setting::Column::UserId,
+                        setting::Column::Scope,
+                        setting::Column::Key,
+                    ])
+                    .update_columns([setting::Column::Value, version, setting::Column::UpdatedAt])
+                    .action_and_where(
+                        Expr::col((setting::Entity, version))
+                            .add(1)
+                            .eq(Expr::col((Alias::new("excluded"), version))),
+                    )
+                    .to_owned(),
                 )
                 .exec_with_returning(&txn)
                 .await?;
             if saved.len() != expected {
                 return Err(WriteError::Raced);
             }
-            let mut saved: HashMap<String, Setting> =
-                saved.into_iter().map(|row| (row.key.clone(), Setting::from(row))).collect();
+            let mut saved: HashMap<String, Setting> = saved
+                .into_iter()
+                .map(|row| (row.key.clone(), Setting::from(row)))
+                .collect();
             for outcome in &mut outcomes {
                 if let Some(setting) = saved.remove(&outcome.key) {
                     outcome.after = Some(setting);
@@ -463,7 +502,9 @@ impl Store {
             }
         }
         if !changes.is_empty() {
-            setting_change::Entity::insert_many(changes).exec_without_returning(&txn).await?;
+            setting_change::Entity::insert_many(changes)
+                .exec_without_returning(&txn)
+                .await?;
         }
         txn.commit().await?;
         Ok(outcomes)
@@ -477,14 +518,24 @@ fn target_keys(target: &Target) -> Option<Vec<&str>> {
     }
 }
 
-fn check_expectation(key: &Key, expect: Option<Expect>, existing: Option<&setting::Model>) -> Result<()> {
+fn check_expectation(
+    key: &Key,
+    expect: Option<Expect>,
+    existing: Option<&setting::Model>,
+) -> Result<()> {
     let current = existing.map(|row| row.version);
     let message = match (expect, current) {
         (Some(Expect::Version(expected)), Some(actual)) if expected != actual => {
-            format!("`{}` is at version {actual}, not the expected version {expected}", key.as_str())
+            format!(
+                "`{}` is at version {actual}, not the expected version {expected}",
+                key.as_str()
+            )
         }
         (Some(Expect::Version(expected)), None) => {
-            format!("`{}` does not exist, so it is not at the expected version {expected}", key.as_str())
+            format!(
+                "`{}` does not exist, so it is not at the expected version {expected}",
+                key.as_str()
+            )
         }
         (Some(Expect::Absent), Some(actual)) => {
             format!("`{}` already exists (version {actual})", key.as_str())

@@ -291,11 +291,23 @@ fn start_up_refuses_a_broken_catalog_naming_the_key_and_the_problem() {
 
 #[tokio::test]
 async fn the_readme_catalog_example_is_a_valid_catalog() {
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/catalog.example.json");
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/catalog.example.json"
+    );
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let text = std::fs::read_to_string(example).unwrap();
-    assert!(readme.contains(text.trim()), "README.md shows tests/fixtures/catalog.example.json as it is");
-    let app = TestApp::spawn_with(Backend::Sqlite, Options::default().env("SETTINGS_CATALOG", example)).await.unwrap();
+    assert!(
+        readme.contains(text.trim()),
+        "README.md shows tests/fixtures/catalog.example.json as it is"
+    );
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        Options::default().env("SETTINGS_CATALOG", example),
+    )
+    .await
+    .unwrap();
     let token = app.token("alice");
     assert_eq!(
         effective(&app, &token, "", json!(["editor", "theme"])).await,

@@ -12,3 +12,4 @@ mod limits;
 mod merge_patch;
 mod schema;
 mod settings;
+mod versions;
