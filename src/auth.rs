@@ -20,11 +20,60 @@ pub struct Principal {
     pub user_id: String,
     pub email: Option<String>,
     pub roles: Vec<String>,
+    /// The OAuth scopes the token was granted, when it carries a `scope` claim. Without one the
+    /// token may do everything its user may.
+    pub permissions: Option<Vec<String>>,
+}
+
+/// What a request does with settings, for tokens limited by OAuth scopes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+impl Access {
+    pub fn scope(self) -> &'static str {
+        match self {
+            Access::Read => "settings:read",
+            Access::Write => "settings:write",
+        }
+    }
 }
 
 impl Principal {
     pub fn is_admin(&self) -> bool {
         self.roles.iter().any(|role| role == "admin")
+    }
+
+    /// FORBIDDEN when the token's scopes do not cover `access`.
+    pub fn require(&self, access: Access) -> Result<(), Error> {
+        match &self.permissions {
+            Some(granted) if !granted.iter().any(|scope| scope == access.scope()) => {
+                Err(Error::Forbidden(format!(
+                    "the token's scope does not include `{}`",
+                    access.scope()
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The OAuth `scope` claim: a space-separated string (RFC 8693), or an array of strings.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ScopeClaim {
+    Text(String),
+    List(Vec<String>),
+}
+
+impl ScopeClaim {
+    fn into_scopes(self) -> Vec<String> {
+        match self {
+            ScopeClaim::Text(text) => text.split_whitespace().map(str::to_owned).collect(),
+            ScopeClaim::List(list) => list,
+        }
     }
 }
 
@@ -44,6 +93,8 @@ pub struct Claims {
     pub email: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<ScopeClaim>,
 }
 
 /// Checks bearer tokens against the one configured key and algorithm.
@@ -134,6 +185,7 @@ impl Verifier {
             user_id: claims.sub,
             email: claims.email,
             roles: claims.roles,
+            permissions: claims.scope.map(ScopeClaim::into_scopes),
         })
     }
 }
@@ -152,6 +204,8 @@ pub struct TokenRequest {
     pub sub: String,
     pub email: Option<String>,
     pub roles: Vec<String>,
+    /// OAuth scopes, space-separated; `None` leaves the claim out.
+    pub scope: Option<String>,
     pub ttl: Duration,
 }
 
@@ -193,6 +247,7 @@ impl Issuer {
             aud: self.audience.clone(),
             email: request.email.clone(),
             roles: request.roles.clone(),
+            scope: request.scope.clone().map(ScopeClaim::Text),
         };
         Ok(encode(&self.header, &claims, &self.key)?)
     }

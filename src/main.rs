@@ -38,6 +38,9 @@ struct TokenArgs {
     /// A role to grant; repeat for several (`admin` marks an administrator).
     #[arg(long = "role")]
     roles: Vec<String>,
+    /// OAuth scopes to limit the token to, space-separated, such as `settings:read`.
+    #[arg(long)]
+    scope: Option<String>,
     /// How long the token is valid, such as `30m`, `1h` or `7d`.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     ttl: Duration,
@@ -82,6 +85,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     sub: args.sub,
                     email: args.email,
                     roles: args.roles,
+                    scope: args.scope,
                     ttl: args.ttl,
                 })?
             );

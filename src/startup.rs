@@ -75,6 +75,7 @@ impl Application {
                     sub: "dev".into(),
                     email: Some("dev@localhost".into()),
                     roles: vec!["admin".into()],
+                    scope: None,
                     ttl: Duration::from_secs(24 * 3600),
                 })?;
                 (key, Some(token))

@@ -9,7 +9,7 @@ use super::{
     types::{EffectiveSetting, Setting, SettingDefinition},
 };
 use crate::{
-    auth::Principal,
+    auth::{Access, Principal},
     error::Error,
     settings::{Expect, Key, Origin, Scope},
 };
@@ -73,7 +73,7 @@ impl Mutation {
         #[graphql(default)] scope: String,
         expected_version: Option<i32>,
     ) -> Result<Setting> {
-        let (principal, store) = caller(ctx)?;
+        let (principal, store) = caller(ctx, Access::Write)?;
         let run = async {
             let key = Key::parse(key, "key")?;
             let scope = Scope::parse(scope)?;
@@ -104,7 +104,7 @@ impl Mutation {
         #[graphql(default)] scope: String,
         expected_versions: Option<Json<Value>>,
     ) -> Result<Vec<Setting>> {
-        let (principal, store) = caller(ctx)?;
+        let (principal, store) = caller(ctx, Access::Write)?;
         let run = async {
             let scope = Scope::parse(scope)?;
             let expected = parse_expected_versions(expected_versions)?;
@@ -131,7 +131,7 @@ impl Mutation {
         #[graphql(default)] scope: String,
         expected_version: Option<i32>,
     ) -> Result<bool> {
-        let (principal, store) = caller(ctx)?;
+        let (principal, store) = caller(ctx, Access::Write)?;
         let run = async {
             let key = Key::parse(key, "key")?;
             let scope = Scope::parse(scope)?;
@@ -151,7 +151,7 @@ impl Mutation {
         #[graphql(default)] scope: String,
         keys: Option<Vec<String>>,
     ) -> Result<Vec<EffectiveSetting>> {
-        let (principal, store) = caller(ctx)?;
+        let (principal, store) = caller(ctx, Access::Write)?;
         effective_of(store, principal, scope, keys, Some(&origin(principal))).await
     }
 
@@ -163,7 +163,7 @@ impl Mutation {
         #[graphql(default)] scope: String,
         to_version: i32,
     ) -> Result<Setting> {
-        let (principal, store) = caller(ctx)?;
+        let (principal, store) = caller(ctx, Access::Write)?;
         let run = async {
             let key = Key::parse(key, "key")?;
             let scope = Scope::parse(scope)?;
@@ -188,7 +188,7 @@ impl Mutation {
         key: String,
         value: Option<Json<Value>>,
     ) -> Result<SettingDefinition> {
-        let (principal, store) = caller(ctx)?;
+        let (principal, store) = caller(ctx, Access::Write)?;
         let run = async {
             if !principal.is_admin() {
                 return Err(Error::Forbidden(

@@ -11,7 +11,7 @@ use super::{
     types::{EffectiveSetting, Setting, SettingChange, SettingDefinition, UserObject},
 };
 use crate::{
-    auth::Principal,
+    auth::{Access, Principal},
     error::Error,
     settings::{Key, Origin, Scope, Store},
 };
@@ -40,12 +40,14 @@ const MAX_KEYS_PER_QUERY: usize = 1000;
 pub struct Query;
 
 /// The caller and the store, which the HTTP handler puts in every request's data.
-pub(super) fn caller<'c>(ctx: &Context<'c>) -> Result<(&'c Principal, &'c Store)> {
+/// Also checks that the token's scopes allow `access`.
+pub(super) fn caller<'c>(ctx: &Context<'c>, access: Access) -> Result<(&'c Principal, &'c Store)> {
     let principal = ctx.data_opt::<Principal>().ok_or_else(|| {
         to_graphql_error(Error::internal(anyhow::anyhow!(
             "no principal in the request"
         )))
     })?;
+    principal.require(access).map_err(to_graphql_error)?;
     let store = ctx.data::<Arc<Store>>()?;
     Ok((principal, store.as_ref()))
 }
@@ -112,7 +114,7 @@ impl Query {
         #[graphql(default)] scope: String,
         keys: Option<Vec<String>>,
     ) -> Result<Vec<Setting>> {
-        let (principal, store) = caller(ctx)?;
+        let (principal, store) = caller(ctx, Access::Read)?;
         settings_of(store, &principal.user_id, scope, keys).await
     }
 
@@ -123,7 +125,7 @@ impl Query {
         key: String,
         #[graphql(default)] scope: String,
     ) -> Result<Option<Setting>> {
-        let (principal, store) = caller(ctx)?;
+        let (principal, store) = caller(ctx, Access::Read)?;
         let run = async {
             let key = Key::parse(key, "key")?;
             let scope = Scope::parse(scope)?;
@@ -134,7 +136,7 @@ impl Query {
 
     /// Every key of the catalog, with its schema, defaults and description.
     async fn setting_definitions(&self, ctx: &Context<'_>) -> Result<Vec<SettingDefinition>> {
-        let (_, store) = caller(ctx)?;
+        let (_, store) = caller(ctx, Access::Read)?;
         let mut org = store.org_defaults().await.map_err(to_graphql_error)?;
         Ok(store
             .catalog()
@@ -152,7 +154,7 @@ impl Query {
         #[graphql(default)] scope: String,
         keys: Option<Vec<String>>,
     ) -> Result<Vec<EffectiveSetting>> {
-        let (principal, store) = caller(ctx)?;
+        let (principal, store) = caller(ctx, Access::Read)?;
         effective_of(store, principal, scope, keys, None).await
     }
 
@@ -166,7 +168,7 @@ impl Query {
         #[graphql(default = 20)] first: i32,
         after: Option<String>,
     ) -> Result<Connection<String, SettingChange>> {
-        let (principal, store) = caller(ctx)?;
+        let (principal, store) = caller(ctx, Access::Read)?;
         let run = async {
             let key = Key::parse(key, "key")?;
             let scope = Scope::parse(scope)?;
@@ -194,7 +196,7 @@ impl Query {
 
     /// The caller.
     async fn me(&self, ctx: &Context<'_>) -> Result<UserObject> {
-        let (principal, store) = caller(ctx)?;
+        let (principal, store) = caller(ctx, Access::Read)?;
         let user = store
             .user(&principal.user_id)
             .await

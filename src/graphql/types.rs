@@ -5,6 +5,7 @@ use async_graphql::{
 use chrono::{SecondsFormat, Utc};
 
 use super::query::{caller, settings_of};
+use crate::auth::Access;
 use crate::settings::{self, User};
 
 /// A UTC instant in RFC 3339 form with milliseconds, such as `2026-11-22T09:30:00.000Z`.
@@ -87,7 +88,7 @@ impl UserObject {
         #[graphql(default)] scope: String,
         keys: Option<Vec<String>>,
     ) -> async_graphql::Result<Vec<Setting>> {
-        let (_, store) = caller(ctx)?;
+        let (_, store) = caller(ctx, Access::Read)?;
         settings_of(store, &self.0.id, scope, keys).await
     }
 }

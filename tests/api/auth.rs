@@ -232,8 +232,40 @@ async fn roles_in_the_token_become_the_users_roles() {
         sub: "root".into(),
         email: None,
         roles: vec!["admin".into(), "support".into()],
+        scope: None,
         ttl: Duration::from_secs(60),
     });
     let me = app.data(&token, "{ me { roles } }", json!({})).await;
     assert_eq!(me, json!({"me": {"roles": ["admin", "support"]}}));
+}
+
+#[tokio::test]
+async fn a_token_with_an_oauth_scope_claim_reads_and_writes_only_as_granted() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let exp = now() + 600;
+    let token = |scope: Value| sign(json!({"sub": "alice", "exp": exp, "scope": scope}), SECRET);
+    let read = "{ settings { key } }";
+    let write = "mutation { setSetting(key: \"a\", value: 1) { version } }";
+
+    let read_only = token(json!("openid settings:read"));
+    app.data(&read_only, read, json!({})).await;
+    let error = app.error(&read_only, write, json!({})).await;
+    assert_eq!(code(&error), "FORBIDDEN", "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("settings:write")
+    );
+
+    let write_only = token(json!(["settings:write"]));
+    app.data(&write_only, write, json!({})).await;
+    let error = app.error(&write_only, read, json!({})).await;
+    assert_eq!(code(&error), "FORBIDDEN", "{error}");
+
+    let both = token(json!("settings:read settings:write"));
+    app.data(&both, write, json!({})).await;
+    assert_eq!(app.values(&both).await, json!({"a": 1}));
+    // A token without a scope claim is not limited.
+    assert_eq!(app.values(&app.token("alice")).await, json!({"a": 1}));
 }

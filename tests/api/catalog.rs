@@ -17,6 +17,7 @@ fn admin(app: &TestApp) -> String {
         sub: "root".into(),
         email: None,
         roles: vec!["admin".into()],
+        scope: None,
         ttl: Duration::from_secs(600),
     })
 }

@@ -102,6 +102,7 @@ both_backends! {
             sub: "carol".into(),
             email: Some("carol@example.com".into()),
             roles: vec!["admin".into()],
+            scope: None,
             ttl: std::time::Duration::from_secs(600),
         });
         app.set(&first, "lang", json!("en")).await;
@@ -116,6 +117,7 @@ both_backends! {
             sub: "carol".into(),
             email: Some("carol@new.example".into()),
             roles: vec![],
+            scope: None,
             ttl: std::time::Duration::from_secs(600),
         });
         let me = app.data(&changed, "{ me { email roles } }", json!({})).await;
@@ -127,6 +129,7 @@ both_backends! {
             sub: "dave".into(),
             email: Some(email.into()),
             roles: vec![],
+            scope: None,
             ttl: std::time::Duration::from_secs(600),
         };
         let first = app.token_for(claims("dave@example.com"));
