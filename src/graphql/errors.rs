@@ -5,7 +5,12 @@ use async_graphql::{BatchResponse, ErrorExtensionValues, ServerError};
 use crate::error::Error;
 
 pub fn to_graphql_error(err: Error) -> async_graphql::Error {
-    let server_error = to_server_error(err);
+    to_graphql_error_ref(&err)
+}
+
+/// For errors shared between fields, such as a failed batch load.
+pub fn to_graphql_error_ref(err: &Error) -> async_graphql::Error {
+    let server_error = server_error(err);
     let mut error = async_graphql::Error::new(server_error.message);
     error.extensions = server_error.extensions;
     error
@@ -23,11 +28,15 @@ fn message_for(err: &Error, correlation_id: Option<&str>) -> String {
 
 /// A request-level error, reported before or instead of execution.
 pub fn to_server_error(err: Error) -> ServerError {
+    server_error(&err)
+}
+
+fn server_error(err: &Error) -> ServerError {
     let correlation_id = err.log_if_server_side();
-    let mut error = ServerError::new(message_for(&err, correlation_id.as_deref()), None);
+    let mut error = ServerError::new(message_for(err, correlation_id.as_deref()), None);
     let mut extensions = ErrorExtensionValues::default();
     extensions.set("code", err.code());
-    match &err {
+    match err {
         Error::BadInput(violation) => {
             extensions.set("field", violation.field.as_str());
             extensions.set("rule", violation.rule.as_ref());

@@ -1,6 +1,8 @@
 //! `POST /graphql`.
 
-use async_graphql::BatchRequest;
+use async_graphql::{BatchRequest, dataloader::DataLoader};
+use std::sync::Arc;
+
 use axum::{
     Json,
     body::Bytes,
@@ -9,7 +11,10 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use super::errors::{add_missing_codes, to_server_error};
+use super::{
+    errors::{add_missing_codes, to_server_error},
+    loaders::SettingLoader,
+};
 use crate::{auth, error::Error, startup::AppState};
 
 pub async fn graphql(
@@ -57,7 +62,14 @@ pub async fn graphql(
             ),
         ));
     }
-    let mut response = state.schema.execute_batch(request.data(principal)).await;
+    let loader = Arc::new(DataLoader::new(
+        SettingLoader {
+            store: state.store.clone(),
+        },
+        tokio::spawn,
+    ));
+    let request = request.data(principal).data(loader);
+    let mut response = state.schema.execute_batch(request).await;
     add_missing_codes(&mut response);
     Json(response).into_response()
 }

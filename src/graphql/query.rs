@@ -3,11 +3,13 @@ use std::sync::Arc;
 use async_graphql::{
     Context, Object, Result,
     connection::{Connection, Edge},
+    dataloader::DataLoader,
 };
 use base64::Engine;
 
 use super::{
-    errors::to_graphql_error,
+    errors::{to_graphql_error, to_graphql_error_ref},
+    loaders::{SettingId, SettingLoader},
     types::{EffectiveSetting, Setting, SettingChange, SettingDefinition, UserObject},
 };
 use crate::{
@@ -125,13 +127,19 @@ impl Query {
         key: String,
         #[graphql(default)] scope: String,
     ) -> Result<Option<Setting>> {
-        let (principal, store) = caller(ctx, Access::Read)?;
-        let run = async {
-            let key = Key::parse(key, "key")?;
-            let scope = Scope::parse(scope)?;
-            store.get(&principal.user_id, &scope, &key).await
+        let (principal, _) = caller(ctx, Access::Read)?;
+        let id = SettingId {
+            user_id: principal.user_id.clone(),
+            scope: Scope::parse(scope).map_err(to_graphql_error)?,
+            key: Key::parse(key, "key").map_err(to_graphql_error)?,
         };
-        Ok(run.await.map_err(to_graphql_error)?.map(Setting::from))
+        // Aliased `setting` fields of one request are read in one query.
+        let loader = ctx.data::<Arc<DataLoader<SettingLoader>>>()?;
+        let setting = loader
+            .load_one(id)
+            .await
+            .map_err(|err| to_graphql_error_ref(&err))?;
+        Ok(setting.map(Setting::from))
     }
 
     /// Every key of the catalog, with its schema, defaults and description.
