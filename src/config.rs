@@ -116,7 +116,7 @@ impl Default for Limits {
             max_body_bytes: 1024 * 1024,
             max_value_bytes: 64 * 1024,
             max_value_depth: 32,
-            graphql_max_depth: 12,
+            graphql_max_depth: 16,
             graphql_max_complexity: 500,
             graphql_max_batch: 10,
         }

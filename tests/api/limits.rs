@@ -146,3 +146,26 @@ async fn a_body_that_is_not_a_graphql_request_is_a_bad_request() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(code(&body["errors"][0]), "BAD_USER_INPUT", "{body}");
 }
+
+#[tokio::test]
+async fn graphiqls_schema_query_fits_the_default_limits() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    // The shape of graphql-js's getIntrospectionQuery(), which GraphiQL sends on load.
+    let type_ref = (0..9).fold("kind name".to_owned(), |inner, _| {
+        format!("kind name ofType {{ {inner} }}")
+    });
+    let query = format!(
+        "query IntrospectionQuery {{ __schema {{ queryType {{ name }} mutationType {{ name }} \
+         subscriptionType {{ name }} types {{ ...FullType }} directives {{ name description \
+         locations args {{ ...InputValue }} }} }} }} \
+         fragment FullType on __Type {{ kind name description fields(includeDeprecated: true) {{ \
+         name description args {{ ...InputValue }} type {{ ...TypeRef }} isDeprecated \
+         deprecationReason }} inputFields {{ ...InputValue }} interfaces {{ ...TypeRef }} \
+         enumValues(includeDeprecated: true) {{ name description isDeprecated deprecationReason }} \
+         possibleTypes {{ ...TypeRef }} }} \
+         fragment InputValue on __InputValue {{ name description type {{ ...TypeRef }} defaultValue }} \
+         fragment TypeRef on __Type {{ {type_ref} }}"
+    );
+    let data = app.data(&app.token("alice"), &query, json!({})).await;
+    assert_eq!(data["__schema"]["queryType"]["name"], "Query");
+}
