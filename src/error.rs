@@ -27,8 +27,16 @@ pub enum Error {
     BadInput(Violation),
     #[error("{0}")]
     NotFound(String),
+    /// The write kept racing with other writers; retrying may succeed.
     #[error("{message}")]
     Conflict {
+        message: String,
+        current_version: Option<i32>,
+    },
+    /// A precondition of the request (an expected version, an ETag) does not hold; nothing was
+    /// written.
+    #[error("{message}")]
+    PreconditionFailed {
         message: String,
         current_version: Option<i32>,
     },
@@ -80,7 +88,7 @@ impl Error {
             Error::Forbidden(_) => "FORBIDDEN",
             Error::BadInput(_) => "BAD_USER_INPUT",
             Error::NotFound(_) => "NOT_FOUND",
-            Error::Conflict { .. } => "CONFLICT",
+            Error::Conflict { .. } | Error::PreconditionFailed { .. } => "CONFLICT",
             Error::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
             Error::Unavailable(_) => "UNAVAILABLE",
             Error::Internal(_) => "INTERNAL",

@@ -6,6 +6,7 @@ pub mod config;
 pub mod entity;
 pub mod error;
 pub mod graphql;
+pub mod rest;
 pub mod settings;
 pub mod startup;
 pub mod telemetry;

@@ -21,6 +21,7 @@ use crate::{
     catalog::Catalog,
     config::{AppEnv, Config, HistoryConfig, JwtKey, Secret, redact_url},
     graphql::{self, AppSchema},
+    rest,
     settings::{Retention, Store, ValueLimits, store_connect},
     telemetry,
 };
@@ -190,6 +191,8 @@ fn router(state: AppState) -> Router {
         .route("/graphql/assets/{name}", get(graphql::graphiql::asset))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
+        .route("/openapi.json", get(rest::openapi::document))
+        .merge(rest::router())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn(telemetry::request_span))

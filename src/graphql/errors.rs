@@ -47,6 +47,10 @@ fn server_error(err: &Error) -> ServerError {
         Error::Conflict {
             current_version: Some(version),
             ..
+        }
+        | Error::PreconditionFailed {
+            current_version: Some(version),
+            ..
         } => extensions.set("currentVersion", *version),
         Error::PayloadTooLarge { limit, .. } => extensions.set("limit", *limit as u64),
         _ => {}

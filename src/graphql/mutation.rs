@@ -11,7 +11,7 @@ use super::{
 use crate::{
     auth::{Access, Principal},
     error::Error,
-    settings::{Expect, Key, Origin, Scope},
+    settings::{Expect, Key, Origin, Preconditions, Scope},
 };
 
 fn origin(principal: &Principal) -> Origin {
@@ -107,14 +107,17 @@ impl Mutation {
         let (principal, store) = caller(ctx, Access::Write)?;
         let run = async {
             let scope = Scope::parse(scope)?;
-            let expected = parse_expected_versions(expected_versions)?;
+            let preconditions = Preconditions {
+                versions: parse_expected_versions(expected_versions)?,
+                document: None,
+            };
             store
                 .apply_patch(
                     &origin(principal),
                     &principal.user_id,
                     &scope,
                     patch.0,
-                    &expected,
+                    &preconditions,
                 )
                 .await
         };

@@ -12,4 +12,6 @@ pub use merge::merge_patch;
 pub use names::{Key, Scope};
 pub use store::{Effective, Setting, Source, Store, User, connect as store_connect};
 pub use value::ValueLimits;
-pub use write::{ChangeKind, Expect, Origin, Outcome};
+pub use write::{
+    ChangeKind, DocumentCheck, Expect, LOCALE_KEY, Origin, Outcome, Preconditions, document_tag,
+};

@@ -38,8 +38,13 @@ impl Key {
 
 impl Scope {
     pub fn parse(raw: impl Into<String>) -> Result<Self, Error> {
+        Self::parse_as(raw, "scope")
+    }
+
+    /// Like `parse`, for an input that names the scope otherwise (the `space` of a route).
+    pub fn parse_as(raw: impl Into<String>, field: &str) -> Result<Self, Error> {
         let raw = raw.into();
-        check_name(&raw, "scope", "scope")?;
+        check_name(&raw, field, field)?;
         Ok(Scope(raw))
     }
 

@@ -10,13 +10,14 @@ use sea_orm::{
     sea_query::{Alias, ExprTrait, OnConflict},
 };
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use super::{
     Key, Scope, Setting, Store, merge_patch,
     store::{now, of_user},
 };
 use crate::{
-    entity::{setting, setting_change},
+    entity::{setting, setting_change, user},
     error::{Error, Result},
 };
 
@@ -43,9 +44,59 @@ impl Origin {
 pub enum Expect {
     /// The setting exists at exactly this version.
     Version(i32),
+    /// The setting exists, at any version (`If-Match: *`).
+    Present,
     /// The setting does not exist (create only).
     Absent,
 }
+
+/// What a patch requires of the stored settings before it applies; nothing is written when a
+/// precondition does not hold.
+#[derive(Clone, Debug, Default)]
+pub struct Preconditions {
+    /// The version each key of the patch must have; 0 means the key must be absent.
+    pub versions: HashMap<String, i32>,
+    /// The tag of a set of settings the client last read, such as a REST `If-Match`.
+    pub document: Option<DocumentCheck>,
+}
+
+/// A set of settings, named by the tag [`document_tag`] gave it when the client read it.
+#[derive(Clone, Debug)]
+pub struct DocumentCheck {
+    /// The keys the tag covers; `None` is every key of the scope.
+    pub keys: Option<Vec<Key>>,
+    pub tag: String,
+}
+
+impl DocumentCheck {
+    fn covers(&self, key: &str) -> bool {
+        self.keys
+            .as_ref()
+            .is_none_or(|keys| keys.iter().any(|k| k.as_str() == key))
+    }
+}
+
+/// A tag of a set of settings that changes whenever one of them is written, created or removed:
+/// a digest of the keys and versions, in hex. REST routes serve it as the `ETag` of a document.
+pub fn document_tag<'a>(settings: impl IntoIterator<Item = (&'a str, i32)>) -> String {
+    let mut entries: Vec<(&str, i32)> = settings.into_iter().collect();
+    entries.sort_unstable();
+    let mut digest = Sha256::new();
+    for (key, version) in entries {
+        digest.update(key.as_bytes());
+        digest.update([0]);
+        digest.update(version.to_be_bytes());
+    }
+    digest.finalize()[..12]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// The setting whose value the users table mirrors in its legacy `locale` column.
+pub const LOCALE_KEY: &str = "locale";
+/// The width of that column.
+const LOCALE_MIRROR_CHARS: usize = 10;
 
 /// What a history row records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,7 +205,7 @@ impl Store {
             expect,
         };
         let outcome = self
-            .write(origin, user_id, scope, Target::Keys(vec![op]), PLAIN)
+            .write(origin, user_id, scope, Target::Keys(vec![op]), PLAIN, None)
             .await?;
         written(outcome)
     }
@@ -175,14 +226,13 @@ impl Store {
             expect,
         };
         let outcome = self
-            .write(origin, user_id, scope, Target::Keys(vec![op]), PLAIN)
+            .write(origin, user_id, scope, Target::Keys(vec![op]), PLAIN, None)
             .await?;
         Ok(outcome.iter().any(|o| o.before.is_some()))
     }
 
     /// Applies an RFC 7386 merge patch whose members are keys, all in one transaction, and
     /// returns the settings it created or changed (not those it removed), ordered by key.
-    /// `expected` maps keys of the patch to the version each must have; 0 means absent.
     #[tracing::instrument(skip_all, err(Debug))]
     pub async fn apply_patch(
         &self,
@@ -190,8 +240,9 @@ impl Store {
         user_id: &str,
         scope: &Scope,
         patch: Value,
-        expected: &HashMap<String, i32>,
+        preconditions: &Preconditions,
     ) -> Result<Vec<Setting>> {
+        let expected = &preconditions.versions;
         let Value::Object(members) = patch else {
             return Err(Error::bad_input(
                 "patch",
@@ -223,11 +274,18 @@ impl Store {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        if ops.is_empty() {
+        if ops.is_empty() && preconditions.document.is_none() {
             return Ok(Vec::new());
         }
         let outcome = self
-            .write(origin, user_id, scope, Target::Keys(ops), PLAIN)
+            .write(
+                origin,
+                user_id,
+                scope,
+                Target::Keys(ops),
+                PLAIN,
+                preconditions.document.as_ref(),
+            )
             .await?;
         let mut settings: Vec<Setting> = outcome.into_iter().filter_map(|o| o.after).collect();
         settings.sort_by(|a, b| a.key.cmp(&b.key));
@@ -259,7 +317,9 @@ impl Store {
             write: None,
             removal: ChangeKind::Reset,
         };
-        let outcome = self.write(origin, user_id, scope, target, kinds).await?;
+        let outcome = self
+            .write(origin, user_id, scope, target, kinds, None)
+            .await?;
         Ok(outcome.iter().filter(|o| o.before.is_some()).count())
     }
 
@@ -299,7 +359,7 @@ impl Store {
             removal: ChangeKind::Delete,
         };
         let outcome = self
-            .write(origin, user_id, scope, Target::Keys(vec![op]), kinds)
+            .write(origin, user_id, scope, Target::Keys(vec![op]), kinds, None)
             .await?;
         written(outcome)
     }
@@ -311,10 +371,14 @@ impl Store {
         scope: &Scope,
         target: Target,
         kinds: Kinds,
+        document: Option<&DocumentCheck>,
     ) -> Result<Vec<Outcome>> {
         let mut attempt = 1;
         loop {
-            match self.try_write(origin, user_id, scope, &target, kinds).await {
+            match self
+                .try_write(origin, user_id, scope, &target, kinds, document)
+                .await
+            {
                 Ok(outcome) => return Ok(outcome),
                 Err(WriteError::Failed(err)) => return Err(err),
                 Err(WriteError::Raced) if attempt < WRITE_ATTEMPTS => attempt += 1,
@@ -339,11 +403,12 @@ impl Store {
         scope: &Scope,
         target: &Target,
         kinds: Kinds,
+        document: Option<&DocumentCheck>,
     ) -> Result<Vec<Outcome>, WriteError> {
         let txn = self.db.begin().await?;
         let current: HashMap<String, setting::Model> = setting::Entity::find()
             .filter(of_user(user_id, scope))
-            .apply_if(target_keys(target), |query, keys| {
+            .apply_if(locked_keys(target, document), |query, keys| {
                 query.filter(setting::Column::Key.is_in(keys))
             })
             .lock_exclusive()
@@ -352,6 +417,22 @@ impl Store {
             .into_iter()
             .map(|row| (row.key.clone(), row))
             .collect();
+        if let Some(check) = document {
+            let tag = document_tag(
+                current
+                    .values()
+                    .filter(|row| check.covers(&row.key))
+                    .map(|row| (row.key.as_str(), row.version)),
+            );
+            if tag != check.tag {
+                return Err(WriteError::Failed(Error::PreconditionFailed {
+                    message: "the settings changed since they were read: the ETag no longer \
+                              matches; read them again"
+                        .into(),
+                    current_version: None,
+                }));
+            }
+        }
 
         let whole_scope: Vec<Op>;
         let ops = match target {
@@ -501,6 +582,12 @@ impl Store {
                 }
             }
         }
+        if scope.as_str().is_empty()
+            && let Some(locale) = outcomes.iter().find(|o| o.key == LOCALE_KEY)
+        {
+            self.mirror_locale(&txn, user_id, locale.after.as_ref(), now)
+                .await?;
+        }
         if !changes.is_empty() {
             setting_change::Entity::insert_many(changes)
                 .exec_without_returning(&txn)
@@ -511,10 +598,60 @@ impl Store {
     }
 }
 
-fn target_keys(target: &Target) -> Option<Vec<&str>> {
-    match target {
-        Target::Keys(ops) => Some(ops.iter().map(|op| op.key.as_str()).collect()),
-        Target::WholeScope => None,
+/// The keys a write locks: those it changes and those its document precondition covers;
+/// `None` locks every key of the scope.
+fn locked_keys<'a>(
+    target: &'a Target,
+    document: Option<&'a DocumentCheck>,
+) -> Option<Vec<&'a str>> {
+    let Target::Keys(ops) = target else {
+        return None;
+    };
+    let mut keys: Vec<&str> = ops.iter().map(|op| op.key.as_str()).collect();
+    match document {
+        None => {}
+        Some(DocumentCheck { keys: None, .. }) => return None,
+        Some(DocumentCheck {
+            keys: Some(covered),
+            ..
+        }) => keys.extend(covered.iter().map(Key::as_str)),
+    }
+    Some(keys)
+}
+
+impl Store {
+    /// Keeps the users table's legacy `locale` column equal to the `locale` setting of the
+    /// default scope, in the transaction that changes the setting.
+    async fn mirror_locale(
+        &self,
+        txn: &sea_orm::DatabaseTransaction,
+        user_id: &str,
+        locale: Option<&Setting>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<()> {
+        let locale = match locale.map(|setting| &setting.value) {
+            None => None,
+            Some(Value::String(text)) if text.chars().count() <= LOCALE_MIRROR_CHARS => {
+                Some(text.clone())
+            }
+            Some(_) => {
+                return Err(Error::bad_input(
+                    LOCALE_KEY,
+                    "legacyLocale",
+                    format!(
+                        "`{LOCALE_KEY}` must be a string of at most {LOCALE_MIRROR_CHARS} \
+                         characters: it is mirrored to the user's legacy locale"
+                    ),
+                ));
+            }
+        };
+        user::Entity::update_many()
+            .col_expr(user::Column::Locale, Expr::value(locale))
+            .col_expr(user::Column::UpdatedAt, Expr::value(now))
+            .filter(user::Column::Id.eq(user_id))
+            .exec(txn)
+            .await?;
+        Ok(())
     }
 }
 
@@ -537,12 +674,13 @@ fn check_expectation(
                 key.as_str()
             )
         }
+        (Some(Expect::Present), None) => format!("`{}` does not exist", key.as_str()),
         (Some(Expect::Absent), Some(actual)) => {
             format!("`{}` already exists (version {actual})", key.as_str())
         }
         _ => return Ok(()),
     };
-    Err(Error::Conflict {
+    Err(Error::PreconditionFailed {
         message,
         current_version: current,
     })

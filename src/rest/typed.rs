@@ -1,0 +1,207 @@
+//! What the two typed contracts (003 and 004) share: a fixed set of fields, each a setting of
+//! the default scope, validated as the contract's own request type before the catalog sees it,
+//! and read back as one document with defaults filled in.
+
+use std::borrow::Cow;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use super::{Condition, Failure, document_check};
+use crate::{
+    error::{Error, Violation},
+    settings::{Key, Origin, Preconditions, Scope, User, document_tag},
+    startup::AppState,
+};
+
+/// The type a contract gives one of its fields.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum FieldType {
+    Boolean,
+    Text { max_chars: usize },
+    OneOf(&'static [&'static str]),
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Field {
+    pub name: &'static str,
+    pub kind: FieldType,
+}
+
+/// A contract's fields, as setting keys.
+pub(crate) fn keys(fields: &[Field]) -> Vec<Key> {
+    fields
+        .iter()
+        .map(|field| Key::parse(field.name, "key").expect("contract field names are valid keys"))
+        .collect()
+}
+
+/// Checks a sparse update: a JSON object whose members are fields of the contract, each of its
+/// type (`null` is not a value of any). Reports every problem, in the words of the validators
+/// the legacy clients know.
+pub(crate) fn validate(fields: &[Field], body: Value) -> Result<Map<String, Value>, Failure> {
+    let Value::Object(members) = body else {
+        return Err(Failure::Invalid(vec![violation(
+            "body",
+            "type",
+            "the body must be a JSON object".into(),
+        )]));
+    };
+    let mut problems = Vec::new();
+    for (name, value) in &members {
+        let Some(field) = fields.iter().find(|field| field.name == name) else {
+            problems.push(violation(
+                name,
+                "whitelist",
+                format!("property {name} should not exist"),
+            ));
+            continue;
+        };
+        let problem = match (field.kind, value) {
+            (FieldType::Boolean, Value::Bool(_)) => None,
+            (FieldType::Boolean, _) => {
+                Some(("isBoolean", format!("{name} must be a boolean value")))
+            }
+            (FieldType::Text { max_chars }, Value::String(text))
+                if text.chars().count() > max_chars =>
+            {
+                Some((
+                    "maxLength",
+                    format!("{name} must be shorter than or equal to {max_chars} characters"),
+                ))
+            }
+            (FieldType::Text { .. }, Value::String(_)) => None,
+            (FieldType::Text { .. }, _) => Some(("isString", format!("{name} must be a string"))),
+            (FieldType::OneOf(allowed), Value::String(text))
+                if allowed.contains(&text.as_str()) =>
+            {
+                None
+            }
+            (FieldType::OneOf(allowed), _) => Some((
+                "isIn",
+                format!(
+                    "{name} must be one of the following values: {}",
+                    allowed.join(", ")
+                ),
+            )),
+        };
+        if let Some((rule, message)) = problem {
+            problems.push(violation(name, rule, message));
+        }
+    }
+    if problems.is_empty() {
+        Ok(members)
+    } else {
+        Err(Failure::Invalid(problems))
+    }
+}
+
+fn violation(field: &str, rule: &'static str, message: String) -> Violation {
+    Violation {
+        field: field.to_owned(),
+        rule: Cow::Borrowed(rule),
+        pointer: None,
+        message,
+    }
+}
+
+/// The contract's fields as they apply to the user, with the user's row and a tag of the
+/// stored values.
+pub(crate) struct Document {
+    pub user: User,
+    /// Every field, in the contract's order, with catalog and organisation defaults filled in.
+    pub values: Vec<(&'static str, Value)>,
+    /// When the first of the stored fields was created; the user's creation without any.
+    pub created_at: DateTime<Utc>,
+    /// When the last of the stored fields changed; the user's creation without any.
+    pub updated_at: DateTime<Utc>,
+    /// The entity tag of the stored fields.
+    pub tag: String,
+}
+
+impl Document {
+    pub fn value(&self, name: &str) -> Value {
+        self.values
+            .iter()
+            .find(|(field, _)| *field == name)
+            .map(|(_, value)| value.clone())
+            .unwrap_or(Value::Null)
+    }
+}
+
+pub(crate) async fn read(
+    state: &AppState,
+    user_id: &str,
+    fields: &[Field],
+) -> Result<Document, Error> {
+    let user = state.store.user(user_id).await?;
+    let effective = state
+        .store
+        .effective(user_id, &Scope::default(), Some(&keys(fields)))
+        .await?;
+    let stored: Vec<_> = effective
+        .iter()
+        .filter_map(|e| e.setting.as_ref())
+        .collect();
+    let created_at = stored
+        .iter()
+        .map(|s| s.created_at)
+        .min()
+        .unwrap_or(user.created_at);
+    let updated_at = stored
+        .iter()
+        .map(|s| s.updated_at)
+        .max()
+        .unwrap_or(user.created_at);
+    let tag = document_tag(stored.iter().map(|s| (s.key.as_str(), s.version)));
+    let values = fields
+        .iter()
+        .map(|field| {
+            let value = effective
+                .iter()
+                .find(|e| e.key == field.name)
+                .map(|e| e.value.clone())
+                .unwrap_or(Value::Null);
+            (field.name, value)
+        })
+        .collect();
+    Ok(Document {
+        user,
+        values,
+        created_at,
+        updated_at,
+        tag,
+    })
+}
+
+/// Applies a validated sparse update in one transaction, checking `If-Match` against the tag
+/// of the contract's fields. Writes nothing when the update is empty; says whether it wrote.
+pub(crate) async fn write(
+    state: &AppState,
+    user_id: &str,
+    route: &'static str,
+    fields: &[Field],
+    update: Map<String, Value>,
+    condition: Option<Condition>,
+) -> Result<bool, Error> {
+    let keys = keys(fields);
+    let preconditions = Preconditions {
+        versions: Default::default(),
+        document: document_check(condition, Some(&keys))?,
+    };
+    if update.is_empty() && preconditions.document.is_none() {
+        return Ok(false);
+    }
+    let written = !update.is_empty();
+    state
+        .store
+        .apply_patch(
+            &Origin::new(user_id, route),
+            user_id,
+            &Scope::default(),
+            Value::Object(update),
+            &preconditions,
+        )
+        .await?;
+    Ok(written)
+}
