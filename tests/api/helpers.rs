@@ -308,3 +308,144 @@ impl TestApp {
 pub fn code(error: &Value) -> &str {
     error["extensions"]["code"].as_str().unwrap_or_default()
 }
+
+/// One REST response: status, headers, and the body as JSON (`Null` when empty).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+impl TestApp {
+    /// A request to a REST route, with a bearer token when one is given.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+        let request = self.client.request(method, self.url(path));
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// Sends a request and reads the reply; every body a REST route sends must be JSON.
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
+        let response = request.send().await.expect("request sent");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("a body");
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text)
+                .unwrap_or_else(|err| panic!("{status}: the body is not JSON ({err}): {text}"))
+        };
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// A REST call with an optional JSON body.
+    pub async fn rest(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut request = self.request(method, path, token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        self.send(request).await
+    }
+}
+
+fn sign_hs256(claims: Value, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("sign a token")
+}
+
+/// A token for `sub` that expired an hour ago, well beyond the leeway.
+pub fn expired_token(sub: &str) -> String {
+    let now = jsonwebtoken::get_current_timestamp();
+    sign_hs256(json!({"sub": sub, "exp": now - 3600}), SECRET)
+}
+
+/// A token for `sub` signed with another secret.
+pub fn forged_token(sub: &str) -> String {
+    let now = jsonwebtoken::get_current_timestamp();
+    sign_hs256(
+        json!({"sub": sub, "exp": now + 600}),
+        "another-secret-that-is-at-least-32-bytes",
+    )
+}
+
+/// A token for `sub` limited to OAuth scopes.
+pub fn scoped_token(sub: &str, scope: &str) -> String {
+    let now = jsonwebtoken::get_current_timestamp();
+    sign_hs256(
+        json!({"sub": sub, "exp": now + 600, "scope": scope}),
+        SECRET,
+    )
+}
+
+/// The user's `locale` column, the legacy mirror of the `locale` setting.
+pub async fn legacy_locale(app: &TestApp, user: &str) -> Option<String> {
+    app.query_text(&format!(
+        "SELECT COALESCE(locale, '') FROM users WHERE id = '{user}'"
+    ))
+    .await
+    .filter(|locale| !locale.is_empty())
+}
+
+/// Checks `instance` against a JSON Schema from `tests/fixtures/seed-schemas/{file}`: the
+/// member at `pointer` of that file, resolved against the whole file.
+pub fn assert_seed_schema(file: &str, pointer: &str, instance: &Value) {
+    let path = format!(
+        "{}/tests/fixtures/seed-schemas/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).expect("the seed schema file");
+    let mut root: Value = serde_json::from_str(&text).expect("JSON");
+    root.as_object_mut()
+        .expect("an object")
+        .insert("$ref".into(), json!(format!("#{pointer}")));
+    let validator = jsonschema::validator_for(&root).expect("a valid schema");
+    let problems: Vec<String> = validator
+        .iter_errors(instance)
+        .map(|err| format!("{} at {}", err, err.instance_path()))
+        .collect();
+    assert!(
+        problems.is_empty(),
+        "{instance} does not match {file}#{pointer}: {problems:?}"
+    );
+}
+
+/// How many history rows the user has.
+pub async fn history_count(app: &TestApp, user: &str) -> i64 {
+    app.query_text(&format!(
+        "SELECT CAST(COUNT(*) AS TEXT) FROM setting_changes WHERE user_id = '{user}'"
+    ))
+    .await
+    .expect("a count")
+    .parse()
+    .expect("a number")
+}
