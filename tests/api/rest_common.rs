@@ -171,7 +171,7 @@ both_backends! {
         let token = app.token("alice");
         for (method, path, body) in WRITES {
             let reply = app.send(app.request(method, path, Some(&token)).header("content-type", "application/json").body(body)).await;
-            assert_eq!(reply.status.is_success(), true, "{path}: {:?}", reply.body);
+            assert!(reply.status.is_success(), "{path}: {:?}", reply.body);
         }
         app.rest("DELETE", "/api/v1/users/me/settings/theme", Some(&token), None).await;
         let history = |key: &'static str| {
