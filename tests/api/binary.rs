@@ -160,3 +160,66 @@ fn the_schema_command_prints_the_committed_schema() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql")).unwrap();
     assert_eq!(String::from_utf8(output.stdout).unwrap(), committed);
 }
+
+#[tokio::test]
+async fn an_update_through_contract_004_logs_the_audit_line_with_the_requests_correlation_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = command(dir.path())
+        .env("BIND_ADDR", "127.0.0.1:0")
+        .env("LOG_FORMAT", "json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (lines, mut logged) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(line) = serde_json::from_str::<Value>(&line)
+                && lines.send(line).is_err()
+            {
+                break;
+            }
+        }
+    });
+    let banner = loop {
+        let line = logged.recv().await.expect("the service logs a banner");
+        if line.get("token").is_some() {
+            break line;
+        }
+    };
+    let token = banner["token"].as_str().unwrap();
+    let base = banner["graphiql"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches("/graphql");
+
+    let response = reqwest::Client::new()
+        .patch(format!("{base}/api/v1/users/settings"))
+        .bearer_auth(token)
+        .json(&json!({"theme": "light"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let correlation_id = response.headers()["x-correlation-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+
+    let audit = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let line = logged.recv().await.expect("the service keeps logging");
+            if line["target"] == "audit" {
+                break line;
+            }
+        }
+    })
+    .await
+    .expect("an audit line within 10 s");
+    assert_eq!(audit["message"], "[settings] Updated for user dev");
+    assert_eq!(audit["span"]["correlation_id"], correlation_id.as_str());
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
