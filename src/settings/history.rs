@@ -63,7 +63,7 @@ impl TryFrom<setting_change::Model> for HistoryEntry {
 impl Store {
     /// Changes of one setting, newest first: at most `first`, older than the change `before`.
     /// The flag says whether older changes remain.
-    #[tracing::instrument(skip_all, err(Debug))]
+    #[tracing::instrument(skip_all, err(level = "debug", Debug))]
     pub async fn history(
         &self,
         user_id: &str,
@@ -93,7 +93,7 @@ impl Store {
     }
 
     /// Deletes history beyond `retention`, a batch at a time; returns how many rows went.
-    #[tracing::instrument(skip_all, err(Debug))]
+    #[tracing::instrument(skip_all, err(level = "debug", Debug))]
     pub async fn prune_history(&self, retention: Retention) -> Result<u64> {
         let mut pruned = 0;
         loop {

@@ -159,7 +159,7 @@ impl Store {
 
     /// Creates the user's row on first sight and refreshes its email and roles when the token's
     /// claims change. Claims already stored cost no database round trip.
-    #[tracing::instrument(skip_all, err(Debug), fields(user_id = %principal.user_id))]
+    #[tracing::instrument(skip_all, err(level = "debug", Debug), fields(user_id = %principal.user_id))]
     pub async fn ensure_user(&self, principal: &Principal) -> Result<()> {
         let mut hasher = DefaultHasher::new();
         (&principal.email, &principal.roles).hash(&mut hasher);
@@ -204,7 +204,7 @@ impl Store {
         known.get(user_id).copied()
     }
 
-    #[tracing::instrument(skip_all, err(Debug))]
+    #[tracing::instrument(skip_all, err(level = "debug", Debug))]
     pub async fn user(&self, user_id: &str) -> Result<User> {
         user::Entity::find_by_id(user_id)
             .one(&self.db)
@@ -214,7 +214,7 @@ impl Store {
     }
 
     /// The user's settings in `scope`, ordered by key; only `keys` when given.
-    #[tracing::instrument(skip_all, err(Debug))]
+    #[tracing::instrument(skip_all, err(level = "debug", Debug))]
     pub async fn list(
         &self,
         user_id: &str,
@@ -232,7 +232,7 @@ impl Store {
         Ok(rows.into_iter().map(Setting::from).collect())
     }
 
-    #[tracing::instrument(skip_all, err(Debug))]
+    #[tracing::instrument(skip_all, err(level = "debug", Debug))]
     pub async fn get(&self, user_id: &str, scope: &Scope, key: &Key) -> Result<Option<Setting>> {
         let row = setting::Entity::find_by_id((
             user_id.to_owned(),
@@ -247,14 +247,14 @@ impl Store {
 
 impl Store {
     /// Organisation defaults by key.
-    #[tracing::instrument(skip_all, err(Debug))]
+    #[tracing::instrument(skip_all, err(level = "debug", Debug))]
     pub async fn org_defaults(&self) -> Result<BTreeMap<String, Value>> {
         let rows = org_default::Entity::find().all(&self.db).await?;
         Ok(rows.into_iter().map(|row| (row.key, row.value)).collect())
     }
 
     /// Sets (or with `None` removes) the organisation default of a catalog key.
-    #[tracing::instrument(skip_all, err(Debug), fields(key = key.as_str()))]
+    #[tracing::instrument(skip_all, err(level = "debug", Debug), fields(key = key.as_str()))]
     pub async fn set_org_default(&self, key: &Key, value: Option<Value>, by: &str) -> Result<()> {
         if self.catalog.get(key.as_str()).is_none() {
             return Err(Error::NotFound(format!(
@@ -295,7 +295,7 @@ impl Store {
     /// What applies for each key, through the layers catalog default → organisation default →
     /// the user's value in the default scope → the user's value in `scope`. Without `keys`: every
     /// catalog key and every key the user has set in either scope. Ordered by key.
-    #[tracing::instrument(skip_all, err(Debug))]
+    #[tracing::instrument(skip_all, err(level = "debug", Debug))]
     pub async fn effective(
         &self,
         user_id: &str,

@@ -189,7 +189,7 @@ impl<E: Into<Error>> From<E> for WriteError {
 
 impl Store {
     /// Creates or replaces one setting.
-    #[tracing::instrument(skip_all, err(Debug))]
+    #[tracing::instrument(skip_all, err(level = "debug", Debug))]
     pub async fn set(
         &self,
         origin: &Origin,
@@ -211,7 +211,7 @@ impl Store {
     }
 
     /// Deletes one setting; false when there was none.
-    #[tracing::instrument(skip_all, err(Debug))]
+    #[tracing::instrument(skip_all, err(level = "debug", Debug))]
     pub async fn delete(
         &self,
         origin: &Origin,
@@ -233,7 +233,7 @@ impl Store {
 
     /// Applies an RFC 7386 merge patch whose members are keys, all in one transaction, and
     /// returns the settings it created or changed (not those it removed), ordered by key.
-    #[tracing::instrument(skip_all, err(Debug))]
+    #[tracing::instrument(skip_all, err(level = "debug", Debug))]
     pub async fn apply_patch(
         &self,
         origin: &Origin,
@@ -293,7 +293,7 @@ impl Store {
     }
 
     /// Removes the user's own values in `scope` (only `keys`, when given); returns how many.
-    #[tracing::instrument(skip_all, err(Debug))]
+    #[tracing::instrument(skip_all, err(level = "debug", Debug))]
     pub async fn reset(
         &self,
         origin: &Origin,
@@ -324,7 +324,7 @@ impl Store {
     }
 
     /// Writes the value a setting had at `to_version` as a new version.
-    #[tracing::instrument(skip_all, err(Debug))]
+    #[tracing::instrument(skip_all, err(level = "debug", Debug))]
     pub async fn revert(
         &self,
         origin: &Origin,
