@@ -58,9 +58,11 @@ function init(args)
       end
       requests_[j + 1] = wrk.format(method, path, headers, body)
    end
-   -- `id` is set by setup() before init() runs in the thread.
+   -- `id` is set by setup() before init() runs in the thread. The threads start at different
+   -- users (entry j is token j mod T), so that they do not walk the users in step and write the
+   -- same user's rows at the same time.
    local nthreads = math.max(1, tonumber(args[3] or "1"))
-   next_index = (math.floor(#requests_ * (id or 0) / nthreads) % #requests_) + 1
+   next_index = (math.floor(#tokens * (id or 0) / nthreads) % #requests_) + 1
 end
 
 function request()
