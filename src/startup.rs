@@ -186,7 +186,7 @@ fn router(state: AppState) -> Router {
     Router::new()
         .route(
             "/graphql",
-            get(graphql::graphiql::graphiql).post(graphql::graphql),
+            get(graphql::graphiql_or_websocket).post(graphql::graphql),
         )
         .route("/graphql/assets/{name}", get(graphql::graphiql::asset))
         .route("/health/live", get(live))

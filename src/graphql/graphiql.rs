@@ -61,7 +61,10 @@ pub fn page(dev_token: Option<&str>) -> String {
   <script src="graphql/assets/graphiql.min.js"></script>
   <script>
     const endpoint = new URL(window.location.pathname, window.location.origin).href;
-    const fetcher = GraphiQL.createFetcher({{ url: endpoint }});
+    const fetcher = GraphiQL.createFetcher({{
+      url: endpoint,
+      subscriptionUrl: endpoint.replace(/^http/, "ws"),
+    }});
     ReactDOM.createRoot(document.getElementById("graphiql")).render(
       React.createElement(GraphiQL, {{
         fetcher,

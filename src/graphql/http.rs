@@ -86,7 +86,7 @@ fn status_of(err: &Error) -> StatusCode {
 }
 
 /// A request that was not executed: an HTTP error status with a GraphQL error body.
-fn error_response(err: Error) -> Response {
+pub(super) fn error_response(err: Error) -> Response {
     let status = status_of(&err);
     let unauthenticated = matches!(err, Error::Unauthenticated(_));
     let body = serde_json::json!({ "errors": [to_server_error(err)] });

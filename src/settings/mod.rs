@@ -1,5 +1,6 @@
 //! The settings domain: validated inputs, RFC 7386 merge patch, and the store (all SQL is here).
 
+mod events;
 mod history;
 mod merge;
 mod names;
@@ -7,6 +8,7 @@ mod store;
 mod value;
 mod write;
 
+pub use events::ChangeEvent;
 pub use history::{HistoryEntry, Retention};
 pub use merge::merge_patch;
 pub use names::{Key, Scope};

@@ -88,6 +88,8 @@ pub struct Store {
     catalog: Arc<Catalog>,
     /// Users whose row already holds the claims last seen, by a hash of those claims.
     known_users: Mutex<HashMap<String, u64>>,
+    /// Every committed change, for subscribers.
+    pub(super) changes: super::events::Changes,
 }
 
 /// Opens a pool. SQLite gets one connection: it serializes writers anyway, and a single
@@ -131,7 +133,14 @@ impl Store {
             limits,
             catalog,
             known_users: Mutex::new(HashMap::new()),
+            changes: super::events::channel(),
         }
+    }
+
+    /// Every change committed from now on, in commit order per setting. A receiver that falls
+    /// more than `events::BACKLOG` changes behind is told how many it missed.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<super::ChangeEvent>> {
+        self.changes.subscribe()
     }
 
     pub fn connection(&self) -> &DatabaseConnection {

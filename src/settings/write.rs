@@ -1,7 +1,7 @@
 //! Every change of settings goes through one transactional path: lock the rows, check expected
 //! versions, apply the change, write, and append one history row per changed key.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use sea_orm::{
     ActiveValue::{NotSet, Set},
@@ -13,7 +13,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::{
-    Key, Scope, Setting, Store, merge_patch,
+    ChangeEvent, Key, Scope, Setting, Store, merge_patch,
     store::{now, of_user},
 };
 use crate::{
@@ -379,7 +379,10 @@ impl Store {
                 .try_write(origin, user_id, scope, &target, kinds, document)
                 .await
             {
-                Ok(outcome) => return Ok(outcome),
+                Ok(outcome) => {
+                    self.publish(origin, user_id, scope, kinds, &outcome);
+                    return Ok(outcome);
+                }
                 Err(WriteError::Failed(err)) => return Err(err),
                 Err(WriteError::Raced) if attempt < WRITE_ATTEMPTS => attempt += 1,
                 Err(WriteError::Raced) => {
@@ -595,6 +598,53 @@ impl Store {
         }
         txn.commit().await?;
         Ok(outcomes)
+    }
+}
+
+impl Store {
+    /// Tells subscribers what a committed write changed.
+    fn publish(
+        &self,
+        origin: &Origin,
+        user_id: &str,
+        scope: &Scope,
+        kinds: Kinds,
+        outcomes: &[Outcome],
+    ) {
+        if self.changes.receiver_count() == 0 {
+            return;
+        }
+        for outcome in outcomes {
+            let (kind, version, changed_at) = match (&outcome.before, &outcome.after) {
+                (_, None) => (
+                    kinds.removal,
+                    outcome.before.as_ref().map_or(0, |s| s.version),
+                    now(),
+                ),
+                (None, Some(after)) => (
+                    kinds.write.unwrap_or(ChangeKind::Create),
+                    after.version,
+                    after.updated_at,
+                ),
+                (Some(_), Some(after)) => (
+                    kinds.write.unwrap_or(ChangeKind::Update),
+                    after.version,
+                    after.updated_at,
+                ),
+            };
+            // No receiver left is not an error: nobody is listening.
+            let _ = self.changes.send(Arc::new(ChangeEvent {
+                user_id: user_id.to_owned(),
+                scope: scope.as_str().to_owned(),
+                key: outcome.key.clone(),
+                kind,
+                version,
+                setting: outcome.after.clone(),
+                actor: origin.actor.clone(),
+                interface: origin.interface,
+                changed_at,
+            }));
+        }
     }
 }
 

@@ -18,4 +18,5 @@ mod rest_settings_user;
 mod rest_user_settings;
 mod schema;
 mod settings;
+mod subscriptions;
 mod versions;

@@ -1,0 +1,220 @@
+//! Live sync: `settingChanged` over GraphQL on WebSocket (`graphql-transport-ws`).
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream, connect_async,
+    tungstenite::{Message, client::IntoClientRequest, http::HeaderValue},
+};
+
+use crate::helpers::*;
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Opens a socket on `/graphql`, with the token in the upgrade request when given.
+async fn open(app: &TestApp, header_token: Option<&str>) -> Socket {
+    let url = app.url("/graphql").replacen("http", "ws", 1);
+    let mut request = url.into_client_request().expect("a WebSocket request");
+    let headers = request.headers_mut();
+    headers.insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static("graphql-transport-ws"),
+    );
+    if let Some(token) = header_token {
+        let value = HeaderValue::from_str(&format!("Bearer {token}")).expect("a header value");
+        headers.insert("Authorization", value);
+    }
+    let (socket, _) = connect_async(request).await.expect("the upgrade succeeds");
+    socket
+}
+
+async fn send(socket: &mut Socket, message: Value) {
+    socket
+        .send(Message::text(message.to_string()))
+        .await
+        .expect("message sent");
+}
+
+/// The next protocol message, or None when the server closed the socket (with its reason).
+async fn next(socket: &mut Socket) -> Result<Value, String> {
+    loop {
+        let message = tokio::time::timeout(WAIT, socket.next())
+            .await
+            .expect("the server answers in time");
+        match message {
+            Some(Ok(Message::Text(text))) => {
+                return Ok(serde_json::from_str(text.as_str()).expect("JSON"));
+            }
+            Some(Ok(Message::Close(frame))) => {
+                return Err(frame.map(|f| f.reason.to_string()).unwrap_or_default());
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(err)) => return Err(err.to_string()),
+            None => return Err("closed".into()),
+        }
+    }
+}
+
+/// Sends `connection_init` and waits for the acknowledgement.
+async fn init(socket: &mut Socket, payload: Value) {
+    send(
+        socket,
+        json!({"type": "connection_init", "payload": payload}),
+    )
+    .await;
+    assert_eq!(next(socket).await, Ok(json!({"type": "connection_ack"})));
+}
+
+const SUBSCRIPTION: &str = "subscription($scope: String!, $keys: [String!]) {
+    settingChanged(scope: $scope, keys: $keys) {
+        key scope kind version actor interface changedAt setting { key value version }
+    }
+}";
+
+async fn subscribe(socket: &mut Socket, id: &str, scope: &str, keys: Option<Vec<&str>>) {
+    let payload = json!({"query": SUBSCRIPTION, "variables": {"scope": scope, "keys": keys}});
+    send(
+        socket,
+        json!({"id": id, "type": "subscribe", "payload": payload}),
+    )
+    .await;
+}
+
+/// The next `settingChanged` event that is not about `skip`.
+async fn event(socket: &mut Socket, skip: &str) -> Value {
+    loop {
+        let message = next(socket).await.expect("the socket stays open");
+        assert_eq!(message["type"], "next", "{message}");
+        let event = message["payload"]["data"]["settingChanged"].clone();
+        assert!(event.is_object(), "{message}");
+        if event["key"] != skip {
+            return event;
+        }
+    }
+}
+
+/// A subscription starts listening when the server first polls it, which the protocol does not
+/// acknowledge: write `probe` until its event arrives, so that later writes are certainly seen.
+async fn wait_until_listening(app: &TestApp, socket: &mut Socket, token: &str, scope: &str) {
+    for attempt in 0..50 {
+        app.data(
+            token,
+            "mutation($v: JSON!, $s: String!) { setSetting(key: \"probe\", value: $v, scope: $s) { version } }",
+            json!({"v": attempt, "s": scope}),
+        )
+        .await;
+        let arrived = tokio::time::timeout(Duration::from_millis(200), socket.next()).await;
+        if let Ok(Some(Ok(Message::Text(text)))) = arrived {
+            let message: Value = serde_json::from_str(text.as_str()).expect("JSON");
+            assert_eq!(
+                message["payload"]["data"]["settingChanged"]["key"], "probe",
+                "{message}"
+            );
+            return;
+        }
+    }
+    panic!("the subscription never delivered an event");
+}
+
+both_backends! {
+    async fn a_subscriber_sees_every_change_of_its_settings_from_graphql_and_rest(app) {
+        let token = app.token("alice");
+        let mut socket = open(&app, None).await;
+        init(&mut socket, json!({"Authorization": format!("Bearer {token}")})).await;
+        subscribe(&mut socket, "1", "", None).await;
+        wait_until_listening(&app, &mut socket, &token, "").await;
+
+        app.set(&token, "theme", json!("dark")).await;
+        let created = event(&mut socket, "probe").await;
+        assert_eq!(created["key"], "theme");
+        assert_eq!(created["scope"], "");
+        assert_eq!(created["kind"], "CREATE");
+        assert_eq!(created["version"], 1);
+        assert_eq!(created["actor"], "alice");
+        assert_eq!(created["interface"], "graphql");
+        assert_eq!(created["setting"], json!({"key": "theme", "value": "dark", "version": 1}));
+
+        let reply = app
+            .rest("PUT", "/api/v1/users/me/settings/theme", Some(&token), Some(json!({"value": "light"})))
+            .await;
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+        let updated = event(&mut socket, "probe").await;
+        assert_eq!(updated["kind"], "UPDATE");
+        assert_eq!(updated["version"], 2);
+        assert_eq!(updated["setting"]["value"], "light");
+        assert_ne!(updated["interface"], "graphql");
+
+        app.data(&token, r#"mutation { deleteSetting(key: "theme") }"#, json!({})).await;
+        let deleted = event(&mut socket, "probe").await;
+        assert_eq!(deleted["kind"], "DELETE");
+        assert_eq!(deleted["version"], 2);
+        assert_eq!(deleted["setting"], Value::Null);
+    }
+
+    async fn a_subscriber_sees_neither_other_users_nor_other_scopes_nor_unwanted_keys(app) {
+        let alice = app.token("alice");
+        let bob = app.token("bob");
+        let mut socket = open(&app, Some(&alice)).await;
+        init(&mut socket, json!({})).await;
+        subscribe(&mut socket, "1", "mobile", Some(vec!["probe", "wanted"])).await;
+        wait_until_listening(&app, &mut socket, &alice, "mobile").await;
+
+        let set_in = |token: &str, key: &str, scope: &str| {
+            let (token, key, scope) = (token.to_owned(), key.to_owned(), scope.to_owned());
+            let app = &app;
+            async move {
+                app.data(
+                    &token,
+                    "mutation($k: String!, $s: String!) { setSetting(key: $k, value: 1, scope: $s) { version } }",
+                    json!({"k": key, "s": scope}),
+                )
+                .await;
+            }
+        };
+        set_in(&bob, "wanted", "mobile").await;
+        set_in(&alice, "wanted", "").await;
+        set_in(&alice, "unwanted", "mobile").await;
+        set_in(&alice, "wanted", "mobile").await;
+
+        // The first event after the probe is the last write: the three before it were not sent.
+        let event = event(&mut socket, "probe").await;
+        assert_eq!(event["key"], "wanted");
+        assert_eq!(event["scope"], "mobile");
+        assert_eq!(event["actor"], "alice");
+    }
+
+    async fn a_socket_without_a_valid_token_is_closed_and_a_read_only_token_can_subscribe(app) {
+        let mut socket = open(&app, None).await;
+        send(&mut socket, json!({"type": "connection_init", "payload": {}})).await;
+        let closed = next(&mut socket).await.expect_err("the server closes the socket");
+        assert!(closed.contains("token"), "{closed}");
+
+        let mut socket = open(&app, None).await;
+        let forged = forged_token("alice");
+        send(&mut socket, json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {forged}")}})).await;
+        assert!(next(&mut socket).await.is_err());
+
+        let upgrade = app
+            .request("GET", "/graphql", Some(&expired_token("alice")))
+            .header("Connection", "Upgrade")
+            .header("Upgrade", "websocket")
+            .header("Sec-WebSocket-Version", "13")
+            .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .header("Sec-WebSocket-Protocol", "graphql-transport-ws")
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(upgrade.status(), 401);
+
+        let reader = scoped_token("alice", "settings:read");
+        let mut socket = open(&app, None).await;
+        init(&mut socket, json!({"Authorization": format!("Bearer {reader}")})).await;
+        subscribe(&mut socket, "1", "", None).await;
+        wait_until_listening(&app, &mut socket, &app.token("alice"), "").await;
+    }
+}
