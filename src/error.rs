@@ -116,10 +116,37 @@ impl Error {
 
 impl From<DbErr> for Error {
     fn from(err: DbErr) -> Self {
-        match err {
-            DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => Error::Unavailable(err),
-            other => Error::Internal(other.into()),
+        if is_unavailable(&err) {
+            Error::Unavailable(err)
+        } else {
+            Error::Internal(err.into())
         }
+    }
+}
+
+/// Whether the database could not be reached, as opposed to refusing a statement. Pooled
+/// connections are not pinged before use, so a lost server also shows up as a failed query.
+fn is_unavailable(err: &DbErr) -> bool {
+    use sea_orm::{RuntimeErr, sqlx::Error as Sqlx};
+    let sqlx = match err {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => return true,
+        DbErr::Query(RuntimeErr::SqlxError(sqlx)) | DbErr::Exec(RuntimeErr::SqlxError(sqlx)) => {
+            sqlx
+        }
+        _ => return false,
+    };
+    match sqlx.as_ref() {
+        Sqlx::Io(_)
+        | Sqlx::Tls(_)
+        | Sqlx::PoolTimedOut
+        | Sqlx::PoolClosed
+        | Sqlx::WorkerCrashed => true,
+        // SQLSTATE class 08 is a connection exception; 57P0x an administrator or crash shutdown
+        // (57P01 terminates the sessions of a database being dropped); 3D000: no such database.
+        Sqlx::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") || code.starts_with("57P0") || code == "3D000"
+        }),
+        _ => false,
     }
 }
 

@@ -99,6 +99,9 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
     options
         .acquire_timeout(Duration::from_secs(5))
         .connect_timeout(Duration::from_secs(5))
+        // A ping on every checkout is one more round trip per request; only a connection that
+        // sat idle long enough for the server or a proxy to have dropped it is checked first.
+        .test_before_acquire_if_idle_for(Duration::from_secs(30))
         .sqlx_logging(false);
     if url.starts_with("sqlite:") {
         options
