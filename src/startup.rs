@@ -32,6 +32,7 @@ pub struct AppState {
     pub store: Arc<Store>,
     pub verifier: Arc<Verifier>,
     pub schema: AppSchema,
+    pub documents: Arc<graphql::Documents>,
     pub graphiql_html: Arc<str>,
 }
 
@@ -99,6 +100,7 @@ impl Application {
             store: store.clone(),
             verifier: Arc::new(verifier),
             schema,
+            documents: Arc::default(),
             graphiql_html: graphiql_html.into(),
             config: Arc::new(config.clone()),
         };

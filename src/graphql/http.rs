@@ -39,7 +39,7 @@ pub async fn graphql(
             return error_response(Error::bad_input("body", "readable", rejection.body_text()));
         }
     };
-    let request: BatchRequest = match serde_json::from_slice(&body) {
+    let mut request: BatchRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(err) => {
             return error_response(Error::bad_input(
@@ -62,6 +62,7 @@ pub async fn graphql(
             ),
         ));
     }
+    state.documents.prepare(&mut request);
     let loader = Arc::new(DataLoader::new(
         SettingLoader {
             store: state.store.clone(),

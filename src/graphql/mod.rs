@@ -1,6 +1,7 @@
 //! The GraphQL interface: schema, resolvers and the HTTP handler. Resolvers stay thin: parse the
 //! arguments, call one store function, map the result.
 
+mod documents;
 mod errors;
 pub mod graphiql;
 mod http;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 
 use async_graphql::Schema;
 
+pub use documents::Documents;
 pub use errors::to_graphql_error;
 pub use http::graphql;
 pub use mutation::Mutation;
