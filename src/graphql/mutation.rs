@@ -89,7 +89,8 @@ impl Mutation {
                 )
                 .await
         };
-        Ok(run.await.map_err(to_graphql_error)?.into())
+        let (setting, _created) = run.await.map_err(to_graphql_error)?;
+        Ok(setting.into())
     }
 
     /// Applies an RFC 7386 JSON Merge Patch whose members are setting keys: an object merges into

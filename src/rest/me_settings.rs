@@ -267,7 +267,7 @@ pub(super) async fn put(
         }
         (None, None) => None,
     };
-    let setting = state
+    let (setting, created) = state
         .store
         .set(
             &Origin::new(&principal.user_id, "PUT /api/v1/users/me/settings/{key}"),
@@ -279,7 +279,7 @@ pub(super) async fn put(
         )
         .await
         .map_err(|err| in_value(err, &key))?;
-    let status = if setting.was_created() {
+    let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK

@@ -34,13 +34,6 @@ pub struct Setting {
     pub updated_at: DateTime<Utc>,
 }
 
-impl Setting {
-    /// True when this write created the setting rather than replacing it.
-    pub fn was_created(&self) -> bool {
-        self.version == 1
-    }
-}
-
 impl From<setting::Model> for Setting {
     fn from(model: setting::Model) -> Self {
         Setting {

@@ -189,7 +189,7 @@ impl<E: Into<Error>> From<E> for WriteError {
 }
 
 impl Store {
-    /// Creates or replaces one setting.
+    /// Creates or replaces one setting; true when it created the key.
     #[tracing::instrument(skip_all, err(level = "debug", Debug))]
     pub async fn set(
         &self,
@@ -199,7 +199,7 @@ impl Store {
         key: &Key,
         value: Value,
         expect: Option<Expect>,
-    ) -> Result<Setting> {
+    ) -> Result<(Setting, bool)> {
         let op = Op {
             key: key.clone(),
             change: Change::Replace(value),
@@ -362,7 +362,7 @@ impl Store {
         let outcome = self
             .write(origin, user_id, scope, Target::Keys(vec![op]), kinds, None)
             .await?;
-        written(outcome)
+        Ok(written(outcome)?.0)
     }
 
     async fn write(
@@ -480,6 +480,9 @@ impl Store {
                     changed_at: Set(now),
                 }
             };
+        let last_versions = self
+            .last_versions(&txn, user_id, scope, ops, &current)
+            .await?;
         let mut removals = Vec::new();
         let mut upserts = Vec::new();
         let mut changes = Vec::new();
@@ -512,7 +515,7 @@ impl Store {
                 (Some(value), existing) => {
                     self.check_value(op.key.as_str(), &value)?;
                     let version = match existing {
-                        None => 1,
+                        None => last_versions.get(op.key.as_str()).map_or(1, |v| v + 1),
                         Some(row) => row.version.checked_add(1).ok_or_else(|| {
                             Error::internal(anyhow::anyhow!(
                                 "`{}` reached the largest version",
@@ -736,6 +739,45 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The last version that the history records for each key the write creates: a key that
+    /// is written again after a delete goes on from there, so that a version, and an entity
+    /// tag made of versions, never names two different values.
+    async fn last_versions(
+        &self,
+        txn: &sea_orm::DatabaseTransaction,
+        user_id: &str,
+        scope: &Scope,
+        ops: &[Op],
+        current: &HashMap<String, setting::Model>,
+    ) -> Result<HashMap<String, i32>> {
+        let created: Vec<&str> = ops
+            .iter()
+            .filter(|op| !matches!(op.change, Change::Remove))
+            .map(|op| op.key.as_str())
+            .filter(|key| !current.contains_key(*key))
+            .collect();
+        if created.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows: Vec<(String, Option<i32>)> = setting_change::Entity::find()
+            .select_only()
+            .column(setting_change::Column::Key)
+            .column_as(setting_change::Column::Version.max(), "last_version")
+            .filter(setting_change::Column::UserId.eq(user_id))
+            .filter(setting_change::Column::Scope.eq(scope.as_str()))
+            .filter(setting_change::Column::Key.is_in(created))
+            .group_by(setting_change::Column::Key)
+            .into_tuple()
+            .all(txn)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(key, version)| Some((key, version?)))
+            .collect())
+    }
+}
+
 /// The statement of [`Store::try_replace`]. Parameters: user, scope, key, value, now, actor,
 /// interface, correlation id, and the history kind (null: `create` or `update` as it happens).
 const REPLACE_ONE_SQL: &str = r#"
@@ -745,7 +787,14 @@ WITH old AS (
     FOR UPDATE
 ), saved AS (
     INSERT INTO settings AS s (user_id, scope, key, value, version, created_at, updated_at)
-    VALUES ($1, $2, $3, $4, 1, $5, $5)
+    -- A key written again after a delete goes on from the last version in its history.
+    VALUES ($1, $2, $3, $4,
+        COALESCE(
+            (SELECT version FROM old),
+            (SELECT MAX(version) FROM setting_changes
+             WHERE user_id = $1 AND scope = $2 AND key = $3),
+            0) + 1,
+        $5, $5)
     ON CONFLICT (user_id, scope, key) DO UPDATE
     SET value = excluded.value, version = s.version + 1, updated_at = excluded.updated_at
     WHERE s.version = (SELECT version FROM old)
@@ -852,9 +901,10 @@ fn check_expectation(
     })
 }
 
-fn written(outcome: Vec<Outcome>) -> Result<Setting> {
+/// The setting a one-key write left, and whether the write created it.
+fn written(outcome: Vec<Outcome>) -> Result<(Setting, bool)> {
     outcome
         .into_iter()
-        .find_map(|o| o.after)
+        .find_map(|o| Some((o.after?, o.before.is_none())))
         .ok_or_else(|| Error::internal(anyhow::anyhow!("a write returned no row")))
 }

@@ -139,6 +139,17 @@ both_backends! {
         let deleted = app.send(app.request("DELETE", EDITOR, Some(&token)).header("if-match", "\"2\"")).await;
         assert_eq!(deleted.status, 204);
         assert_eq!(app.values(&token).await, json!({}));
+
+        // Written again, the setting goes on from its last version: a tag read before the
+        // delete names the old value and no longer matches.
+        let recreated = put(&app, &token, EDITOR, json!({"value": 5})).await;
+        assert_eq!((recreated.status.as_u16(), recreated.header("etag")), (201, Some("\"3\"")));
+        assert_eq!(recreated.body["data"]["value"], 5);
+        let stale = app.send(conditional("if-match", "\"1\"", 6)).await;
+        assert_eq!(stale.status, 412);
+        let cached = app.send(app.request("GET", EDITOR, Some(&token)).header("if-none-match", "\"2\"")).await;
+        assert_eq!(cached.status, 200);
+        assert_eq!(app.values(&token).await, json!({"editor": 5}));
     }
 
     async fn scopes_methods_and_oversized_bodies_answer_in_the_same_envelope(app) {

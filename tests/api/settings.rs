@@ -79,8 +79,19 @@ both_backends! {
         assert_eq!(app.data(&token, delete, json!({})).await, json!({"deleteSetting": false}));
         assert_eq!(app.values(&token).await, json!({}));
 
+        // A key written again goes on from its last version, so that an expected version
+        // read before the delete cannot match the new value.
         let recreated = app.set(&token, "lang", json!("fr")).await;
-        assert_eq!(recreated["version"], 1, "a deleted key starts over");
+        assert_eq!(recreated["version"], 2, "{recreated}");
+        let stale = app
+            .error(&token, r#"mutation { setSetting(key: "lang", value: "de", expectedVersion: 1) { version } }"#, json!({}))
+            .await;
+        assert_eq!(code(&stale), "CONFLICT", "{stale}");
+        assert_eq!(stale["extensions"]["currentVersion"], 2);
+        let patched = app
+            .data(&token, r#"mutation { deleteSetting(key: "lang") updateSettings(patch: {lang: "it"}) { version } }"#, json!({}))
+            .await;
+        assert_eq!(patched["updateSettings"], json!([{"version": 3}]));
     }
 
     async fn scopes_keep_separate_values_for_the_same_key(app) {

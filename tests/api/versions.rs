@@ -163,8 +163,8 @@ both_backends! {
         assert_eq!(
             summary,
             vec![
-                json!(["RESET", 1, "again", null]),
-                json!(["CREATE", 1, null, "again"]),
+                json!(["RESET", 4, "again", null]),
+                json!(["CREATE", 4, null, "again"]),
                 json!(["DELETE", 3, "v3", null]),
                 json!(["UPDATE", 3, "v2", "v3"]),
                 json!(["UPDATE", 2, "v1", "v2"]),
