@@ -46,6 +46,18 @@ impl Principal {
         self.roles.iter().any(|role| role == "admin")
     }
 
+    /// The user whose settings a request is about: the caller's own when `user_id` is absent
+    /// or names the caller; another user's only for an administrator.
+    pub fn acting_on<'a>(&'a self, user_id: Option<&'a str>) -> Result<&'a str, Error> {
+        match user_id {
+            None => Ok(&self.user_id),
+            Some(id) if id == self.user_id || self.is_admin() => Ok(id),
+            Some(_) => Err(Error::Forbidden(
+                "another user's settings need the admin role".into(),
+            )),
+        }
+    }
+
     /// FORBIDDEN when the token's scopes do not cover `access`.
     pub fn require(&self, access: Access) -> Result<(), Error> {
         match &self.permissions {

@@ -160,25 +160,23 @@ impl Mutation {
     }
 
     /// Writes the value the setting had at `toVersion` (per its history) as a new version.
+    /// `userId` names another user, for administrators: the history records the administrator
+    /// as the actor.
     async fn revert_setting(
         &self,
         ctx: &Context<'_>,
         key: String,
         #[graphql(default)] scope: String,
         to_version: i32,
+        user_id: Option<String>,
     ) -> Result<Setting> {
         let (principal, store) = caller(ctx, Access::Write)?;
         let run = async {
+            let user_id = principal.acting_on(user_id.as_deref())?;
             let key = Key::parse(key, "key")?;
             let scope = Scope::parse(scope)?;
             store
-                .revert(
-                    &origin(principal),
-                    &principal.user_id,
-                    &scope,
-                    &key,
-                    to_version,
-                )
+                .revert(&origin(principal), user_id, &scope, &key, to_version)
                 .await
         };
         Ok(run.await.map_err(to_graphql_error)?.into())

@@ -167,7 +167,8 @@ impl Query {
     }
 
     /// The changes of one setting, newest first, as a Relay connection: pass an edge's `cursor`
-    /// as `after` for the next page. `first` is 1 to 100.
+    /// as `after` for the next page. `first` is 1 to 100. `userId` names another user, for
+    /// administrators (support); by default the history is the caller's own.
     async fn setting_history(
         &self,
         ctx: &Context<'_>,
@@ -175,9 +176,11 @@ impl Query {
         #[graphql(default)] scope: String,
         #[graphql(default = 20)] first: i32,
         after: Option<String>,
+        user_id: Option<String>,
     ) -> Result<Connection<String, SettingChange>> {
         let (principal, store) = caller(ctx, Access::Read)?;
         let run = async {
+            let user_id = principal.acting_on(user_id.as_deref())?;
             let key = Key::parse(key, "key")?;
             let scope = Scope::parse(scope)?;
             if !(1..=MAX_HISTORY_PAGE).contains(&first) {
@@ -189,7 +192,7 @@ impl Query {
             }
             let before = after.as_deref().map(decode_cursor).transpose()?;
             store
-                .history(&principal.user_id, &scope, &key, first as u64, before)
+                .history(user_id, &scope, &key, first as u64, before)
                 .await
         };
         let (entries, more) = run.await.map_err(to_graphql_error)?;

@@ -221,6 +221,46 @@ both_backends! {
         let error = app.error(&bob, revert, json!({"v": 1})).await;
         assert_eq!(code(&error), "NOT_FOUND", "{error}");
     }
+
+    async fn an_administrator_reads_and_reverts_another_users_setting_as_the_actor(app) {
+        let alice = app.token("alice");
+        app.set(&alice, "theme", json!("light")).await;
+        app.set(&alice, "theme", json!("neon")).await;
+        let support = app.token_for(settings_api::auth::TokenRequest {
+            sub: "support-1".into(),
+            roles: vec!["admin".into()],
+            ttl: std::time::Duration::from_secs(600),
+            ..Default::default()
+        });
+        let read = "query($u: String) { settingHistory(key: \"theme\", userId: $u) { edges { node { version newValue actor } } } }";
+        let seen = app.data(&support, read, json!({"u": "alice"})).await;
+        assert_eq!(
+            seen["settingHistory"]["edges"],
+            json!([
+                {"node": {"version": 2, "newValue": "neon", "actor": "alice"}},
+                {"node": {"version": 1, "newValue": "light", "actor": "alice"}},
+            ])
+        );
+        let revert = "mutation($u: String) { revertSetting(key: \"theme\", toVersion: 1, userId: $u) { value version } }";
+        let reverted = app.data(&support, revert, json!({"u": "alice"})).await;
+        assert_eq!(reverted["revertSetting"], json!({"value": "light", "version": 3}));
+        assert_eq!(app.values(&alice).await, json!({"theme": "light"}));
+        let newest = &history(&app, &alice, "theme").await[0];
+        assert_eq!(json!([newest["kind"], newest["actor"]]), json!(["REVERT", "support-1"]));
+        // The administrator's own settings are untouched.
+        assert_eq!(app.values(&support).await, json!({}));
+
+        // Without the admin role, another user's settings are out of reach.
+        let bob = app.token("bob");
+        for (query, name) in [(read, "settingHistory"), (revert, "revertSetting")] {
+            let (_, body) = app.graphql(&bob, query, json!({"u": "alice"})).await;
+            assert_eq!(code(&body["errors"][0]), "FORBIDDEN", "{name}: {body}");
+        }
+        assert_eq!(app.values(&alice).await, json!({"theme": "light"}));
+        // Naming oneself is the same as naming nobody.
+        let own = app.data(&alice, read, json!({"u": "alice"})).await;
+        assert_eq!(own["settingHistory"]["edges"].as_array().map(Vec::len), Some(3));
+    }
 }
 
 /// Waits until `done` holds, polling; the test fails if it never does.
