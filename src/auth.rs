@@ -72,6 +72,15 @@ impl Principal {
     }
 }
 
+/// The `aud` claim: one audience, or an array of them (RFC 7519, section 4.1.3). jsonwebtoken
+/// checks it against the configured audience.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum AudienceClaim {
+    One(String),
+    Many(Vec<String>),
+}
+
 /// The OAuth `scope` claim: a space-separated string (RFC 8693), or an array of strings.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -100,7 +109,7 @@ pub struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
+    pub aud: Option<AudienceClaim>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -256,7 +265,7 @@ impl Issuer {
             nbf: None,
             iat: Some(now),
             iss: self.issuer.clone(),
-            aud: self.audience.clone(),
+            aud: self.audience.clone().map(AudienceClaim::One),
             email: request.email.clone(),
             roles: request.roles.clone(),
             scope: request.scope.clone().map(ScopeClaim::Text),
