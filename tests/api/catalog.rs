@@ -198,14 +198,12 @@ fn catalog_file(content: &str) -> tempfile::NamedTempFile {
     file
 }
 
-#[tokio::test]
-async fn strict_mode_refuses_keys_the_catalog_does_not_know() {
-    let app = TestApp::spawn_with(
-        Backend::Sqlite,
-        Options::default().env("SETTINGS_STRICT", "true"),
-    )
-    .await
-    .unwrap();
+async fn strict_mode_refuses_keys_the_catalog_does_not_know(backend: Backend) {
+    let Some(app) =
+        TestApp::spawn_with(backend, Options::default().env("SETTINGS_STRICT", "true")).await
+    else {
+        return;
+    };
     let token = app.token("alice");
     let error = app.error(&token, SET, json!({"k": "free", "v": 1})).await;
     assert_eq!(
@@ -220,15 +218,16 @@ async fn strict_mode_refuses_keys_the_catalog_does_not_know() {
     app.set(&token, "theme", json!("light")).await;
 }
 
-#[tokio::test]
-async fn an_operator_catalog_adds_keys_and_overrides_builtin_defaults() {
+async fn an_operator_catalog_adds_keys_and_overrides_builtin_defaults(backend: Backend) {
     let file = catalog_file(
         r#"{"fontSize": {"schema": {"type": "integer", "minimum": 8}, "default": 14, "description": "Editor font size"},
             "editor": {"schema": {"type": "object", "properties": {"tabs": {"type": "integer", "maximum": 8}}}, "default": {}},
             "theme": {"default": "light"}}"#,
     );
     let options = Options::default().env("SETTINGS_CATALOG", file.path().to_str().unwrap());
-    let app = TestApp::spawn_with(Backend::Sqlite, options).await.unwrap();
+    let Some(app) = TestApp::spawn_with(backend, options).await else {
+        return;
+    };
     let token = app.token("alice");
     assert_eq!(
         effective(&app, &token, "", json!(["fontSize", "theme"])).await,
@@ -315,3 +314,8 @@ async fn the_readme_catalog_example_is_a_valid_catalog() {
         json!({"editor": [{"tabWidth": 4, "wordWrap": false}, "DEFAULT"], "theme": ["system", "DEFAULT"]})
     );
 }
+
+on_both_backends!(
+    strict_mode_refuses_keys_the_catalog_does_not_know,
+    an_operator_catalog_adds_keys_and_overrides_builtin_defaults,
+);

@@ -46,6 +46,25 @@ macro_rules! both_backends {
 }
 pub(crate) use both_backends;
 
+/// Runs each named `async fn(Backend)` once per backend, as `name::sqlite` and `name::postgres`:
+/// for tests that configure the application themselves before spawning it.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name($crate::helpers::Backend::Sqlite).await
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                super::$name($crate::helpers::Backend::Postgres).await
+            }
+        }
+    )*};
+}
+pub(crate) use on_both_backends;
+
 /// A database that exists for one test only.
 enum TestDb {
     Sqlite(#[allow(dead_code)] tempfile::TempDir),

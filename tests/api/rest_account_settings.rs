@@ -124,8 +124,9 @@ both_backends! {
     }
 }
 
-#[tokio::test]
-async fn a_locale_the_legacy_column_cannot_hold_is_refused_with_the_setting_unwritten() {
+async fn a_locale_the_legacy_column_cannot_hold_is_refused_with_the_setting_unwritten(
+    backend: Backend,
+) {
     // An operator may widen `locale`; the users table still holds ten characters, so the
     // mirror fails, and with it the whole write.
     let dir = tempfile::tempdir().unwrap();
@@ -136,7 +137,9 @@ async fn a_locale_the_legacy_column_cannot_hold_is_refused_with_the_setting_unwr
     )
     .unwrap();
     let options = Options::default().env("SETTINGS_CATALOG", catalog.to_str().unwrap());
-    let app = TestApp::spawn_with(Backend::Sqlite, options).await.unwrap();
+    let Some(app) = TestApp::spawn_with(backend, options).await else {
+        return;
+    };
     let token = app.token("alice");
     let error = app
         .error(
@@ -150,3 +153,5 @@ async fn a_locale_the_legacy_column_cannot_hold_is_refused_with_the_setting_unwr
     assert_eq!(app.values(&token).await, json!({}));
     assert_eq!(history_count(&app, "alice").await, 0);
 }
+
+on_both_backends!(a_locale_the_legacy_column_cannot_hold_is_refused_with_the_setting_unwritten,);
