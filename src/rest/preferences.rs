@@ -67,6 +67,7 @@ pub(super) struct CompleteUser {
 
 /// Request body.
 #[derive(Debug, ToSchema)]
+#[schema(rename_all = "camelCase")]
 #[allow(dead_code)] // Documents the body; the handler reads it as JSON to report each problem.
 pub(super) struct UserPreferenceUpdate {
     /// Preferences to merge into the space's (RFC 7386: `null` removes a key).
