@@ -7,6 +7,7 @@ use std::{
 };
 
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::*;
 
@@ -75,9 +76,47 @@ async fn with_no_configuration_it_serves_sqlite_and_prints_a_working_token() {
         "the SQLite file is in the working directory"
     );
 
-    // SIGTERM stops it cleanly.
+    // SIGTERM stops it gracefully: a request in flight finishes, new connections are refused.
+    let address = graphiql
+        .trim_start_matches("http://")
+        .trim_end_matches("/graphql")
+        .to_owned();
+    let body =
+        json!({"query": "mutation { setSetting(key: \"theme\", value: \"light\") { version } }"})
+            .to_string();
+    let mut in_flight = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let head = format!(
+        "POST /graphql HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let (first_half, second_half) = body.split_at(body.len() / 2);
+    in_flight
+        .write_all(format!("{head}{first_half}").as_bytes())
+        .await
+        .unwrap();
+    // Let the server start on the request before it is told to stop.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let pid = child.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let mut refused = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if tokio::net::TcpStream::connect(&address).await.is_err() {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "new connections are refused once stopping");
+    in_flight.write_all(second_half.as_bytes()).await.unwrap();
+    let mut reply = String::new();
+    in_flight.read_to_string(&mut reply).await.unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(
+        reply.ends_with(r#"{"data":{"setSetting":{"version":2}}}"#),
+        "{reply}"
+    );
+
     let status = tokio::task::spawn_blocking(move || child.wait())
         .await
         .unwrap()
@@ -220,6 +259,57 @@ async fn an_update_through_contract_004_logs_the_audit_line_with_the_requests_co
     assert_eq!(audit["message"], "[settings] Updated for user dev");
     assert_eq!(audit["span"]["correlation_id"], correlation_id.as_str());
 
+    // Every request ends with one line that says what it was, for whom, and how it went.
+    let finished = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let line = logged.recv().await.expect("the service keeps logging");
+            if line["message"] == "request finished"
+                && line["span"]["correlation_id"] == correlation_id.as_str()
+            {
+                break line;
+            }
+        }
+    })
+    .await
+    .expect("a request line within 10 s");
+    let span = &finished["span"];
+    assert_eq!(span["method"], "PATCH", "{finished}");
+    assert_eq!(span["path"], "/api/v1/users/settings", "{finished}");
+    assert_eq!(span["user_id"], "dev", "{finished}");
+    assert_eq!(finished["status"], 200, "{finished}");
+    assert!(finished["latency_ms"].as_f64().is_some(), "{finished}");
+
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn the_migrate_command_creates_the_tables_and_can_run_again() {
+    let dir = tempfile::tempdir().unwrap();
+    for run in ["first", "second"] {
+        let output = command(dir.path()).arg("migrate").output().unwrap();
+        assert!(
+            output.status.success(),
+            "{run} run: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let url = format!(
+        "sqlite://{}?mode=ro",
+        dir.path().join("settings-api.db").display()
+    );
+    let db = sea_orm::Database::connect(&url).await.unwrap();
+    let statement = sea_orm::Statement::from_string(
+        sea_orm::DbBackend::Sqlite,
+        "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name",
+    );
+    let tables: Vec<String> = sea_orm::ConnectionTrait::query_all_raw(&db, statement)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.try_get_by_index::<String>(0).unwrap())
+        .collect();
+    for table in ["org_defaults", "setting_changes", "settings", "users"] {
+        assert!(tables.iter().any(|t| t == table), "{table} in {tables:?}");
+    }
 }
