@@ -224,8 +224,8 @@ async fn public_key_app(algorithm: &str, name: &str) -> TestApp {
 }
 
 #[tokio::test]
-async fn eddsa_and_es256_tokens_verify_with_a_public_key_and_hs256_is_then_refused() {
-    for (algorithm, name) in [("EdDSA", "ed25519"), ("ES256", "es256")] {
+async fn eddsa_es256_and_rs256_tokens_verify_with_a_public_key_and_hs256_is_then_refused() {
+    for (algorithm, name) in [("EdDSA", "ed25519"), ("ES256", "es256"), ("RS256", "rsa")] {
         let app = public_key_app(algorithm, name).await;
         let token = app.token("alice");
         assert_eq!(
