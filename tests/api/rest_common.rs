@@ -49,10 +49,18 @@ fn assert_envelope(path: &str, status: u16, body: &Value) {
                 (json!(false), json!(status)),
                 "{path}: {body}"
             );
+            assert_eq!(body["data"], Value::Null, "{path}: {body}");
+            let errors = body["errors"].as_array();
+            assert!(errors.is_some_and(|e| !e.is_empty() && e.iter().all(Value::is_string)));
+            assert!(body["timestamp"].is_string(), "{path}: {body}");
         }
         "/api/v1/users/settings" => {
             assert_eq!(body["success"], false, "{path}: {body}");
-            assert!(body["error"]["code"].is_string(), "{path}: {body}");
+            let error = &body["error"];
+            for member in ["code", "message", "i18nKey", "correlationId"] {
+                assert!(error[member].is_string(), "{path}: {member} in {body}");
+            }
+            assert!(error["details"].is_array(), "{path}: {body}");
         }
         other => panic!("no family for {other}"),
     }
@@ -96,10 +104,10 @@ both_backends! {
         assert_eq!(typed.body["notifications"], true);
     }
 
-    async fn malformed_json_oversized_bodies_and_wrong_methods_answer_in_each_envelope(app) {
+    async fn malformed_json_wrong_types_scopes_sizes_and_methods_answer_in_each_envelope(app) {
         let token = app.token("alice");
         let huge = format!(r#"{{"x": "{}"}}"#, "y".repeat(1024 * 1024));
-        for (method, path, _) in WRITES {
+        for (method, path, body) in WRITES {
             let malformed = app.send(app.request(method, path, Some(&token)).header("content-type", "application/json").body("{\"theme\": ")).await;
             assert_eq!(malformed.status, 400, "{path}");
             assert_envelope(path, 400, &malformed.body);
@@ -112,6 +120,15 @@ both_backends! {
             assert_eq!(wrong.status, 405, "{path}");
             assert!(wrong.headers.contains_key("allow"), "{path}");
             assert_envelope(path, 405, &wrong.body);
+
+            let text = app.send(app.request(method, path, Some(&token)).header("content-type", "text/plain").body(body)).await;
+            assert_eq!(text.status, 415, "{path}");
+            assert_envelope(path, 415, &text.body);
+
+            let reader = scoped_token("alice", "settings:read");
+            let forbidden = app.send(app.request(method, path, Some(&reader)).header("content-type", "application/json").body(body)).await;
+            assert_eq!(forbidden.status, 403, "{path}");
+            assert_envelope(path, 403, &forbidden.body);
         }
         assert_eq!(app.values(&token).await, json!({}));
     }
