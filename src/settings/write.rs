@@ -1,5 +1,6 @@
-//! Every change of settings goes through one transactional path: lock the rows, check expected
-//! versions, apply the change, write, and append one history row per changed key.
+//! Every change of settings goes through one path: lock the rows, check expected versions,
+//! apply the change, write, and append one history row per changed key, in one transaction.
+//! On PostgreSQL, replacing one key without preconditions takes the same steps in one statement.
 
 use std::{collections::HashMap, sync::Arc};
 
