@@ -11,7 +11,7 @@ use axum::{
     extract::{State, rejection::BytesRejection},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{any, get},
 };
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -23,7 +23,7 @@ use super::{
     timestamp,
     typed::{self, Field, FieldType},
 };
-use crate::{auth::Access, startup::AppState, telemetry};
+use crate::{auth::Access, error::Error, startup::AppState, telemetry};
 
 pub(super) const PATH: &str = "/api/v1/users/settings";
 
@@ -57,12 +57,20 @@ const FIELDS: &[Field] = &[
 ];
 
 pub(super) fn router() -> Router<AppState> {
-    Router::new().route(
-        PATH,
-        get(read)
-            .patch(update)
-            .fallback(|| async { ApiError(method_not_allowed("GET, HEAD, PATCH")) }),
-    )
+    Router::new()
+        .route(
+            PATH,
+            get(read)
+                .patch(update)
+                .fallback(|| async { ApiError(method_not_allowed("GET, HEAD, PATCH")) }),
+        )
+        // Paths below this one name nothing: 404 in this envelope.
+        .route(&format!("{PATH}/"), any(not_found))
+        .route(&format!("{PATH}/{{*rest}}"), any(not_found))
+}
+
+async fn not_found() -> ApiError {
+    ApiError(Error::NotFound("no such resource".into()).into())
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -9,7 +9,7 @@ use axum::{
     extract::{Path, State, rejection::BytesRejection, rejection::PathRejection},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{any, get},
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -42,6 +42,13 @@ pub(super) fn router() -> Router<AppState> {
                 .delete(delete)
                 .fallback(|| async { ApiError(method_not_allowed("GET, HEAD, PUT, DELETE")) }),
         )
+        // An empty key, or a path below a key, names no setting: 404 in this envelope.
+        .route(&format!("{LIST_PATH}/"), any(no_such_path))
+        .route(&format!("{KEY_PATH}/{{*rest}}"), any(no_such_path))
+}
+
+async fn no_such_path() -> ApiError {
+    ApiError(Error::NotFound("no such resource".into()).into())
 }
 
 /// A stored setting as this contract shows it.

@@ -9,7 +9,7 @@ use axum::{
     extract::{Query, State, rejection::BytesRejection, rejection::QueryRejection},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::{get, put},
+    routing::{any, get, put},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -39,6 +39,13 @@ pub(super) fn router() -> Router<AppState> {
             UPDATE_PATH,
             put(update).fallback(|| async { ApiError(method_not_allowed("PUT")) }),
         )
+        // Other paths below the preferences name nothing: 404 in this envelope.
+        .route(&format!("{READ_PATH}/"), any(not_found))
+        .route(&format!("{READ_PATH}/{{*rest}}"), any(not_found))
+}
+
+async fn not_found() -> ApiError {
+    ApiError(Error::NotFound("no such resource".into()).into())
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

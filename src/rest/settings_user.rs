@@ -10,7 +10,7 @@ use axum::{
     extract::{State, rejection::BytesRejection},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{any, get},
 };
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -30,12 +30,20 @@ use crate::{
 pub(super) const PATH: &str = "/settings/user";
 
 pub(super) fn router() -> Router<AppState> {
-    Router::new().route(
-        PATH,
-        get(read)
-            .put(update)
-            .fallback(|| async { ApiError(method_not_allowed("GET, HEAD, PUT")) }),
-    )
+    Router::new()
+        .route(
+            PATH,
+            get(read)
+                .put(update)
+                .fallback(|| async { ApiError(method_not_allowed("GET, HEAD, PUT")) }),
+        )
+        // Paths below this one name nothing: 404 in this envelope.
+        .route(&format!("{PATH}/"), any(not_found))
+        .route(&format!("{PATH}/{{*rest}}"), any(not_found))
+}
+
+async fn not_found() -> ApiError {
+    ApiError(Error::NotFound("no such resource".into()).into())
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -133,6 +133,32 @@ both_backends! {
         assert_eq!(app.values(&token).await, json!({}));
     }
 
+    async fn paths_below_each_route_that_name_nothing_are_a_404_in_its_envelope(app) {
+        let token = app.token("alice");
+        let unknown = [
+            ("/api/v1/users/me/settings", "/api/v1/users/me/settings/"),
+            ("/api/v1/users/me/settings", "/api/v1/users/me/settings/theme/extra"),
+            ("/settings/user", "/settings/user/"),
+            ("/settings/user", "/settings/user/theme"),
+            ("/api/v1/users/preferences", "/api/v1/users/preferences/"),
+            ("/api/v1/users/preferences", "/api/v1/users/preferences/other"),
+            ("/api/v1/user-settings", "/api/v1/user-settings/x"),
+            ("/api/v1/users/settings", "/api/v1/users/settings/"),
+            ("/api/v1/users/settings", "/api/v1/users/settings/theme"),
+        ];
+        for (family, path) in unknown {
+            for method in ["GET", "PUT"] {
+                let reply = app.rest(method, path, Some(&token), Some(json!({}))).await;
+                assert_eq!(reply.status, 404, "{method} {path}: {:?}", reply.body);
+                assert_envelope(family, 404, &reply.body);
+            }
+        }
+        // The routes themselves still answer.
+        let update = app.rest("PUT", "/api/v1/users/preferences/update", Some(&token), Some(json!({"updatedPreferences": {"a": 1}}))).await;
+        assert_eq!(update.status, 200, "{:?}", update.body);
+        assert_eq!(app.values(&token).await, json!({"a": 1}));
+    }
+
     async fn an_unexpected_failure_is_reported_with_a_correlation_id_and_no_cause(app) {
         let token = app.token("alice");
         // Arrange what no API can: the settings table is gone.
