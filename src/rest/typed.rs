@@ -6,11 +6,12 @@ use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 use super::{Condition, Failure, document_check};
 use crate::{
     error::{Error, Violation},
-    settings::{Key, Origin, Preconditions, Scope, User, document_tag},
+    settings::{Key, Origin, Preconditions, Scope, User, document_tag, short_hex},
     startup::AppState,
 };
 
@@ -115,8 +116,11 @@ pub(crate) struct Document {
     pub created_at: DateTime<Utc>,
     /// When the last of the stored fields changed; the user's creation without any.
     pub updated_at: DateTime<Utc>,
-    /// The entity tag of the stored fields.
+    /// The entity tag of the document: it changes when a stored field is written, created or
+    /// removed, and when a default that fills a field changes (an organisation default).
     pub tag: String,
+    /// The tag of the stored fields alone, which a write checks again under its row locks.
+    stored_tag: String,
 }
 
 impl Document {
@@ -153,7 +157,9 @@ pub(crate) async fn read(
         .map(|s| s.updated_at)
         .max()
         .unwrap_or(user.created_at);
-    let tag = document_tag(stored.iter().map(|s| (s.key.as_str(), s.version)));
+    let stored_tag = document_tag(stored.iter().map(|s| (s.key.as_str(), s.version)));
+    let defaulted = effective.iter().filter(|e| e.setting.is_none());
+    let tag = with_defaults(&stored_tag, defaulted.map(|e| (e.key.as_str(), &e.value)));
     let values = fields
         .iter()
         .map(|field| {
@@ -171,7 +177,24 @@ pub(crate) async fn read(
         created_at,
         updated_at,
         tag,
+        stored_tag,
     })
+}
+
+/// A tag of the stored fields' tag and the values that defaults give the other fields.
+fn with_defaults<'a>(
+    stored_tag: &str,
+    defaulted: impl Iterator<Item = (&'a str, &'a Value)>,
+) -> String {
+    let mut digest = Sha256::new();
+    digest.update(stored_tag.as_bytes());
+    for (key, value) in defaulted {
+        digest.update([0]);
+        digest.update(key.as_bytes());
+        digest.update([0]);
+        digest.update(value.to_string().as_bytes());
+    }
+    short_hex(digest)
 }
 
 /// Applies a validated sparse update in one transaction, checking `If-Match` against the tag
@@ -185,6 +208,23 @@ pub(crate) async fn write(
     condition: Option<Condition>,
 ) -> Result<bool, Error> {
     let keys = keys(fields);
+    // The tag also covers defaults, which no row lock protects: check it against a fresh read
+    // first, then have the write check the stored fields' part under its locks.
+    let condition = match condition {
+        Some(Condition::Tag(tag)) => {
+            let current = read(state, user_id, fields).await?;
+            if current.tag != tag {
+                return Err(Error::PreconditionFailed {
+                    message: "the settings changed since they were read: the ETag no longer \
+                              matches; read them again"
+                        .into(),
+                    current_version: None,
+                });
+            }
+            Some(Condition::Tag(current.stored_tag))
+        }
+        other => other,
+    };
     let preconditions = Preconditions {
         versions: Default::default(),
         document: document_check(condition, Some(&keys))?,

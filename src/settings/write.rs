@@ -89,6 +89,11 @@ pub fn document_tag<'a>(settings: impl IntoIterator<Item = (&'a str, i32)>) -> S
         digest.update([0]);
         digest.update(version.to_be_bytes());
     }
+    short_hex(digest)
+}
+
+/// The first 12 bytes of a digest, in hex: enough to tell documents apart.
+pub fn short_hex(digest: Sha256) -> String {
     digest.finalize()[..12]
         .iter()
         .map(|byte| format!("{byte:02x}"))

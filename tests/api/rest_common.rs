@@ -133,6 +133,42 @@ both_backends! {
         assert_eq!(app.values(&token).await, json!({}));
     }
 
+    async fn an_organisation_default_that_fills_a_field_changes_the_documents_tag(app) {
+        let token = app.token("alice");
+        let admin = app.token_for(settings_api::auth::TokenRequest {
+            sub: "root".into(),
+            roles: vec!["admin".into()],
+            ttl: std::time::Duration::from_secs(600),
+            ..Default::default()
+        });
+        let routes = [
+            ("/api/v1/users/settings", "theme", json!("solarized"), json!({"locale": "de"}), 412),
+            ("/api/v1/user-settings", "preferredLanguage", json!("tr"), json!({"notifications": false}), 409),
+        ];
+        for (path, key, default, update, stale_status) in routes {
+            let before = app.rest("GET", path, Some(&token), None).await;
+            let old_tag = before.header("etag").unwrap().to_owned();
+            app.data(
+                &admin,
+                "mutation($k: String!, $v: JSON) { setOrgDefault(key: $k, value: $v) { key } }",
+                json!({"k": key, "v": default}),
+            )
+            .await;
+
+            let cached = app.send(app.request("GET", path, Some(&token)).header("if-none-match", &old_tag)).await;
+            assert_eq!(cached.status, 200, "{path}: a changed default is a changed document");
+            let shown = cached.body.get("data").unwrap_or(&cached.body);
+            assert_eq!(shown[key], default, "{path}: {:?}", cached.body);
+            let new_tag = cached.header("etag").unwrap().to_owned();
+            assert_ne!(new_tag, old_tag, "{path}");
+
+            let patch = |tag: &str| app.request("PATCH", path, Some(&token)).header("if-match", tag).json(&update);
+            assert_eq!(app.send(patch(&old_tag)).await.status, stale_status, "{path}");
+            assert_eq!(app.send(patch(&new_tag)).await.status, 200, "{path}");
+        }
+        assert_eq!(app.values(&token).await, json!({"locale": "de", "notifications": false}));
+    }
+
     async fn paths_below_each_route_that_name_nothing_are_a_404_in_its_envelope(app) {
         let token = app.token("alice");
         let unknown = [
