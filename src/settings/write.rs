@@ -6,8 +6,8 @@ use std::{collections::HashMap, sync::Arc};
 
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    QueryTrait, Statement, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, QueryTrait, Statement, TransactionTrait,
     prelude::Expr,
     sea_query::{Alias, ExprTrait, OnConflict},
 };
@@ -403,9 +403,10 @@ impl Store {
     }
 
     /// One attempt: read and lock the current rows, compute every new value in memory, then one
-    /// DELETE, one multi-row upsert and one history insert. The upsert replaces a row only at
-    /// the version that was read, so a key created meanwhile by another writer makes the attempt
-    /// roll back as `Raced` (rows that existed are locked and cannot change under us).
+    /// DELETE, one insert of the keys created, one upsert of the keys updated and one history
+    /// insert. A key created meanwhile by another writer is not inserted again, which makes the
+    /// attempt roll back as `Raced`; rows that existed are locked and cannot change under us,
+    /// and the upsert still replaces a row only at the version that was read.
     async fn try_write(
         &self,
         origin: &Origin,
@@ -490,7 +491,10 @@ impl Store {
             .last_versions(&txn, user_id, scope, ops, &current)
             .await?;
         let mut removals = Vec::new();
-        let mut upserts = Vec::new();
+        // Keys created and keys updated are written apart: a created key must never replace a
+        // row that another writer created meanwhile, whatever version each side computed.
+        let mut creates = Vec::new();
+        let mut updates = Vec::new();
         let mut changes = Vec::new();
         let mut outcomes = Vec::new();
         for op in ops {
@@ -541,7 +545,7 @@ impl Store {
                         existing.map(|row| row.value.clone()),
                         Some(value.clone()),
                     ));
-                    upserts.push(setting::ActiveModel {
+                    let row = setting::ActiveModel {
                         user_id: Set(user_id.to_owned()),
                         scope: Set(scope.as_str().to_owned()),
                         key: Set(op.key.as_str().to_owned()),
@@ -550,7 +554,11 @@ impl Store {
                         // Kept from the stored row on conflict: the upsert does not update it.
                         created_at: Set(now),
                         updated_at: Set(now),
-                    });
+                    };
+                    match existing {
+                        None => creates.push(row),
+                        Some(_) => updates.push(row),
+                    }
                     outcomes.push(Outcome {
                         key: op.key.as_str().to_owned(),
                         before: existing.map(|row| row.clone().into()),
@@ -567,10 +575,32 @@ impl Store {
                 .exec(&txn)
                 .await?;
         }
-        if !upserts.is_empty() {
-            let expected = upserts.len();
+        let mut saved = Vec::new();
+        if !creates.is_empty() {
+            let expected = creates.len();
+            let created = setting::Entity::insert_many(creates)
+                .on_conflict(
+                    OnConflict::columns([
+                        setting::Column::UserId,
+                        setting::Column::Scope,
+                        setting::Column::Key,
+                    ])
+                    .do_nothing()
+                    .to_owned(),
+                )
+                .exec_with_returning(&txn)
+                .await;
+            match created {
+                Ok(rows) if rows.len() == expected => saved.extend(rows),
+                // Another writer created one of the keys after it was read.
+                Ok(_) | Err(DbErr::RecordNotInserted) => return Err(WriteError::Raced),
+                Err(err) => return Err(err.into()),
+            }
+        }
+        if !updates.is_empty() {
+            let expected = updates.len();
             let version = setting::Column::Version;
-            let saved = setting::Entity::insert_many(upserts)
+            let updated = setting::Entity::insert_many(updates)
                 .on_conflict(
                     OnConflict::columns([
                         setting::Column::UserId,
@@ -587,17 +617,20 @@ impl Store {
                 )
                 .exec_with_returning(&txn)
                 .await?;
-            if saved.len() != expected {
+            // The rows are locked by this transaction: a mismatch means a bug, not a race, but
+            // starting over is still the safe answer.
+            if updated.len() != expected {
                 return Err(WriteError::Raced);
             }
-            let mut saved: HashMap<String, Setting> = saved
-                .into_iter()
-                .map(|row| (row.key.clone(), Setting::from(row)))
-                .collect();
-            for outcome in &mut outcomes {
-                if let Some(setting) = saved.remove(&outcome.key) {
-                    outcome.after = Some(setting);
-                }
+            saved.extend(updated);
+        }
+        let mut saved: HashMap<String, Setting> = saved
+            .into_iter()
+            .map(|row| (row.key.clone(), Setting::from(row)))
+            .collect();
+        for outcome in &mut outcomes {
+            if let Some(setting) = saved.remove(&outcome.key) {
+                outcome.after = Some(setting);
             }
         }
         if scope.as_str().is_empty()

@@ -69,6 +69,35 @@ both_backends! {
         assert_eq!(history_rows(&app, "doc").await, (TASKS * WRITES_PER_TASK) as i64);
     }
 
+    async fn concurrent_first_writes_of_new_keys_all_survive(app) {
+        // Each round races four patches to create one key: all but one find it created by
+        // another writer meanwhile, and must merge into it rather than replace it.
+        let token = app.token("alice");
+        for round in 0..200 {
+            let key = format!("new{round}");
+            let tasks: Vec<_> = (0..4)
+                .map(|task| {
+                    let (client, url, token, key) = (app.client.clone(), app.url("/graphql"), token.clone(), key.clone());
+                    tokio::spawn(async move {
+                        let body = json!({
+                            "query": "mutation($p: JSON!) { updateSettings(patch: $p) { version } }",
+                            "variables": {"p": {key: {format!("t{task}"): task}}},
+                        });
+                        let response: Value = client.post(&url).bearer_auth(&token).json(&body).send().await.unwrap().json().await.unwrap();
+                        assert!(response.get("errors").is_none(), "{response}");
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap();
+            }
+            let data = app.data(&token, "query($k: String!) { setting(key: $k) { value version } }", json!({"k": key})).await;
+            let members = data["setting"]["value"].as_object().unwrap();
+            assert_eq!(members.len(), 4, "round {round}: {data}");
+            assert_eq!(data["setting"]["version"], 4, "round {round}: {data}");
+        }
+    }
+
     async fn concurrent_sets_of_one_key_leave_one_winner_and_count_every_write(app) {
         let token = app.token("alice");
         let tasks: Vec<_> = (0..TASKS)
