@@ -179,6 +179,13 @@ pub struct Outcome {
     pub after: Option<Setting>,
 }
 
+/// The columns of a setting's primary key, which every upsert conflicts on.
+const PRIMARY_KEY: [setting::Column; 3] = [
+    setting::Column::UserId,
+    setting::Column::Scope,
+    setting::Column::Key,
+];
+
 /// How often a write is retried when another writer created one of its keys meanwhile.
 const WRITE_ATTEMPTS: usize = 5;
 
@@ -579,15 +586,7 @@ impl Store {
         if !creates.is_empty() {
             let expected = creates.len();
             let created = setting::Entity::insert_many(creates)
-                .on_conflict(
-                    OnConflict::columns([
-                        setting::Column::UserId,
-                        setting::Column::Scope,
-                        setting::Column::Key,
-                    ])
-                    .do_nothing()
-                    .to_owned(),
-                )
+                .on_conflict(OnConflict::columns(PRIMARY_KEY).do_nothing().to_owned())
                 .exec_with_returning(&txn)
                 .await;
             match created {
@@ -602,18 +601,18 @@ impl Store {
             let version = setting::Column::Version;
             let updated = setting::Entity::insert_many(updates)
                 .on_conflict(
-                    OnConflict::columns([
-                        setting::Column::UserId,
-                        setting::Column::Scope,
-                        setting::Column::Key,
-                    ])
-                    .update_columns([setting::Column::Value, version, setting::Column::UpdatedAt])
-                    .action_and_where(
-                        Expr::col((setting::Entity, version))
-                            .add(1)
-                            .eq(Expr::col((Alias::new("excluded"), version))),
-                    )
-                    .to_owned(),
+                    OnConflict::columns(PRIMARY_KEY)
+                        .update_columns([
+                            setting::Column::Value,
+                            version,
+                            setting::Column::UpdatedAt,
+                        ])
+                        .action_and_where(
+                            Expr::col((setting::Entity, version))
+                                .add(1)
+                                .eq(Expr::col((Alias::new("excluded"), version))),
+                        )
+                        .to_owned(),
                 )
                 .exec_with_returning(&txn)
                 .await?;
