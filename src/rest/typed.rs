@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use super::{Condition, Failure, document_check};
 use crate::{
     error::{Error, Violation},
-    settings::{Key, Origin, Preconditions, Scope, User, document_tag, short_hex},
+    settings::{Key, Origin, Preconditions, Scope, User, document_tag, short_hex, stale_document},
     startup::AppState,
 };
 
@@ -214,12 +214,7 @@ pub(crate) async fn write(
         Some(Condition::Tag(tag)) => {
             let current = read(state, user_id, fields).await?;
             if current.tag != tag {
-                return Err(Error::PreconditionFailed {
-                    message: "the settings changed since they were read: the ETag no longer \
-                              matches; read them again"
-                        .into(),
-                    current_version: None,
-                });
+                return Err(stale_document());
             }
             Some(Condition::Tag(current.stored_tag))
         }

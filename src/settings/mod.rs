@@ -16,5 +16,5 @@ pub use store::{Effective, Setting, Source, Store, User, connect as store_connec
 pub use value::ValueLimits;
 pub use write::{
     ChangeKind, DocumentCheck, Expect, LOCALE_KEY, Origin, Outcome, Preconditions, document_tag,
-    short_hex,
+    short_hex, stale_document,
 };

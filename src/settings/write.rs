@@ -92,6 +92,16 @@ pub fn document_tag<'a>(settings: impl IntoIterator<Item = (&'a str, i32)>) -> S
     short_hex(digest)
 }
 
+/// A write's `If-Match` names a tag the settings no longer have.
+pub fn stale_document() -> Error {
+    Error::PreconditionFailed {
+        message: "the settings changed since they were read: the ETag no longer matches; read \
+                  them again"
+            .into(),
+        current_version: None,
+    }
+}
+
 /// The first 12 bytes of a digest, in hex: enough to tell documents apart.
 pub fn short_hex(digest: Sha256) -> String {
     digest.finalize()[..12]
@@ -448,12 +458,7 @@ impl Store {
                     .map(|row| (row.key.as_str(), row.version)),
             );
             if tag != check.tag {
-                return Err(WriteError::Failed(Error::PreconditionFailed {
-                    message: "the settings changed since they were read: the ETag no longer \
-                              matches; read them again"
-                        .into(),
-                    current_version: None,
-                }));
+                return Err(WriteError::Failed(stale_document()));
             }
         }
 
