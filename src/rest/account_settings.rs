@@ -11,7 +11,7 @@ use axum::{
     extract::{State, rejection::BytesRejection},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::{any, get},
+    routing::get,
 };
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -19,11 +19,11 @@ use utoipa::ToSchema;
 
 use super::{
     Failure, Kind, Problem, declares_json, document_etag, if_match, if_none_match,
-    method_not_allowed, not_modified, not_modified_response, parse_json, principal, read_body,
-    timestamp,
+    method_not_allowed, not_found_at, not_modified, not_modified_response, parse_json, principal,
+    read_body, timestamp,
     typed::{self, Field, FieldType},
 };
-use crate::{auth::Access, error::Error, startup::AppState, telemetry};
+use crate::{auth::Access, startup::AppState, telemetry};
 
 pub(super) const PATH: &str = "/api/v1/users/settings";
 
@@ -57,20 +57,18 @@ const FIELDS: &[Field] = &[
 ];
 
 pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            PATH,
-            get(read)
-                .patch(update)
-                .fallback(|| async { ApiError(method_not_allowed("GET, HEAD, PATCH")) }),
-        )
-        // Paths below this one name nothing: 404 in this envelope.
-        .route(&format!("{PATH}/"), any(not_found))
-        .route(&format!("{PATH}/{{*rest}}"), any(not_found))
-}
-
-async fn not_found() -> ApiError {
-    ApiError(Error::NotFound("no such resource".into()).into())
+    let routes = Router::new().route(
+        PATH,
+        get(read)
+            .patch(update)
+            .fallback(|| async { ApiError(method_not_allowed("GET, HEAD, PATCH")) }),
+    );
+    // Paths below these name nothing: 404 in this contract's envelope.
+    not_found_at(
+        routes,
+        &[format!("{PATH}/"), format!("{PATH}/{{*rest}}")],
+        ApiError,
+    )
 }
 
 #[derive(Debug, Serialize, ToSchema)]

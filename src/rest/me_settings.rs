@@ -9,7 +9,7 @@ use axum::{
     extract::{Path, State, rejection::BytesRejection, rejection::PathRejection},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::{any, get},
+    routing::get,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 
 use super::{
     Condition, Failure, Kind, Problem, if_match, if_none_match, json_body, method_not_allowed,
-    not_modified, not_modified_response, principal, timestamp, version_etag,
+    not_found_at, not_modified, not_modified_response, principal, timestamp, version_etag,
 };
 use crate::{
     auth::Access,
@@ -30,7 +30,7 @@ pub(super) const LIST_PATH: &str = "/api/v1/users/me/settings";
 pub(super) const KEY_PATH: &str = "/api/v1/users/me/settings/{key}";
 
 pub(super) fn router() -> Router<AppState> {
-    Router::new()
+    let routes = Router::new()
         .route(
             LIST_PATH,
             get(list).fallback(|| async { ApiError(method_not_allowed("GET, HEAD")) }),
@@ -41,14 +41,13 @@ pub(super) fn router() -> Router<AppState> {
                 .put(put)
                 .delete(delete)
                 .fallback(|| async { ApiError(method_not_allowed("GET, HEAD, PUT, DELETE")) }),
-        )
-        // An empty key, or a path below a key, names no setting: 404 in this envelope.
-        .route(&format!("{LIST_PATH}/"), any(no_such_path))
-        .route(&format!("{KEY_PATH}/{{*rest}}"), any(no_such_path))
-}
-
-async fn no_such_path() -> ApiError {
-    ApiError(Error::NotFound("no such resource".into()).into())
+        );
+    // Paths below these name nothing: 404 in this contract's envelope.
+    not_found_at(
+        routes,
+        &[format!("{LIST_PATH}/"), format!("{KEY_PATH}/{{*rest}}")],
+        ApiError,
+    )
 }
 
 /// A stored setting as this contract shows it.

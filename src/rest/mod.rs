@@ -39,6 +39,27 @@ pub fn router() -> Router<AppState> {
         .merge(account_settings::router())
 }
 
+/// Answers `paths` (below a contract's routes, naming nothing) with a 404 that the contract's
+/// `render` puts in its own envelope.
+fn not_found_at<E>(
+    mut router: Router<AppState>,
+    paths: &[String],
+    render: fn(Failure) -> E,
+) -> Router<AppState>
+where
+    E: IntoResponse + Send + 'static,
+{
+    for path in paths {
+        router = router.route(
+            path,
+            axum::routing::any(move || async move {
+                render(Error::NotFound("no such resource".into()).into())
+            }),
+        );
+    }
+    router
+}
+
 /// Why a REST request failed: a domain error, or a problem with the HTTP request itself.
 #[derive(Debug)]
 pub(crate) enum Failure {

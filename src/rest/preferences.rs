@@ -9,7 +9,7 @@ use axum::{
     extract::{Query, State, rejection::BytesRejection, rejection::QueryRejection},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::{any, get, put},
+    routing::{get, put},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -17,7 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{
     Failure, Kind, Problem, document_check, document_etag, if_match, if_none_match, json_body,
-    method_not_allowed, not_modified, not_modified_response, principal,
+    method_not_allowed, not_found_at, not_modified, not_modified_response, principal,
 };
 use crate::{
     auth::{Access, Principal},
@@ -30,7 +30,7 @@ pub(super) const READ_PATH: &str = "/api/v1/users/preferences";
 pub(super) const UPDATE_PATH: &str = "/api/v1/users/preferences/update";
 
 pub(super) fn router() -> Router<AppState> {
-    Router::new()
+    let routes = Router::new()
         .route(
             READ_PATH,
             get(read).fallback(|| async { ApiError(method_not_allowed("GET, HEAD")) }),
@@ -38,14 +38,13 @@ pub(super) fn router() -> Router<AppState> {
         .route(
             UPDATE_PATH,
             put(update).fallback(|| async { ApiError(method_not_allowed("PUT")) }),
-        )
-        // Other paths below the preferences name nothing: 404 in this envelope.
-        .route(&format!("{READ_PATH}/"), any(not_found))
-        .route(&format!("{READ_PATH}/{{*rest}}"), any(not_found))
-}
-
-async fn not_found() -> ApiError {
-    ApiError(Error::NotFound("no such resource".into()).into())
+        );
+    // Paths below these name nothing: 404 in this contract's envelope.
+    not_found_at(
+        routes,
+        &[format!("{READ_PATH}/"), format!("{READ_PATH}/{{*rest}}")],
+        ApiError,
+    )
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

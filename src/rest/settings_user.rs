@@ -10,7 +10,7 @@ use axum::{
     extract::{State, rejection::BytesRejection},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::{any, get},
+    routing::get,
 };
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 
 use super::{
     Failure, Kind, Problem, document_check, document_etag, if_match, if_none_match, json_body,
-    method_not_allowed, not_modified, not_modified_response, principal,
+    method_not_allowed, not_found_at, not_modified, not_modified_response, principal,
 };
 use crate::{
     auth::Access,
@@ -30,20 +30,18 @@ use crate::{
 pub(super) const PATH: &str = "/settings/user";
 
 pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            PATH,
-            get(read)
-                .put(update)
-                .fallback(|| async { ApiError(method_not_allowed("GET, HEAD, PUT")) }),
-        )
-        // Paths below this one name nothing: 404 in this envelope.
-        .route(&format!("{PATH}/"), any(not_found))
-        .route(&format!("{PATH}/{{*rest}}"), any(not_found))
-}
-
-async fn not_found() -> ApiError {
-    ApiError(Error::NotFound("no such resource".into()).into())
+    let routes = Router::new().route(
+        PATH,
+        get(read)
+            .put(update)
+            .fallback(|| async { ApiError(method_not_allowed("GET, HEAD, PUT")) }),
+    );
+    // Paths below these name nothing: 404 in this contract's envelope.
+    not_found_at(
+        routes,
+        &[format!("{PATH}/"), format!("{PATH}/{{*rest}}")],
+        ApiError,
+    )
 }
 
 #[derive(Debug, Serialize, ToSchema)]
