@@ -1,6 +1,6 @@
 //! Bearer JWT verification and minting. Every route turns a request into a [`Principal`] here.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use axum::http::{HeaderMap, header};
 use jsonwebtoken::{
@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     config::{JwtConfig, JwtKey},
     error::{AuthFailure, Error},
+    settings::Store,
 };
 
 /// Who is calling: the verified claims of the bearer token.
@@ -125,18 +126,6 @@ pub struct Verifier {
     validation: Validation,
 }
 
-pub(crate) fn decoding_key(
-    algorithm: Algorithm,
-    key: &JwtKey,
-) -> jsonwebtoken::errors::Result<DecodingKey> {
-    match (algorithm, key) {
-        (_, JwtKey::Secret(secret)) => Ok(DecodingKey::from_secret(secret.expose().as_bytes())),
-        (Algorithm::RS256, JwtKey::PublicKey { pem, .. }) => DecodingKey::from_rsa_pem(pem),
-        (Algorithm::ES256, JwtKey::PublicKey { pem, .. }) => DecodingKey::from_ec_pem(pem),
-        (_, JwtKey::PublicKey { pem, .. }) => DecodingKey::from_ed_pem(pem),
-    }
-}
-
 impl Verifier {
     pub fn new(config: &JwtConfig, key: &JwtKey) -> anyhow::Result<Self> {
         let algorithm = key.algorithm();
@@ -160,7 +149,7 @@ impl Verifier {
             None => validation.validate_aud = false,
         }
         Ok(Verifier {
-            key: decoding_key(algorithm, key)?,
+            key: key.decoding_key()?,
             validation,
         })
     }
@@ -274,13 +263,44 @@ impl Issuer {
     }
 }
 
-/// Verifies the request's bearer token and makes sure the user's row exists.
-pub async fn authenticate(
-    state: &crate::startup::AppState,
-    headers: &HeaderMap,
-) -> Result<Principal, Error> {
-    let principal = state.verifier.verify_headers(headers)?;
-    tracing::Span::current().record("user_id", principal.user_id.as_str());
-    state.store.ensure_user(&principal).await?;
-    Ok(principal)
+/// Turns a request's headers into a [`Principal`], the one way every interface authenticates:
+/// the bearer token is verified, and the user's row is created on first sight.
+#[derive(Clone)]
+pub struct Authenticator {
+    verifier: Arc<Verifier>,
+    store: Arc<Store>,
+}
+
+impl Authenticator {
+    pub fn new(verifier: Verifier, store: Arc<Store>) -> Self {
+        Authenticator {
+            verifier: Arc::new(verifier),
+            store,
+        }
+    }
+
+    /// The caller of a request, from its `Authorization` header.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, Error> {
+        let principal = self.verify_headers(headers)?;
+        tracing::Span::current().record("user_id", principal.user_id.as_str());
+        self.admit(&principal).await?;
+        Ok(principal)
+    }
+
+    /// Verifies the token of `headers` without touching the database: for a WebSocket, whose
+    /// token may come with the upgrade or later in `connection_init`.
+    pub fn verify_headers(&self, headers: &HeaderMap) -> Result<Principal, Error> {
+        self.verifier.verify_headers(headers)
+    }
+
+    /// Makes sure the verified caller's user row exists and holds the token's claims.
+    pub async fn admit(&self, principal: &Principal) -> Result<(), Error> {
+        self.store
+            .ensure_user(
+                &principal.user_id,
+                principal.email.as_deref(),
+                &principal.roles,
+            )
+            .await
+    }
 }

@@ -3,7 +3,7 @@
 use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
 use anyhow::{Context, bail};
-use jsonwebtoken::Algorithm;
+use jsonwebtoken::{Algorithm, DecodingKey};
 
 /// Everything the service reads from its environment. Built once; cloned into the app state.
 #[derive(Clone)]
@@ -73,6 +73,18 @@ impl JwtKey {
         match self {
             JwtKey::Secret(_) => Algorithm::HS256,
             JwtKey::PublicKey { algorithm, .. } => *algorithm,
+        }
+    }
+
+    /// The key that verifies signatures.
+    pub fn decoding_key(&self) -> jsonwebtoken::errors::Result<DecodingKey> {
+        match self {
+            JwtKey::Secret(secret) => Ok(DecodingKey::from_secret(secret.expose().as_bytes())),
+            JwtKey::PublicKey { algorithm, pem } => match algorithm {
+                Algorithm::RS256 => DecodingKey::from_rsa_pem(pem),
+                Algorithm::ES256 => DecodingKey::from_ec_pem(pem),
+                _ => DecodingKey::from_ed_pem(pem),
+            },
         }
     }
 }
@@ -225,21 +237,15 @@ fn jwt_key(lookup: &impl Fn(&str) -> Option<String>) -> anyhow::Result<Option<Jw
             let path = PathBuf::from(path);
             let pem = std::fs::read(&path)
                 .with_context(|| format!("cannot read JWT_PUBLIC_KEY_FILE {}", path.display()))?;
+            let key = JwtKey::PublicKey { algorithm, pem };
             // Parse now so that a bad key stops start-up rather than failing every request.
-            crate::auth::decoding_key(
-                algorithm,
-                &JwtKey::PublicKey {
-                    algorithm,
-                    pem: pem.clone(),
-                },
-            )
-            .with_context(|| {
+            key.decoding_key().with_context(|| {
                 format!(
                     "JWT_PUBLIC_KEY_FILE {} is not a {algorithm:?} public key",
                     path.display()
                 )
             })?;
-            Ok(Some(JwtKey::PublicKey { algorithm, pem }))
+            Ok(Some(key))
         }
         (None, None) => Ok(None),
     }

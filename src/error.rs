@@ -1,7 +1,10 @@
-//! The one domain error type. GraphQL maps it in `graphql::errors`, each REST contract in its module.
+//! The one domain error type, with the HTTP status and the code of each failure and what a
+//! client may be told of it. GraphQL renders it in `graphql::errors`, each REST contract in its
+//! own envelope through `rest::envelope`.
 
 use std::borrow::Cow;
 
+use axum::http::StatusCode;
 use sea_orm::DbErr;
 
 /// The rule a piece of input broke, so that clients can react without parsing messages.
@@ -81,7 +84,7 @@ impl Error {
         Error::Internal(err.into())
     }
 
-    /// The stable code of DESIGN.md's table, used by GraphQL `extensions.code`.
+    /// The stable code of the GraphQL `extensions.code`, one per kind of failure.
     pub fn code(&self) -> &'static str {
         match self {
             Error::Unauthenticated(_) => "UNAUTHENTICATED",
@@ -95,23 +98,59 @@ impl Error {
         }
     }
 
-    /// Logs errors whose cause the client must not see and returns the correlation id to show
-    /// instead. Other errors are the client's to fix and are not logged as failures.
-    pub fn log_if_server_side(&self) -> Option<String> {
+    /// The HTTP status of each failure, for every interface; a REST contract answers another
+    /// only where its document names one.
+    pub fn status(&self) -> StatusCode {
         match self {
-            Error::Unavailable(cause) => {
-                let id = crate::telemetry::correlation_id();
-                tracing::error!(correlation_id = %id, error = %cause, "database unavailable");
-                Some(id)
-            }
-            Error::Internal(cause) => {
-                let id = crate::telemetry::correlation_id();
-                tracing::error!(correlation_id = %id, error = ?cause, "internal error");
-                Some(id)
-            }
-            _ => None,
+            Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::BadInput(_) => StatusCode::BAD_REQUEST,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Conflict { .. } => StatusCode::CONFLICT,
+            Error::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
+            Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
+
+    /// What the client may be told. A server-side cause is logged under the request's
+    /// correlation id (`correlation_id` is asked only then) and replaced by that id; other
+    /// errors are the client's to fix, their message is safe to show, and nothing is logged.
+    pub fn disclose(&self, correlation_id: impl FnOnce() -> String) -> Disclosure {
+        let (message, id) = match self {
+            Error::Unavailable(cause) => {
+                let id = correlation_id();
+                tracing::error!(correlation_id = %id, error = %cause, "database unavailable");
+                let message =
+                    format!("the database is unavailable; retry later (correlation id {id})");
+                (message, id)
+            }
+            Error::Internal(cause) => {
+                let id = correlation_id();
+                tracing::error!(correlation_id = %id, error = ?cause, "internal error");
+                (format!("internal error (correlation id {id})"), id)
+            }
+            _ => {
+                return Disclosure {
+                    message: self.to_string(),
+                    correlation_id: None,
+                };
+            }
+        };
+        Disclosure {
+            message,
+            correlation_id: Some(id),
+        }
+    }
+}
+
+/// What a client is told of an error: see [`Error::disclose`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disclosure {
+    pub message: String,
+    /// For server-side failures: the id under which the cause was logged.
+    pub correlation_id: Option<String>,
 }
 
 impl From<DbErr> for Error {

@@ -1,5 +1,6 @@
 //! settings-api: per-user settings served over GraphQL and legacy REST routes.
 
+pub mod app;
 pub mod auth;
 pub mod catalog;
 pub mod config;
@@ -8,8 +9,7 @@ pub mod error;
 pub mod graphql;
 pub mod rest;
 pub mod settings;
-pub mod startup;
 pub mod telemetry;
 
+pub use app::Application;
 pub use config::Config;
-pub use startup::Application;

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use settings_api::{
     Application, Config,
     auth::{Issuer, TokenRequest},
+    config::LogFormat,
     telemetry,
 };
 
@@ -98,12 +99,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate => {
             let config = Config::from_env()?;
-            telemetry::init(config.log_format);
-            settings_api::startup::migrate(&config).await
+            telemetry::init(config.log_format == LogFormat::Json);
+            settings_api::app::migrate(&config).await
         }
         Command::Serve => {
             let config = Config::from_env()?;
-            telemetry::init(config.log_format);
+            telemetry::init(config.log_format == LogFormat::Json);
             tracing::info!(?config, "starting");
             let app = Application::build(config).await?;
             let url = format!("http://{}/graphql", app.local_addr());

@@ -11,17 +11,16 @@ use axum::{
 use tracing::{Instrument, field::Empty};
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
-use crate::config::LogFormat;
-
 pub const CORRELATION_ID_HEADER: HeaderName = HeaderName::from_static("x-correlation-id");
 
-/// Installs the global subscriber; `RUST_LOG` filters (default `info`).
-pub fn init(format: LogFormat) {
+/// Installs the global subscriber, writing one JSON object per line when `json`, else text;
+/// `RUST_LOG` filters (default `info`).
+pub fn init(json: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter);
     // A second call (tests start many apps in one process) keeps the first subscriber.
-    let _ = match format {
-        LogFormat::Json => registry
+    let _ = match json {
+        true => registry
             .with(
                 fmt::layer()
                     .json()
@@ -30,7 +29,7 @@ pub fn init(format: LogFormat) {
                     .with_span_list(false),
             )
             .try_init(),
-        LogFormat::Pretty => registry.with(fmt::layer()).try_init(),
+        false => registry.with(fmt::layer()).try_init(),
     };
 }
 

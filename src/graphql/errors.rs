@@ -1,39 +1,31 @@
-//! Domain errors as GraphQL errors with `extensions.code` (DESIGN.md's table).
+//! Domain errors as GraphQL errors with `extensions.code`. The crate turns off async-graphql's
+//! conversion of any displayable error (feature `custom-error-conversion`), so `?` on a domain
+//! error in a resolver always comes through here, and any other error must be mapped on purpose.
 
 use async_graphql::{BatchResponse, ErrorExtensionValues, ServerError};
 
-use crate::error::Error;
+use crate::{error::Error, telemetry};
 
-pub fn to_graphql_error(err: Error) -> async_graphql::Error {
-    to_graphql_error_ref(&err)
+impl From<Error> for async_graphql::Error {
+    fn from(err: Error) -> Self {
+        Self::from(&err)
+    }
 }
 
 /// For errors shared between fields, such as a failed batch load.
-pub fn to_graphql_error_ref(err: &Error) -> async_graphql::Error {
-    let server_error = server_error(err);
-    let mut error = async_graphql::Error::new(server_error.message);
-    error.extensions = server_error.extensions;
-    error
-}
-
-fn message_for(err: &Error, correlation_id: Option<&str>) -> String {
-    match (err, correlation_id) {
-        (Error::Unavailable(_), Some(id)) => {
-            format!("the database is unavailable; retry later (correlation id {id})")
-        }
-        (Error::Internal(_), Some(id)) => format!("internal error (correlation id {id})"),
-        _ => err.to_string(),
+impl From<&Error> for async_graphql::Error {
+    fn from(err: &Error) -> Self {
+        let server_error = server_error(err);
+        let mut error = async_graphql::Error::new(server_error.message);
+        error.extensions = server_error.extensions;
+        error
     }
 }
 
 /// A request-level error, reported before or instead of execution.
-pub fn to_server_error(err: Error) -> ServerError {
-    server_error(&err)
-}
-
-fn server_error(err: &Error) -> ServerError {
-    let correlation_id = err.log_if_server_side();
-    let mut error = ServerError::new(message_for(err, correlation_id.as_deref()), None);
+pub fn server_error(err: &Error) -> ServerError {
+    let disclosure = err.disclose(telemetry::correlation_id);
+    let mut error = ServerError::new(disclosure.message, None);
     let mut extensions = ErrorExtensionValues::default();
     extensions.set("code", err.code());
     match err {
@@ -55,7 +47,7 @@ fn server_error(err: &Error) -> ServerError {
         Error::PayloadTooLarge { limit, .. } => extensions.set("limit", *limit as u64),
         _ => {}
     }
-    if let Some(id) = correlation_id {
+    if let Some(id) = disclosure.correlation_id {
         extensions.set("correlationId", id);
     }
     error.extensions = Some(extensions);

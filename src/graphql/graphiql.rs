@@ -6,7 +6,7 @@ use axum::{
     response::{Html, IntoResponse, Response},
 };
 
-use crate::startup::AppState;
+use super::GraphqlState;
 
 const ASSETS: &[(&str, &str, &[u8])] = &[
     (
@@ -81,7 +81,7 @@ pub fn page(dev_token: Option<&str>) -> String {
     )
 }
 
-pub async fn graphiql(State(state): State<AppState>) -> Html<String> {
+pub async fn graphiql(State(state): State<GraphqlState>) -> Html<String> {
     Html(state.graphiql_html.to_string())
 }
 

@@ -7,37 +7,29 @@ use axum::{
     Json,
     body::Bytes,
     extract::{State, rejection::BytesRejection},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderValue, header},
     response::{IntoResponse, Response},
 };
 
 use super::{
-    errors::{add_missing_codes, to_server_error},
+    GraphqlState,
+    errors::{add_missing_codes, server_error},
     loaders::SettingLoader,
 };
-use crate::{auth, error::Error, startup::AppState};
+use crate::error::Error;
 
 pub async fn graphql(
-    State(state): State<AppState>,
+    State(state): State<GraphqlState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let principal = match auth::authenticate(&state, &headers).await {
+    let principal = match state.auth.authenticate(&headers).await {
         Ok(principal) => principal,
         Err(err) => return error_response(err),
     };
-    let body = match body {
+    let body = match state.body_limit.read(body) {
         Ok(body) => body,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            let limit = state.config.limits.max_body_bytes;
-            return error_response(Error::PayloadTooLarge {
-                message: format!("the request body is larger than {limit} bytes"),
-                limit,
-            });
-        }
-        Err(rejection) => {
-            return error_response(Error::bad_input("body", "readable", rejection.body_text()));
-        }
+        Err(err) => return error_response(err),
     };
     let mut request: BatchRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
@@ -49,7 +41,7 @@ pub async fn graphql(
             ));
         }
     };
-    let max_batch = state.config.limits.graphql_max_batch;
+    let max_batch = state.max_batch;
     if let BatchRequest::Batch(requests) = &request
         && requests.len() > max_batch
     {
@@ -75,22 +67,11 @@ pub async fn graphql(
     Json(response).into_response()
 }
 
-fn status_of(err: &Error) -> StatusCode {
-    match err {
-        Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-        Error::Forbidden(_) => StatusCode::FORBIDDEN,
-        Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        _ => StatusCode::BAD_REQUEST,
-    }
-}
-
 /// A request that was not executed: an HTTP error status with a GraphQL error body.
 pub(super) fn error_response(err: Error) -> Response {
-    let status = status_of(&err);
+    let status = err.status();
     let unauthenticated = matches!(err, Error::Unauthenticated(_));
-    let body = serde_json::json!({ "errors": [to_server_error(err)] });
+    let body = serde_json::json!({ "errors": [server_error(&err)] });
     let mut response = (status, Json(body)).into_response();
     if unauthenticated {
         response

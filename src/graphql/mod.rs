@@ -1,9 +1,9 @@
-//! The GraphQL interface: schema, resolvers and the HTTP handler. Resolvers stay thin: parse the
-//! arguments, call one store function, map the result.
+//! The GraphQL interface: schema, resolvers, and the HTTP and WebSocket transports. Resolvers
+//! stay thin: parse the arguments, call one store function, map the result.
 
 mod documents;
 mod errors;
-pub mod graphiql;
+mod graphiql;
 mod http;
 mod loaders;
 mod mutation;
@@ -15,25 +15,69 @@ mod websocket;
 use std::sync::Arc;
 
 use async_graphql::Schema;
+use axum::{Router, routing::get};
 
 pub use documents::Documents;
-pub use errors::to_graphql_error;
-pub use http::graphql;
 pub use mutation::Mutation;
 pub use query::Query;
 pub use subscription::Subscription;
-pub use websocket::graphiql_or_websocket;
 
-use crate::{config::Limits, settings::Store};
+use crate::{
+    app::{AppState, BodyLimit},
+    auth::Authenticator,
+    config::Limits,
+    settings::Store,
+};
 
 pub type AppSchema = Schema<Query, Mutation, Subscription>;
 
-pub fn build_schema(store: Arc<Store>, limits: &Limits) -> AppSchema {
-    Schema::build(Query, Mutation, Subscription)
-        .data(store)
-        .limit_depth(limits.graphql_max_depth)
-        .limit_complexity(limits.graphql_max_complexity)
-        .finish()
+/// What the GraphQL handlers use.
+#[derive(Clone)]
+pub struct GraphqlState {
+    schema: AppSchema,
+    auth: Authenticator,
+    /// For the per-request loaders.
+    store: Arc<Store>,
+    documents: Arc<Documents>,
+    graphiql_html: Arc<str>,
+    body_limit: BodyLimit,
+    max_batch: usize,
+}
+
+impl GraphqlState {
+    /// `dev_token` is filled into GraphiQL's headers when there is one.
+    pub fn new(
+        store: Arc<Store>,
+        auth: Authenticator,
+        limits: &Limits,
+        body_limit: BodyLimit,
+        dev_token: Option<&str>,
+    ) -> Self {
+        let schema = Schema::build(Query, Mutation, Subscription)
+            .data(store.clone())
+            .limit_depth(limits.graphql_max_depth)
+            .limit_complexity(limits.graphql_max_complexity)
+            .finish();
+        GraphqlState {
+            schema,
+            auth,
+            store,
+            documents: Arc::default(),
+            graphiql_html: graphiql::page(dev_token).into(),
+            body_limit,
+            max_batch: limits.graphql_max_batch,
+        }
+    }
+}
+
+/// `/graphql` (POST: queries and mutations; GET: GraphiQL or a WebSocket) and GraphiQL's assets.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/graphql",
+            get(websocket::graphiql_or_websocket).post(http::graphql),
+        )
+        .route("/graphql/assets/{name}", get(graphiql::asset))
 }
 
 /// The schema in SDL, as committed in `schema.graphql`.

@@ -4,8 +4,7 @@ use async_graphql::{Context, Json, Object, Result};
 use serde_json::Value;
 
 use super::{
-    errors::to_graphql_error,
-    query::{caller, effective_of},
+    query::{caller, effective_of, parse_keys},
     types::{EffectiveSetting, Setting, SettingDefinition},
 };
 use crate::{
@@ -15,7 +14,11 @@ use crate::{
 };
 
 fn origin(principal: &Principal) -> Origin {
-    Origin::new(principal.user_id.as_str(), "graphql")
+    Origin::new(
+        principal.user_id.as_str(),
+        "graphql",
+        crate::telemetry::correlation_id(),
+    )
 }
 
 /// `expectedVersion`: a version the setting must be at; 0 means it must not exist yet.
@@ -74,22 +77,19 @@ impl Mutation {
         expected_version: Option<i32>,
     ) -> Result<Setting> {
         let (principal, store) = caller(ctx, Access::Write)?;
-        let run = async {
-            let key = Key::parse(key, "key")?;
-            let scope = Scope::parse(scope)?;
-            let expect = expectation(expected_version)?;
-            store
-                .set(
-                    &origin(principal),
-                    &principal.user_id,
-                    &scope,
-                    &key,
-                    value.0,
-                    expect,
-                )
-                .await
-        };
-        let (setting, _created) = run.await.map_err(to_graphql_error)?;
+        let key = Key::parse(key, "key")?;
+        let scope = Scope::parse(scope)?;
+        let expect = expectation(expected_version)?;
+        let (setting, _created) = store
+            .set(
+                &origin(principal),
+                &principal.user_id,
+                &scope,
+                &key,
+                value.0,
+                expect,
+            )
+            .await?;
         Ok(setting.into())
     }
 
@@ -106,23 +106,20 @@ impl Mutation {
         expected_versions: Option<Json<Value>>,
     ) -> Result<Vec<Setting>> {
         let (principal, store) = caller(ctx, Access::Write)?;
-        let run = async {
-            let scope = Scope::parse(scope)?;
-            let preconditions = Preconditions {
-                versions: parse_expected_versions(expected_versions)?,
-                document: None,
-            };
-            store
-                .apply_patch(
-                    &origin(principal),
-                    &principal.user_id,
-                    &scope,
-                    patch.0,
-                    &preconditions,
-                )
-                .await
+        let scope = Scope::parse(scope)?;
+        let preconditions = Preconditions {
+            versions: parse_expected_versions(expected_versions)?,
+            document: None,
         };
-        let written = run.await.map_err(to_graphql_error)?;
+        let written = store
+            .apply_patch(
+                &origin(principal),
+                &principal.user_id,
+                &scope,
+                patch.0,
+                &preconditions,
+            )
+            .await?;
         Ok(written.into_iter().map(Setting::from).collect())
     }
 
@@ -136,15 +133,12 @@ impl Mutation {
         expected_version: Option<i32>,
     ) -> Result<bool> {
         let (principal, store) = caller(ctx, Access::Write)?;
-        let run = async {
-            let key = Key::parse(key, "key")?;
-            let scope = Scope::parse(scope)?;
-            let expect = expectation(expected_version)?;
-            store
-                .delete(&origin(principal), &principal.user_id, &scope, &key, expect)
-                .await
-        };
-        run.await.map_err(to_graphql_error)
+        let key = Key::parse(key, "key")?;
+        let scope = Scope::parse(scope)?;
+        let expect = expectation(expected_version)?;
+        Ok(store
+            .delete(&origin(principal), &principal.user_id, &scope, &key, expect)
+            .await?)
     }
 
     /// Removes the caller's own values in `scope` (only `keys`, when given) and returns what
@@ -156,7 +150,13 @@ impl Mutation {
         keys: Option<Vec<String>>,
     ) -> Result<Vec<EffectiveSetting>> {
         let (principal, store) = caller(ctx, Access::Write)?;
-        effective_of(store, principal, scope, keys, Some(&origin(principal))).await
+        let scope = Scope::parse(scope)?;
+        let keys = parse_keys(keys)?;
+        let user_id = principal.user_id.as_str();
+        store
+            .reset(&origin(principal), user_id, &scope, keys.as_deref())
+            .await?;
+        effective_of(store, user_id, &scope, keys.as_deref()).await
     }
 
     /// Writes the value the setting had at `toVersion` (per its history) as a new version.
@@ -171,15 +171,13 @@ impl Mutation {
         user_id: Option<String>,
     ) -> Result<Setting> {
         let (principal, store) = caller(ctx, Access::Write)?;
-        let run = async {
-            let user_id = principal.acting_on(user_id.as_deref())?;
-            let key = Key::parse(key, "key")?;
-            let scope = Scope::parse(scope)?;
-            store
-                .revert(&origin(principal), user_id, &scope, &key, to_version)
-                .await
-        };
-        Ok(run.await.map_err(to_graphql_error)?.into())
+        let user_id = principal.acting_on(user_id.as_deref())?;
+        let key = Key::parse(key, "key")?;
+        let scope = Scope::parse(scope)?;
+        let setting = store
+            .revert(&origin(principal), user_id, &scope, &key, to_version)
+            .await?;
+        Ok(setting.into())
     }
 
     /// Sets the organisation default of a catalog key for every user at once; `null` removes it.
@@ -191,22 +189,20 @@ impl Mutation {
         value: Option<Json<Value>>,
     ) -> Result<SettingDefinition> {
         let (principal, store) = caller(ctx, Access::Write)?;
-        let run = async {
-            if !principal.is_admin() {
-                return Err(Error::Forbidden(
-                    "setting organisation defaults needs the admin role".into(),
-                ));
-            }
-            let key = Key::parse(key, "key")?;
-            let value = value.map(|json| json.0);
-            store
-                .set_org_default(&key, value.clone(), &principal.user_id)
-                .await?;
-            let definition = store.catalog().get(key.as_str()).ok_or_else(|| {
-                Error::internal(anyhow::anyhow!("catalog key `{}` vanished", key.as_str()))
-            })?;
-            Ok(SettingDefinition::new(definition, value))
-        };
-        run.await.map_err(to_graphql_error)
+        if !principal.is_admin() {
+            return Err(Error::Forbidden(
+                "setting organisation defaults needs the admin role".into(),
+            )
+            .into());
+        }
+        let key = Key::parse(key, "key")?;
+        let value = value.map(|json| json.0);
+        store
+            .set_org_default(&key, value.clone(), &principal.user_id)
+            .await?;
+        let definition = store.catalog().get(key.as_str()).ok_or_else(|| {
+            Error::internal(anyhow::anyhow!("catalog key `{}` vanished", key.as_str()))
+        })?;
+        Ok(SettingDefinition::new(definition, value))
     }
 }

@@ -8,14 +8,13 @@ use async_graphql::{
 use base64::Engine;
 
 use super::{
-    errors::{to_graphql_error, to_graphql_error_ref},
     loaders::{SettingId, SettingLoader},
     types::{EffectiveSetting, Setting, SettingChange, SettingDefinition, UserObject},
 };
 use crate::{
     auth::{Access, Principal},
     error::Error,
-    settings::{Key, Origin, Scope, Store},
+    settings::{Key, Scope, Store},
 };
 
 const MAX_HISTORY_PAGE: i32 = 100;
@@ -44,12 +43,10 @@ pub struct Query;
 /// The caller and the store, which the HTTP handler puts in every request's data.
 /// Also checks that the token's scopes allow `access`.
 pub(super) fn caller<'c>(ctx: &Context<'c>, access: Access) -> Result<(&'c Principal, &'c Store)> {
-    let principal = ctx.data_opt::<Principal>().ok_or_else(|| {
-        to_graphql_error(Error::internal(anyhow::anyhow!(
-            "no principal in the request"
-        )))
-    })?;
-    principal.require(access).map_err(to_graphql_error)?;
+    let principal = ctx
+        .data_opt::<Principal>()
+        .ok_or_else(|| Error::internal(anyhow::anyhow!("no principal in the request")))?;
+    principal.require(access)?;
     let store = ctx.data::<Arc<Store>>()?;
     Ok((principal, store.as_ref()))
 }
@@ -75,35 +72,19 @@ pub(super) async fn settings_of(
     scope: String,
     keys: Option<Vec<String>>,
 ) -> Result<Vec<Setting>> {
-    let run = async {
-        let scope = Scope::parse(scope)?;
-        let keys = parse_keys(keys)?;
-        store.list(user_id, &scope, keys.as_deref()).await
-    };
-    let settings = run.await.map_err(to_graphql_error)?;
+    let scope = Scope::parse(scope)?;
+    let keys = parse_keys(keys)?;
+    let settings = store.list(user_id, &scope, keys.as_deref()).await?;
     Ok(settings.into_iter().map(Setting::from).collect())
 }
 
-/// Effective values, after removing the user's own values first when resetting.
 pub(super) async fn effective_of(
     store: &Store,
-    principal: &Principal,
-    scope: String,
-    keys: Option<Vec<String>>,
-    reset_by: Option<&Origin>,
+    user_id: &str,
+    scope: &Scope,
+    keys: Option<&[Key]>,
 ) -> Result<Vec<EffectiveSetting>> {
-    let user_id = principal.user_id.as_str();
-    let run = async {
-        let scope = Scope::parse(scope)?;
-        let keys = parse_keys(keys)?;
-        if let Some(origin) = reset_by {
-            store
-                .reset(origin, user_id, &scope, keys.as_deref())
-                .await?;
-        }
-        store.effective(user_id, &scope, keys.as_deref()).await
-    };
-    let effective = run.await.map_err(to_graphql_error)?;
+    let effective = store.effective(user_id, scope, keys).await?;
     Ok(effective.into_iter().map(EffectiveSetting::from).collect())
 }
 
@@ -130,22 +111,22 @@ impl Query {
         let (principal, _) = caller(ctx, Access::Read)?;
         let id = SettingId {
             user_id: principal.user_id.clone(),
-            scope: Scope::parse(scope).map_err(to_graphql_error)?,
-            key: Key::parse(key, "key").map_err(to_graphql_error)?,
+            scope: Scope::parse(scope)?,
+            key: Key::parse(key, "key")?,
         };
         // Aliased `setting` fields of one request are read in one query.
         let loader = ctx.data::<Arc<DataLoader<SettingLoader>>>()?;
         let setting = loader
             .load_one(id)
             .await
-            .map_err(|err| to_graphql_error_ref(&err))?;
+            .map_err(|err| async_graphql::Error::from(err.as_ref()))?;
         Ok(setting.map(Setting::from))
     }
 
     /// Every key of the catalog, with its schema, defaults and description.
     async fn setting_definitions(&self, ctx: &Context<'_>) -> Result<Vec<SettingDefinition>> {
         let (_, store) = caller(ctx, Access::Read)?;
-        let mut org = store.org_defaults().await.map_err(to_graphql_error)?;
+        let mut org = store.org_defaults().await?;
         Ok(store
             .catalog()
             .definitions()
@@ -163,7 +144,9 @@ impl Query {
         keys: Option<Vec<String>>,
     ) -> Result<Vec<EffectiveSetting>> {
         let (principal, store) = caller(ctx, Access::Read)?;
-        effective_of(store, principal, scope, keys, None).await
+        let scope = Scope::parse(scope)?;
+        let keys = parse_keys(keys)?;
+        effective_of(store, &principal.user_id, &scope, keys.as_deref()).await
     }
 
     /// The changes of one setting, newest first, as a Relay connection: pass an edge's `cursor`
@@ -179,23 +162,21 @@ impl Query {
         user_id: Option<String>,
     ) -> Result<Connection<String, SettingChange>> {
         let (principal, store) = caller(ctx, Access::Read)?;
-        let run = async {
-            let user_id = principal.acting_on(user_id.as_deref())?;
-            let key = Key::parse(key, "key")?;
-            let scope = Scope::parse(scope)?;
-            if !(1..=MAX_HISTORY_PAGE).contains(&first) {
-                return Err(Error::bad_input(
-                    "first",
-                    "range",
-                    format!("first must be between 1 and {MAX_HISTORY_PAGE}"),
-                ));
-            }
-            let before = after.as_deref().map(decode_cursor).transpose()?;
-            store
-                .history(user_id, &scope, &key, first as u64, before)
-                .await
-        };
-        let (entries, more) = run.await.map_err(to_graphql_error)?;
+        let user_id = principal.acting_on(user_id.as_deref())?;
+        let key = Key::parse(key, "key")?;
+        let scope = Scope::parse(scope)?;
+        if !(1..=MAX_HISTORY_PAGE).contains(&first) {
+            return Err(Error::bad_input(
+                "first",
+                "range",
+                format!("first must be between 1 and {MAX_HISTORY_PAGE}"),
+            )
+            .into());
+        }
+        let before = after.as_deref().map(decode_cursor).transpose()?;
+        let (entries, more) = store
+            .history(user_id, &scope, &key, first as u64, before)
+            .await?;
         let mut connection = Connection::new(after.is_some(), more);
         connection.edges.extend(
             entries
@@ -208,10 +189,6 @@ impl Query {
     /// The caller.
     async fn me(&self, ctx: &Context<'_>) -> Result<UserObject> {
         let (principal, store) = caller(ctx, Access::Read)?;
-        let user = store
-            .user(&principal.user_id)
-            .await
-            .map_err(to_graphql_error)?;
-        Ok(UserObject(user))
+        Ok(UserObject(store.user(&principal.user_id).await?))
     }
 }

@@ -5,7 +5,6 @@ use futures_util::{Stream, stream};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{
-    errors::to_graphql_error,
     query::{caller, parse_keys},
     types::{ChangeKind, DateTime, Setting},
 };
@@ -63,8 +62,8 @@ impl Subscription {
         keys: Option<Vec<String>>,
     ) -> Result<impl Stream<Item = Result<SettingEvent>> + use<>> {
         let (principal, store) = caller(ctx, Access::Read)?;
-        let scope = Scope::parse(scope).map_err(to_graphql_error)?;
-        let keys = parse_keys(keys).map_err(to_graphql_error)?;
+        let scope = Scope::parse(scope)?;
+        let keys = parse_keys(keys)?;
         let user_id = principal.user_id.clone();
         let wanted = move |change: &ChangeEvent| {
             change.user_id == user_id
@@ -92,7 +91,7 @@ impl Subscription {
                                 ),
                                 current_version: None,
                             };
-                            return Some((Err(to_graphql_error(err)), None));
+                            return Some((Err(err.into()), None));
                         }
                         Err(RecvError::Closed) => return None,
                     }

@@ -95,6 +95,7 @@ impl UserObject {
 
 /// Where an effective value comes from, lowest layer first.
 #[derive(async_graphql::Enum, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "settings::Source")]
 pub enum SettingSource {
     /// The catalog's default.
     Default,
@@ -104,17 +105,6 @@ pub enum SettingSource {
     User,
     /// The user's value in the requested scope.
     Scope,
-}
-
-impl From<settings::Source> for SettingSource {
-    fn from(source: settings::Source) -> Self {
-        match source {
-            settings::Source::Default => SettingSource::Default,
-            settings::Source::Org => SettingSource::Org,
-            settings::Source::User => SettingSource::User,
-            settings::Source::Scope => SettingSource::Scope,
-        }
-    }
 }
 
 /// The value that applies for a key once every layer is considered.
@@ -168,6 +158,7 @@ impl SettingDefinition {
 
 /// What a change did.
 #[derive(async_graphql::Enum, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "settings::ChangeKind")]
 pub enum ChangeKind {
     Create,
     Update,
@@ -176,18 +167,6 @@ pub enum ChangeKind {
     Reset,
     /// Written by `revertSetting`.
     Revert,
-}
-
-impl From<settings::ChangeKind> for ChangeKind {
-    fn from(kind: settings::ChangeKind) -> Self {
-        match kind {
-            settings::ChangeKind::Create => ChangeKind::Create,
-            settings::ChangeKind::Update => ChangeKind::Update,
-            settings::ChangeKind::Delete => ChangeKind::Delete,
-            settings::ChangeKind::Reset => ChangeKind::Reset,
-            settings::ChangeKind::Revert => ChangeKind::Revert,
-        }
-    }
 }
 
 /// One change of a setting.

@@ -11,10 +11,13 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use super::{errors::to_graphql_error, graphiql};
-use crate::{auth::Principal, startup::AppState};
+use super::{GraphqlState, graphiql};
+use crate::auth::Principal;
 
-pub async fn graphiql_or_websocket(State(state): State<AppState>, request: Request) -> Response {
+pub async fn graphiql_or_websocket(
+    State(state): State<GraphqlState>,
+    request: Request,
+) -> Response {
     if !is_websocket_upgrade(request.headers()) {
         return graphiql::graphiql(State(state)).await.into_response();
     }
@@ -29,15 +32,14 @@ pub async fn graphiql_or_websocket(State(state): State<AppState>, request: Reque
     };
     // A token sent with the upgrade must be valid; without one, `connection_init` brings it.
     let from_header = match parts.headers.contains_key(header::AUTHORIZATION) {
-        true => match state.verifier.verify_headers(&parts.headers) {
+        true => match state.auth.verify_headers(&parts.headers) {
             Ok(principal) => Some(principal),
             Err(err) => return super::http::error_response(err),
         },
         false => None,
     };
     let schema = state.schema.clone();
-    let verifier = state.verifier.clone();
-    let store = state.store.clone();
+    let auth = state.auth.clone();
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| {
@@ -45,17 +47,9 @@ pub async fn graphiql_or_websocket(State(state): State<AppState>, request: Reque
                 .on_connection_init(move |payload| async move {
                     let principal = match from_header {
                         Some(principal) => principal,
-                        None => {
-                            let headers = payload_headers(&payload);
-                            verifier
-                                .verify_headers(&headers)
-                                .map_err(to_graphql_error)?
-                        }
+                        None => auth.verify_headers(&payload_headers(&payload))?,
                     };
-                    store
-                        .ensure_user(&principal)
-                        .await
-                        .map_err(to_graphql_error)?;
+                    auth.admit(&principal).await?;
                     let mut data = Data::default();
                     data.insert::<Principal>(principal);
                     Ok(data)

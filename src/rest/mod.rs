@@ -1,16 +1,21 @@
-//! The legacy REST contracts, mounted beside GraphQL. Each module keeps one existing API's paths,
-//! status codes, bodies and error envelopes, and only translates between that envelope and the
-//! settings domain. What they share lives here: reading the body without ever letting a
+//! The legacy REST contracts, mounted beside GraphQL. Each `cNNN_*` module keeps one existing
+//! API's paths, status codes, bodies and error envelopes (the contract of the same number in
+//! the README), and only translates between that envelope and the settings domain. What they
+//! share is here and in `envelope.rs` and `routes.rs`: reading the body without ever letting a
 //! framework rejection reach a client, authentication, entity tags and preconditions, and one
 //! classification of failures that every envelope renders in its own shape.
 
-mod account_settings;
-mod me_settings;
+mod c000_per_key;
+mod c001_partial;
+mod c002_preferences;
+mod c003_typed;
+mod c004_sparse;
+mod envelope;
 pub mod openapi;
-mod preferences;
-mod settings_user;
+mod routes;
 mod typed;
-mod user_settings;
+
+use std::sync::Arc;
 
 use axum::{
     Router,
@@ -20,187 +25,50 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
 use serde_json::Value;
 
+use envelope::Failure;
+
 use crate::{
-    auth::{self, Access, Principal},
-    error::{Error, Violation},
-    settings::{DocumentCheck, Key},
-    startup::AppState,
+    app::{AppState, BodyLimit},
+    auth::{Access, Authenticator, Principal},
+    error::Error,
+    settings::{DocumentCheck, Key, Origin, Preconditions, Scope, Store},
+    telemetry,
 };
 
-/// Every legacy route, each with its contract's fallback for unsupported methods.
+/// What the REST handlers use.
+#[derive(Clone)]
+pub struct RestState {
+    pub auth: Authenticator,
+    pub store: Arc<Store>,
+    pub body_limit: BodyLimit,
+}
+
+/// Every legacy route, each with its contract's answers for unsupported methods and for the
+/// paths below its routes.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .merge(me_settings::router())
-        .merge(settings_user::router())
-        .merge(preferences::router())
-        .merge(user_settings::router())
-        .merge(account_settings::router())
+        .merge(c000_per_key::router())
+        .merge(c001_partial::router())
+        .merge(c002_preferences::router())
+        .merge(c003_typed::router())
+        .merge(c004_sparse::router())
 }
 
-/// Answers `paths` (below a contract's routes, naming nothing) with a 404 that the contract's
-/// `render` puts in its own envelope.
-fn not_found_at<E>(
-    mut router: Router<AppState>,
-    paths: &[String],
-    render: fn(Failure) -> E,
-) -> Router<AppState>
-where
-    E: IntoResponse + Send + 'static,
-{
-    for path in paths {
-        router = router.route(
-            path,
-            axum::routing::any(move || async move {
-                render(Error::NotFound("no such resource".into()).into())
-            }),
-        );
-    }
-    router
-}
-
-/// Why a REST request failed: a domain error, or a problem with the HTTP request itself.
-#[derive(Debug)]
-pub(crate) enum Failure {
-    Domain(Error),
-    /// A contract's own validation of a body, which reports every problem at once.
-    Invalid(Vec<Violation>),
-    UnsupportedMediaType,
-    MethodNotAllowed {
-        allow: &'static str,
-    },
-}
-
-impl From<Error> for Failure {
-    fn from(err: Error) -> Self {
-        Failure::Domain(err)
-    }
-}
-
-/// What a failure means to a client, for an envelope to render: the status, a message that is
-/// safe to show, the rule broken (for bad input) and, for server-side failures, the correlation
-/// id under which the cause was logged.
-pub(crate) struct Problem {
-    pub status: StatusCode,
-    pub kind: Kind,
-    pub message: String,
-    /// What is wrong with the input, for bad input; at least one then.
-    pub violations: Vec<Violation>,
-    pub correlation_id: Option<String>,
-    allow: Option<&'static str>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Kind {
-    Unauthenticated,
-    Forbidden,
-    BadInput,
-    NotFound,
-    Conflict,
-    PreconditionFailed,
-    PayloadTooLarge,
-    UnsupportedMediaType,
-    MethodNotAllowed,
-    Unavailable,
-    Internal,
-}
-
-impl Problem {
-    /// Classifies a failure. `precondition` is the status a contract uses for a stale
-    /// `If-Match` (412 unless its document names another). Logs server-side causes once.
-    pub fn new(failure: Failure, precondition: StatusCode) -> Self {
-        let correlation_id = match &failure {
-            Failure::Domain(err) => err.log_if_server_side(),
-            _ => None,
-        };
-        let (status, kind, message, violations, allow) = match failure {
-            Failure::Invalid(violations) => (
-                StatusCode::BAD_REQUEST,
-                Kind::BadInput,
-                violations
-                    .iter()
-                    .map(|v| v.message.as_str())
-                    .collect::<Vec<_>>()
-                    .join("; "),
-                violations,
-                None,
-            ),
-            Failure::UnsupportedMediaType => (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                Kind::UnsupportedMediaType,
-                "the request body must be JSON, sent with `Content-Type: application/json`".into(),
-                Vec::new(),
-                None,
-            ),
-            Failure::MethodNotAllowed { allow } => (
-                StatusCode::METHOD_NOT_ALLOWED,
-                Kind::MethodNotAllowed,
-                format!("this route supports {allow}"),
-                Vec::new(),
-                Some(allow),
-            ),
-            Failure::Domain(err) => {
-                let message = match (&err, &correlation_id) {
-                    (Error::Unavailable(_), Some(id)) => {
-                        format!("the database is unavailable; retry later (correlation id {id})")
-                    }
-                    (Error::Internal(_), Some(id)) => {
-                        format!("internal error (correlation id {id})")
-                    }
-                    _ => err.to_string(),
-                };
-                let (status, kind) = match &err {
-                    Error::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, Kind::Unauthenticated),
-                    Error::Forbidden(_) => (StatusCode::FORBIDDEN, Kind::Forbidden),
-                    Error::BadInput(_) => (StatusCode::BAD_REQUEST, Kind::BadInput),
-                    Error::NotFound(_) => (StatusCode::NOT_FOUND, Kind::NotFound),
-                    Error::Conflict { .. } => (StatusCode::CONFLICT, Kind::Conflict),
-                    Error::PreconditionFailed { .. } => (precondition, Kind::PreconditionFailed),
-                    Error::PayloadTooLarge { .. } => {
-                        (StatusCode::PAYLOAD_TOO_LARGE, Kind::PayloadTooLarge)
-                    }
-                    Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, Kind::Unavailable),
-                    Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, Kind::Internal),
-                };
-                let violations = match err {
-                    Error::BadInput(violation) => vec![violation],
-                    _ => Vec::new(),
-                };
-                (status, kind, message, violations, None)
-            }
-        };
-        Problem {
-            status,
-            kind,
-            message,
-            violations,
-            correlation_id,
-            allow,
-        }
-    }
-
-    /// The response: the envelope's body under this problem's status and headers.
-    pub fn respond(&self, body: impl serde::Serialize) -> Response {
-        let mut response = (self.status, axum::Json(body)).into_response();
-        let headers = response.headers_mut();
-        if let Some(allow) = self.allow {
-            headers.insert(header::ALLOW, HeaderValue::from_static(allow));
-        }
-        if self.kind == Kind::Unauthenticated {
-            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
-        response
-    }
+/// Who writes through `route`, for the history.
+pub(crate) fn origin(principal: &Principal, route: &'static str) -> Origin {
+    Origin::new(&principal.user_id, route, telemetry::correlation_id())
 }
 
 /// The caller, allowed to do `access`.
 pub(crate) async fn principal(
-    state: &AppState,
+    state: &RestState,
     headers: &HeaderMap,
     access: Access,
 ) -> Result<Principal, Failure> {
-    let principal = auth::authenticate(state, headers).await?;
+    let principal = state.auth.authenticate(headers).await?;
     principal.require(access)?;
     Ok(principal)
 }
@@ -208,34 +76,15 @@ pub(crate) async fn principal(
 /// The request body as JSON. The body must be declared as JSON (`application/json`, or any
 /// `application/*+json`), within the body limit, and well-formed.
 pub(crate) fn json_body(
-    state: &AppState,
+    state: &RestState,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Value, Failure> {
-    let body = read_body(state, body)?;
+    let body = state.body_limit.read(body)?;
     if !declares_json(headers) {
         return Err(Failure::UnsupportedMediaType);
     }
     parse_json(&body)
-}
-
-/// The body's bytes, or the failure that stopped reading them (413 past the body limit).
-pub(crate) fn read_body(
-    state: &AppState,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Bytes, Failure> {
-    match body {
-        Ok(body) => Ok(body),
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            let limit = state.config.limits.max_body_bytes;
-            Err(Error::PayloadTooLarge {
-                message: format!("the request body is larger than {limit} bytes"),
-                limit,
-            }
-            .into())
-        }
-        Err(rejection) => Err(Error::bad_input("body", "readable", rejection.body_text()).into()),
-    }
 }
 
 pub(crate) fn declares_json(headers: &HeaderMap) -> bool {
@@ -262,11 +111,6 @@ pub(crate) fn parse_json(body: &[u8]) -> Result<Value, Failure> {
     serde_json::from_slice(body).map_err(|err| {
         Error::bad_input("body", "json", format!("the body is not valid JSON: {err}")).into()
     })
-}
-
-/// A failure for a request whose method the route does not support.
-pub(crate) fn method_not_allowed(allow: &'static str) -> Failure {
-    Failure::MethodNotAllowed { allow }
 }
 
 /// Timestamps as the legacy contracts write them: UTC, milliseconds, `Z`.
@@ -319,18 +163,14 @@ fn condition(headers: &HeaderMap, name: header::HeaderName) -> Result<Option<Con
     }))
 }
 
-/// The strong entity tag of one setting version.
-pub(crate) fn version_etag(version: i32) -> HeaderValue {
-    HeaderValue::from_str(&format!("\"{version}\"")).expect("digits are a valid header value")
-}
-
-/// The strong entity tag of a document made of several settings (see `document_tag`).
-pub(crate) fn document_etag(tag: &str) -> HeaderValue {
-    HeaderValue::from_str(&format!("\"{tag}\"")).expect("hex is a valid header value")
+/// The strong entity tag whose opaque part is `tag`: a version, or a document's tag.
+pub(crate) fn etag(tag: &str) -> Result<HeaderValue, Failure> {
+    HeaderValue::from_str(&format!("\"{tag}\""))
+        .map_err(|err| Error::internal(anyhow::anyhow!("entity tag `{tag}`: {err}")).into())
 }
 
 /// Whether a GET may answer 304: the client's `If-None-Match` names the current tag.
-pub(crate) fn not_modified(condition: Option<&Condition>, current: &str) -> bool {
+fn not_modified(condition: Option<&Condition>, current: &str) -> bool {
     match condition {
         Some(Condition::Any) => true,
         Some(Condition::Tag(tag)) => tag == current,
@@ -338,9 +178,45 @@ pub(crate) fn not_modified(condition: Option<&Condition>, current: &str) -> bool
     }
 }
 
-/// The 304 answer: no body, the current tag.
-pub(crate) fn not_modified_response(etag: HeaderValue) -> Response {
-    (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response()
+/// A tagged read: 304 with the tag and no body when `cached` (the request's `If-None-Match`)
+/// names `tag`, otherwise the body that `body` makes, with `ETag`.
+pub(crate) fn tagged_read<T: Serialize>(
+    cached: Option<&Condition>,
+    tag: &str,
+    body: impl FnOnce() -> T,
+) -> Result<Response, Failure> {
+    let etag = etag(tag)?;
+    if not_modified(cached, tag) {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    Ok(([(header::ETAG, etag)], axum::Json(body())).into_response())
+}
+
+/// Applies a merge patch of keys to `scope`, guarded by the request's `If-Match` on the whole
+/// scope's document (the tag its GET served).
+pub(crate) async fn patch_scope(
+    state: &RestState,
+    headers: &HeaderMap,
+    principal: &Principal,
+    route: &'static str,
+    scope: &Scope,
+    patch: Value,
+) -> Result<(), Failure> {
+    let preconditions = Preconditions {
+        versions: Default::default(),
+        document: document_check(if_match(headers)?, None)?,
+    };
+    state
+        .store
+        .apply_patch(
+            &origin(principal, route),
+            &principal.user_id,
+            scope,
+            patch,
+            &preconditions,
+        )
+        .await?;
+    Ok(())
 }
 
 /// `If-Match` on a document made of `keys` (`None`: every key of the scope). `*` always holds:

@@ -12,7 +12,7 @@ use utoipa::{
     openapi::security::{Http, HttpAuthScheme, SecurityScheme},
 };
 
-use super::{account_settings, me_settings, preferences, settings_user, user_settings};
+use super::{c000_per_key, c001_partial, c002_preferences, c003_typed, c004_sparse};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -24,18 +24,18 @@ use super::{account_settings, me_settings, preferences, settings_user, user_sett
                        settings as the GraphQL API at /graphql."
     ),
     paths(
-        me_settings::list,
-        me_settings::read,
-        me_settings::put,
-        me_settings::delete,
-        settings_user::read,
-        settings_user::update,
-        preferences::read,
-        preferences::update,
-        user_settings::read,
-        user_settings::update,
-        account_settings::read,
-        account_settings::update,
+        c000_per_key::list,
+        c000_per_key::read,
+        c000_per_key::put,
+        c000_per_key::delete,
+        c001_partial::read,
+        c001_partial::update,
+        c002_preferences::read,
+        c002_preferences::update,
+        c003_typed::read,
+        c003_typed::update,
+        c004_sparse::read,
+        c004_sparse::update,
     ),
     modifiers(&BearerSchemes)
 )]

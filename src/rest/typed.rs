@@ -1,6 +1,6 @@
 //! What the two typed contracts (003 and 004) share: a fixed set of fields, each a setting of
 //! the default scope, validated as the contract's own request type before the catalog sees it,
-//! and read back as one document with defaults filled in.
+//! and read back as one document with defaults filled in; and the GET and PATCH that serve it.
 
 use std::borrow::Cow;
 
@@ -8,12 +8,73 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::{Condition, Failure, document_check};
-use crate::{
-    error::{Error, Violation},
-    settings::{Key, Origin, Preconditions, Scope, User, document_tag, short_hex, stale_document},
-    startup::AppState,
+use axum::{
+    http::{HeaderMap, header},
+    response::{IntoResponse, Response},
 };
+use serde::Serialize;
+
+use super::{
+    Condition, RestState, document_check,
+    envelope::{ApiError, Envelope, Failure},
+    etag, if_match, if_none_match, origin, principal, tagged_read,
+};
+use crate::{
+    auth::{Access, Principal},
+    error::{Error, Violation},
+    settings::{Key, Preconditions, Scope, User, document_tag, short_hex, stale_document},
+};
+
+/// A typed contract: its fields and the body that its GET and PATCH answer with.
+pub(crate) trait TypedContract: Envelope {
+    const FIELDS: &'static [Field];
+    /// The PATCH route, as the history names it.
+    const PATCH_ROUTE: &'static str;
+    type Body: Serialize;
+
+    fn body(document: &Document) -> Self::Body;
+
+    /// What the contract does once a PATCH has written something, before the fresh read.
+    fn after_write(_principal: &Principal) {}
+}
+
+/// The GET: the document with its tag, or 304 when `If-None-Match` names the tag.
+pub(crate) async fn get<C: TypedContract>(
+    state: &RestState,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError<C>> {
+    let principal = principal(state, headers, Access::Read).await?;
+    let cached = if_none_match(headers)?;
+    let document = read(state, &principal.user_id, C::FIELDS).await?;
+    Ok(tagged_read(cached.as_ref(), &document.tag, || {
+        C::body(&document)
+    })?)
+}
+
+/// The PATCH, given its validated fields: writes them under the request's `If-Match`, then
+/// answers the fresh document with its tag.
+pub(crate) async fn patch<C: TypedContract>(
+    state: &RestState,
+    headers: &HeaderMap,
+    principal: &Principal,
+    update: Map<String, Value>,
+) -> Result<Response, ApiError<C>> {
+    let written = write(
+        state,
+        principal,
+        C::PATCH_ROUTE,
+        C::FIELDS,
+        update,
+        if_match(headers)?,
+    )
+    .await?;
+    if written {
+        C::after_write(principal);
+    }
+    let document = read(state, &principal.user_id, C::FIELDS).await?;
+    let body = axum::Json(C::body(&document));
+    Ok(([(header::ETAG, etag(&document.tag)?)], body).into_response())
+}
 
 /// The type a contract gives one of its fields.
 #[derive(Clone, Copy, Debug)]
@@ -23,18 +84,30 @@ pub(crate) enum FieldType {
     OneOf(&'static [&'static str]),
 }
 
-#[derive(Clone, Copy, Debug)]
+/// A field of a contract: a setting key of the default scope, and its type.
+#[derive(Clone, Debug)]
 pub(crate) struct Field {
-    pub name: &'static str,
+    pub key: Key,
     pub kind: FieldType,
 }
 
+impl Field {
+    /// A field named in the code; a name that is not a valid key fails the build.
+    pub const fn new(name: &'static str, kind: FieldType) -> Self {
+        Field {
+            key: Key::from_static(name),
+            kind,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        self.key.as_str()
+    }
+}
+
 /// A contract's fields, as setting keys.
-pub(crate) fn keys(fields: &[Field]) -> Vec<Key> {
-    fields
-        .iter()
-        .map(|field| Key::parse(field.name, "key").expect("contract field names are valid keys"))
-        .collect()
+fn keys(fields: &[Field]) -> Vec<Key> {
+    fields.iter().map(|field| field.key.clone()).collect()
 }
 
 /// Checks a sparse update: a JSON object whose members are fields of the contract, each of its
@@ -50,7 +123,7 @@ pub(crate) fn validate(fields: &[Field], body: Value) -> Result<Map<String, Valu
     };
     let mut problems = Vec::new();
     for (name, value) in &members {
-        let Some(field) = fields.iter().find(|field| field.name == name) else {
+        let Some(field) = fields.iter().find(|field| field.name() == name) else {
             problems.push(violation(
                 name,
                 "whitelist",
@@ -111,7 +184,7 @@ fn violation(field: &str, rule: &'static str, message: String) -> Violation {
 pub(crate) struct Document {
     pub user: User,
     /// Every field, in the contract's order, with catalog and organisation defaults filled in.
-    pub values: Vec<(&'static str, Value)>,
+    pub values: Vec<(Key, Value)>,
     /// When the first of the stored fields was created; the user's creation without any.
     pub created_at: DateTime<Utc>,
     /// When the last of the stored fields changed; the user's creation without any.
@@ -127,17 +200,13 @@ impl Document {
     pub fn value(&self, name: &str) -> Value {
         self.values
             .iter()
-            .find(|(field, _)| *field == name)
+            .find(|(field, _)| field.as_str() == name)
             .map(|(_, value)| value.clone())
             .unwrap_or(Value::Null)
     }
 }
 
-pub(crate) async fn read(
-    state: &AppState,
-    user_id: &str,
-    fields: &[Field],
-) -> Result<Document, Error> {
+async fn read(state: &RestState, user_id: &str, fields: &[Field]) -> Result<Document, Error> {
     let user = state.store.user(user_id).await?;
     let effective = state
         .store
@@ -165,10 +234,10 @@ pub(crate) async fn read(
         .map(|field| {
             let value = effective
                 .iter()
-                .find(|e| e.key == field.name)
+                .find(|e| e.key == field.name())
                 .map(|e| e.value.clone())
                 .unwrap_or(Value::Null);
-            (field.name, value)
+            (field.key.clone(), value)
         })
         .collect();
     Ok(Document {
@@ -199,14 +268,15 @@ fn with_defaults<'a>(
 
 /// Applies a validated sparse update in one transaction, checking `If-Match` against the tag
 /// of the contract's fields. Writes nothing when the update is empty; says whether it wrote.
-pub(crate) async fn write(
-    state: &AppState,
-    user_id: &str,
+async fn write(
+    state: &RestState,
+    principal: &Principal,
     route: &'static str,
     fields: &[Field],
     update: Map<String, Value>,
     condition: Option<Condition>,
 ) -> Result<bool, Error> {
+    let user_id = principal.user_id.as_str();
     let keys = keys(fields);
     // The tag also covers defaults, which no row lock protects: check it against a fresh read
     // first, then have the write check the stored fields' part under its locks.
@@ -231,7 +301,7 @@ pub(crate) async fn write(
     state
         .store
         .apply_patch(
-            &Origin::new(user_id, route),
+            &origin(principal, route),
             user_id,
             &Scope::default(),
             Value::Object(update),

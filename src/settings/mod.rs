@@ -1,20 +1,26 @@
-//! The settings domain: validated inputs, RFC 7386 merge patch, and the store (all SQL is here).
+//! The settings domain: validated inputs, RFC 7386 merge patch, the write planner, and the
+//! store (all SQL is here).
 
 mod events;
 mod history;
 mod merge;
+mod model;
 mod names;
+mod plan;
+mod read;
+mod replace_one;
 mod store;
+mod tags;
 mod value;
 mod write;
 
 pub use events::ChangeEvent;
 pub use history::{HistoryEntry, Retention};
 pub use merge::merge_patch;
+pub use model::{ChangeKind, Expect, Origin, Setting, User};
 pub use names::{Key, Scope};
-pub use store::{Effective, Setting, Source, Store, User, connect as store_connect};
+pub use read::{Effective, Source};
+pub use store::{Store, connect as store_connect};
+pub use tags::{DocumentCheck, document_tag, short_hex, stale_document};
 pub use value::ValueLimits;
-pub use write::{
-    ChangeKind, DocumentCheck, Expect, LOCALE_KEY, Origin, Outcome, Preconditions, document_tag,
-    short_hex, stale_document,
-};
+pub use write::Preconditions;

@@ -1,12 +1,14 @@
 //! Setting keys and scopes: validated once at the edge, then trusted.
 
+use std::borrow::Cow;
+
 use crate::error::Error;
 
 pub const MAX_NAME_CHARS: usize = 255;
 
 /// A setting key: 1 to 255 characters, none of them a control character.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Key(String);
+pub struct Key(Cow<'static, str>);
 
 /// A settings scope: like a key, but empty is allowed and means the default scope.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
@@ -24,16 +26,43 @@ impl Key {
             ));
         }
         check_name(&raw, field, "setting key")?;
-        Ok(Key(raw))
+        Ok(Key(Cow::Owned(raw)))
+    }
+
+    /// A key named in the code, such as a contract's field. Used in a `const`, a name that breaks
+    /// the rules of [`Key::parse`] fails the build, so requests never check it again.
+    pub const fn from_static(name: &'static str) -> Self {
+        assert!(is_valid_static_key(name), "not a valid setting key");
+        Key(Cow::Borrowed(name))
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
 
-    pub fn into_string(self) -> String {
-        self.0
+/// [`Key::parse`]'s rules, in a form the compiler can evaluate: non-empty, at most
+/// [`MAX_NAME_CHARS`] characters, and no control character (C0, DEL, or C1, which UTF-8 writes as
+/// 0xC2 followed by 0x80 to 0x9F).
+const fn is_valid_static_key(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let mut chars = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let byte = bytes[i];
+        if byte < 0x20 || byte == 0x7f {
+            return false;
+        }
+        if byte == 0xc2 && i + 1 < bytes.len() && bytes[i + 1] >= 0x80 && bytes[i + 1] <= 0x9f {
+            return false;
+        }
+        // Continuation bytes do not start a character.
+        if byte & 0xc0 != 0x80 {
+            chars += 1;
+        }
+        i += 1;
     }
+    chars > 0 && chars <= MAX_NAME_CHARS
 }
 
 impl Scope {
@@ -109,6 +138,29 @@ mod tests {
                 "{key:?}"
             );
         }
+    }
+
+    #[test]
+    fn keys_named_in_code_follow_the_rules_of_parse() {
+        let named = ["theme", "ключ", "é", &"k".repeat(255)];
+        for name in named {
+            assert!(is_valid_static_key(name), "{name:?}");
+            assert!(Key::parse(name, "key").is_ok(), "{name:?}");
+        }
+        let broken = [
+            "",
+            "a\nb",
+            "nul\0",
+            "del\u{7f}",
+            "c1\u{85}",
+            &"é".repeat(256),
+        ];
+        for name in broken {
+            assert!(!is_valid_static_key(name), "{name:?}");
+            assert!(Key::parse(name, "key").is_err(), "{name:?}");
+        }
+        const THEME: Key = Key::from_static("theme");
+        assert_eq!(THEME, Key::parse("theme", "key").unwrap());
     }
 
     #[test]

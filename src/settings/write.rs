@@ -1,56 +1,30 @@
-//! Every change of settings goes through one path: lock the rows, check expected versions,
-//! apply the change, write, and append one history row per changed key, in one transaction.
-//! On PostgreSQL, replacing one key without preconditions takes the same steps in one statement.
+//! Every change of settings goes through one path: lock the rows, let the planner decide the
+//! change, write it and append one history row per changed key, in one transaction; then tell
+//! subscribers. On PostgreSQL, replacing one stored key takes the same steps in one statement
+//! (`replace_one.rs`).
 
 use std::{collections::HashMap, sync::Arc};
 
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, QueryTrait, Statement, TransactionTrait,
+    ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    QueryTrait, TransactionTrait,
     prelude::Expr,
     sea_query::{Alias, ExprTrait, OnConflict},
 };
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use super::{
-    ChangeEvent, Key, Scope, Setting, Store, merge_patch,
+    ChangeEvent, ChangeKind, Expect, Key, Origin, Scope, Setting, Store,
+    model::Outcome,
+    plan::{self, Change, Kinds, LocaleMirror, Op, Plan, Target},
     store::{now, of_user},
+    tags::DocumentCheck,
 };
 use crate::{
-    entity::{setting, setting_change, user},
+    entity::{org_default, setting, setting_change, user},
     error::{Error, Result},
 };
-
-/// Who changes settings, and through which interface; recorded in the history.
-#[derive(Clone, Debug)]
-pub struct Origin {
-    /// The token's `sub`; differs from the settings' user when an administrator acts.
-    pub actor: String,
-    /// `graphql`, or the legacy route, such as `PUT /api/v1/users/me/settings/{key}`.
-    pub interface: &'static str,
-}
-
-impl Origin {
-    pub fn new(actor: impl Into<String>, interface: &'static str) -> Self {
-        Origin {
-            actor: actor.into(),
-            interface,
-        }
-    }
-}
-
-/// A precondition on the version a setting has before a write.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Expect {
-    /// The setting exists at exactly this version.
-    Version(i32),
-    /// The setting exists, at any version (`If-Match: *`).
-    Present,
-    /// The setting does not exist (create only).
-    Absent,
-}
 
 /// What a patch requires of the stored settings before it applies; nothing is written when a
 /// precondition does not hold.
@@ -60,133 +34,6 @@ pub struct Preconditions {
     pub versions: HashMap<String, i32>,
     /// The tag of a set of settings the client last read, such as a REST `If-Match`.
     pub document: Option<DocumentCheck>,
-}
-
-/// A set of settings, named by the tag [`document_tag`] gave it when the client read it.
-#[derive(Clone, Debug)]
-pub struct DocumentCheck {
-    /// The keys the tag covers; `None` is every key of the scope.
-    pub keys: Option<Vec<Key>>,
-    pub tag: String,
-}
-
-impl DocumentCheck {
-    fn covers(&self, key: &str) -> bool {
-        self.keys
-            .as_ref()
-            .is_none_or(|keys| keys.iter().any(|k| k.as_str() == key))
-    }
-}
-
-/// A tag of a set of settings that changes whenever one of them is written, created or removed:
-/// a digest of the keys and versions, in hex. REST routes serve it as the `ETag` of a document.
-pub fn document_tag<'a>(settings: impl IntoIterator<Item = (&'a str, i32)>) -> String {
-    let mut entries: Vec<(&str, i32)> = settings.into_iter().collect();
-    entries.sort_unstable();
-    let mut digest = Sha256::new();
-    for (key, version) in entries {
-        digest.update(key.as_bytes());
-        digest.update([0]);
-        digest.update(version.to_be_bytes());
-    }
-    short_hex(digest)
-}
-
-/// A write's `If-Match` names a tag the settings no longer have.
-pub fn stale_document() -> Error {
-    Error::PreconditionFailed {
-        message: "the settings changed since they were read: the ETag no longer matches; read \
-                  them again"
-            .into(),
-        current_version: None,
-    }
-}
-
-/// The first 12 bytes of a digest, in hex: enough to tell documents apart.
-pub fn short_hex(digest: Sha256) -> String {
-    digest.finalize()[..12]
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
-}
-
-/// The setting whose value the users table mirrors in its legacy `locale` column.
-pub const LOCALE_KEY: &str = "locale";
-/// The width of that column.
-const LOCALE_MIRROR_CHARS: usize = 10;
-
-/// What a history row records.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ChangeKind {
-    Create,
-    Update,
-    Delete,
-    Reset,
-    Revert,
-}
-
-impl ChangeKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ChangeKind::Create => "create",
-            ChangeKind::Update => "update",
-            ChangeKind::Delete => "delete",
-            ChangeKind::Reset => "reset",
-            ChangeKind::Revert => "revert",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        [
-            Self::Create,
-            Self::Update,
-            Self::Delete,
-            Self::Reset,
-            Self::Revert,
-        ]
-        .into_iter()
-        .find(|kind| kind.as_str() == text)
-    }
-}
-
-enum Change {
-    Replace(Value),
-    Merge(Value),
-    Remove,
-}
-
-struct Op {
-    key: Key,
-    change: Change,
-    expect: Option<Expect>,
-}
-
-/// Which keys a write touches.
-enum Target {
-    Keys(Vec<Op>),
-    /// Every key the user has in the scope, removed.
-    WholeScope,
-}
-
-/// How the history names the changes of one write.
-#[derive(Clone, Copy)]
-struct Kinds {
-    /// For a value written; `None` means create or update as it happens.
-    write: Option<ChangeKind>,
-    removal: ChangeKind,
-}
-
-const PLAIN: Kinds = Kinds {
-    write: None,
-    removal: ChangeKind::Delete,
-};
-
-/// What one write did to one key.
-#[derive(Clone, Debug)]
-pub struct Outcome {
-    pub key: String,
-    pub before: Option<Setting>,
-    pub after: Option<Setting>,
 }
 
 /// The columns of a setting's primary key, which every upsert conflicts on.
@@ -199,7 +46,7 @@ const PRIMARY_KEY: [setting::Column; 3] = [
 /// How often a write is retried when another writer created one of its keys meanwhile.
 const WRITE_ATTEMPTS: usize = 5;
 
-enum WriteError {
+pub(super) enum WriteError {
     /// Another writer created one of the keys after it was read.
     Raced,
     Failed(Error),
@@ -209,6 +56,16 @@ impl<E: Into<Error>> From<E> for WriteError {
     fn from(err: E) -> Self {
         WriteError::Failed(err.into())
     }
+}
+
+/// One write as the runner receives it.
+pub(super) struct Write<'a> {
+    pub origin: &'a Origin,
+    pub user_id: &'a str,
+    pub scope: &'a Scope,
+    pub target: Target,
+    pub kinds: Kinds,
+    pub document: Option<&'a DocumentCheck>,
 }
 
 impl Store {
@@ -229,7 +86,7 @@ impl Store {
             expect,
         };
         let outcome = self
-            .write(origin, user_id, scope, Target::Keys(vec![op]), PLAIN, None)
+            .write(Write::keys(origin, user_id, scope, vec![op]))
             .await?;
         written(outcome)
     }
@@ -250,7 +107,7 @@ impl Store {
             expect,
         };
         let outcome = self
-            .write(origin, user_id, scope, Target::Keys(vec![op]), PLAIN, None)
+            .write(Write::keys(origin, user_id, scope, vec![op]))
             .await?;
         Ok(outcome.iter().any(|o| o.before.is_some()))
     }
@@ -301,16 +158,11 @@ impl Store {
         if ops.is_empty() && preconditions.document.is_none() {
             return Ok(Vec::new());
         }
-        let outcome = self
-            .write(
-                origin,
-                user_id,
-                scope,
-                Target::Keys(ops),
-                PLAIN,
-                preconditions.document.as_ref(),
-            )
-            .await?;
+        let write = Write {
+            document: preconditions.document.as_ref(),
+            ..Write::keys(origin, user_id, scope, ops)
+        };
+        let outcome = self.write(write).await?;
         let mut settings: Vec<Setting> = outcome.into_iter().filter_map(|o| o.after).collect();
         settings.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(settings)
@@ -337,13 +189,15 @@ impl Store {
                     .collect(),
             ),
         };
-        let kinds = Kinds {
-            write: None,
-            removal: ChangeKind::Reset,
+        let write = Write {
+            target,
+            kinds: Kinds {
+                write: None,
+                removal: ChangeKind::Reset,
+            },
+            ..Write::keys(origin, user_id, scope, Vec::new())
         };
-        let outcome = self
-            .write(origin, user_id, scope, target, kinds, None)
-            .await?;
+        let outcome = self.write(write).await?;
         Ok(outcome.iter().filter(|o| o.before.is_some()).count())
     }
 
@@ -378,33 +232,63 @@ impl Store {
             change: Change::Replace(old),
             expect: None,
         };
-        let kinds = Kinds {
-            write: Some(ChangeKind::Revert),
-            removal: ChangeKind::Delete,
+        let write = Write {
+            kinds: Kinds {
+                write: Some(ChangeKind::Revert),
+                removal: ChangeKind::Delete,
+            },
+            ..Write::keys(origin, user_id, scope, vec![op])
         };
-        let outcome = self
-            .write(origin, user_id, scope, Target::Keys(vec![op]), kinds, None)
-            .await?;
-        Ok(written(outcome)?.0)
+        Ok(written(self.write(write).await?)?.0)
     }
 
-    async fn write(
-        &self,
-        origin: &Origin,
-        user_id: &str,
-        scope: &Scope,
-        target: Target,
-        kinds: Kinds,
-        document: Option<&DocumentCheck>,
-    ) -> Result<Vec<Outcome>> {
+    /// Sets (or with `None` removes) the organisation default of a catalog key.
+    #[tracing::instrument(skip_all, err(level = "debug", Debug), fields(key = key.as_str()))]
+    pub async fn set_org_default(&self, key: &Key, value: Option<Value>, by: &str) -> Result<()> {
+        if self.catalog().get(key.as_str()).is_none() {
+            return Err(Error::NotFound(format!(
+                "`{}` is not a catalog key; only catalog keys have organisation defaults",
+                key.as_str()
+            )));
+        }
+        let Some(value) = value else {
+            org_default::Entity::delete_by_id(key.as_str())
+                .exec(&self.db)
+                .await?;
+            return Ok(());
+        };
+        self.check_value(key.as_str(), &value)?;
+        let now = now();
+        let row = org_default::ActiveModel {
+            key: Set(key.as_str().to_owned()),
+            value: Set(value),
+            updated_by: Set(by.to_owned()),
+            created_at: Set(now),
+            updated_at: Set(now),
+        };
+        org_default::Entity::insert(row)
+            .on_conflict(
+                OnConflict::column(org_default::Column::Key)
+                    .update_columns([
+                        org_default::Column::Value,
+                        org_default::Column::UpdatedBy,
+                        org_default::Column::UpdatedAt,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Runs a write to completion, starting over when another writer created one of its keys
+    /// meanwhile, and publishes what it committed.
+    async fn write(&self, write: Write<'_>) -> Result<Vec<Outcome>> {
         let mut attempt = 1;
         loop {
-            match self
-                .try_write(origin, user_id, scope, &target, kinds, document)
-                .await
-            {
+            match self.try_write(&write).await {
                 Ok(outcome) => {
-                    self.publish(origin, user_id, scope, kinds, &outcome);
+                    self.publish(&write, &outcome);
                     return Ok(outcome);
                 }
                 Err(WriteError::Failed(err)) => return Err(err),
@@ -419,180 +303,122 @@ impl Store {
         }
     }
 
-    /// One attempt: read and lock the current rows, compute every new value in memory, then one
-    /// DELETE, one insert of the keys created, one upsert of the keys updated and one history
-    /// insert. A key created meanwhile by another writer is not inserted again, which makes the
-    /// attempt roll back as `Raced`; rows that existed are locked and cannot change under us,
-    /// and the upsert still replaces a row only at the version that was read.
-    async fn try_write(
-        &self,
-        origin: &Origin,
-        user_id: &str,
-        scope: &Scope,
-        target: &Target,
-        kinds: Kinds,
-        document: Option<&DocumentCheck>,
-    ) -> Result<Vec<Outcome>, WriteError> {
-        if let Some((key, value)) = self.single_replacement(scope, target, document) {
-            return self
-                .try_replace(origin, user_id, scope, key, value, kinds)
-                .await;
+    /// One attempt: the one-statement path where it applies; otherwise lock and read the
+    /// current rows, plan, and carry the plan out in the same transaction.
+    async fn try_write(&self, write: &Write<'_>) -> Result<Vec<Outcome>, WriteError> {
+        if let Some(outcome) = self.try_replace_one(write).await? {
+            return Ok(outcome);
         }
         let txn = self.db.begin().await?;
-        let current: HashMap<String, setting::Model> = setting::Entity::find()
-            .filter(of_user(user_id, scope))
-            .apply_if(locked_keys(target, document), |query, keys| {
-                query.filter(setting::Column::Key.is_in(keys))
-            })
-            .lock_exclusive()
-            .all(&txn)
-            .await?
-            .into_iter()
-            .map(|row| (row.key.clone(), row))
-            .collect();
-        if let Some(check) = document {
-            let tag = document_tag(
-                current
-                    .values()
-                    .filter(|row| check.covers(&row.key))
-                    .map(|row| (row.key.as_str(), row.version)),
-            );
-            if tag != check.tag {
-                return Err(WriteError::Failed(stale_document()));
-            }
-        }
-
-        let whole_scope: Vec<Op>;
-        let ops = match target {
-            Target::Keys(ops) => ops,
-            Target::WholeScope => {
-                whole_scope = current
-                    .keys()
-                    .map(|key| {
-                        Ok(Op {
-                            key: Key::parse(key.as_str(), "key")?,
-                            change: Change::Remove,
-                            expect: None,
-                        })
-                    })
-                    .collect::<Result<_>>()?;
-                &whole_scope
-            }
-        };
-
-        let now = now();
-        let correlation_id = crate::telemetry::correlation_id();
-        let history =
-            |kind: ChangeKind, key: &Key, version: i32, old: Option<Value>, new: Option<Value>| {
-                setting_change::ActiveModel {
-                    id: NotSet,
-                    user_id: Set(user_id.to_owned()),
-                    scope: Set(scope.as_str().to_owned()),
-                    key: Set(key.as_str().to_owned()),
-                    kind: Set(kind.as_str().to_owned()),
-                    version: Set(version),
-                    old_value: Set(old),
-                    new_value: Set(new),
-                    actor: Set(origin.actor.clone()),
-                    interface: Set(origin.interface.to_owned()),
-                    correlation_id: Set(correlation_id.clone()),
-                    changed_at: Set(now),
-                }
-            };
+        let current = self.lock_rows(&txn, write).await?;
         let last_versions = self
-            .last_versions(&txn, user_id, scope, ops, &current)
+            .last_versions(&txn, write, plan::created_keys(&write.target, &current))
             .await?;
-        let mut removals = Vec::new();
-        // Keys created and keys updated are written apart: a created key must never replace a
-        // row that another writer created meanwhile, whatever version each side computed.
-        let mut creates = Vec::new();
-        let mut updates = Vec::new();
-        let mut changes = Vec::new();
-        let mut outcomes = Vec::new();
-        for op in ops {
-            let existing = current.get(op.key.as_str());
-            check_expectation(&op.key, op.expect, existing)?;
-            let new_value = match &op.change {
-                Change::Replace(value) => Some(value.clone()),
-                Change::Merge(patch) => merge_patch(existing.map(|row| row.value.clone()), patch),
-                Change::Remove => None,
-            };
-            match (new_value, existing) {
-                (None, None) => {}
-                (None, Some(row)) => {
-                    removals.push(op.key.as_str());
-                    changes.push(history(
-                        kinds.removal,
-                        &op.key,
-                        row.version,
-                        Some(row.value.clone()),
-                        None,
-                    ));
-                    outcomes.push(Outcome {
-                        key: row.key.clone(),
-                        before: Some(row.clone().into()),
-                        after: None,
-                    });
-                }
-                (Some(value), existing) => {
-                    self.check_value(op.key.as_str(), &value)?;
-                    let version = match existing {
-                        None => last_versions.get(op.key.as_str()).map_or(1, |v| v + 1),
-                        Some(row) => row.version.checked_add(1).ok_or_else(|| {
-                            Error::internal(anyhow::anyhow!(
-                                "`{}` reached the largest version",
-                                row.key
-                            ))
-                        })?,
-                    };
-                    let kind = kinds.write.unwrap_or(if existing.is_some() {
-                        ChangeKind::Update
-                    } else {
-                        ChangeKind::Create
-                    });
-                    changes.push(history(
-                        kind,
-                        &op.key,
-                        version,
-                        existing.map(|row| row.value.clone()),
-                        Some(value.clone()),
-                    ));
-                    let row = setting::ActiveModel {
-                        user_id: Set(user_id.to_owned()),
-                        scope: Set(scope.as_str().to_owned()),
-                        key: Set(op.key.as_str().to_owned()),
-                        value: Set(value),
-                        version: Set(version),
-                        // Kept from the stored row on conflict: the upsert does not update it.
-                        created_at: Set(now),
-                        updated_at: Set(now),
-                    };
-                    match existing {
-                        None => creates.push(row),
-                        Some(_) => updates.push(row),
-                    }
-                    outcomes.push(Outcome {
-                        key: op.key.as_str().to_owned(),
-                        before: existing.map(|row| row.clone().into()),
-                        after: None,
-                    });
-                }
-            }
-        }
+        let plan = plan::plan(
+            plan::Input {
+                scope: write.scope,
+                target: &write.target,
+                kinds: write.kinds,
+                document: write.document,
+                current: &current,
+                last_versions: &last_versions,
+            },
+            |key, value| self.check_value(key, value),
+        )?;
+        let outcome = self.carry_out(&txn, write, plan).await?;
+        txn.commit().await?;
+        Ok(outcome)
+    }
 
-        if !removals.is_empty() {
+    /// The rows the write touches, locked until the transaction ends, by key.
+    async fn lock_rows(
+        &self,
+        txn: &DatabaseTransaction,
+        write: &Write<'_>,
+    ) -> Result<HashMap<String, Setting>> {
+        let rows = setting::Entity::find()
+            .filter(of_user(write.user_id, write.scope))
+            .apply_if(
+                plan::locked_keys(&write.target, write.document),
+                |query, keys| query.filter(setting::Column::Key.is_in(keys)),
+            )
+            .lock_exclusive()
+            .all(txn)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (row.key.clone(), Setting::from(row)))
+            .collect())
+    }
+
+    /// The last version that the history records for each of `keys`.
+    async fn last_versions(
+        &self,
+        txn: &DatabaseTransaction,
+        write: &Write<'_>,
+        keys: Vec<&str>,
+    ) -> Result<HashMap<String, i32>> {
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows: Vec<(String, Option<i32>)> = setting_change::Entity::find()
+            .select_only()
+            .column(setting_change::Column::Key)
+            .column_as(setting_change::Column::Version.max(), "last_version")
+            .filter(setting_change::Column::UserId.eq(write.user_id))
+            .filter(setting_change::Column::Scope.eq(write.scope.as_str()))
+            .filter(setting_change::Column::Key.is_in(keys))
+            .group_by(setting_change::Column::Key)
+            .into_tuple()
+            .all(txn)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(key, version)| Some((key, version?)))
+            .collect())
+    }
+
+    /// Writes a plan: one DELETE, one insert of the keys created, one upsert of the keys
+    /// updated, the `locale` mirror and one history insert. A key created meanwhile by another
+    /// writer is not inserted again, which makes the attempt roll back as `Raced`; rows that
+    /// existed are locked and cannot change under us, and the upsert still replaces a row only
+    /// at the version that was read.
+    async fn carry_out(
+        &self,
+        txn: &DatabaseTransaction,
+        write: &Write<'_>,
+        plan: Plan,
+    ) -> Result<Vec<Outcome>, WriteError> {
+        let Write {
+            origin,
+            user_id,
+            scope,
+            ..
+        } = *write;
+        let now = now();
+        let row = |row: plan::Row| setting::ActiveModel {
+            user_id: Set(user_id.to_owned()),
+            scope: Set(scope.as_str().to_owned()),
+            key: Set(row.key),
+            value: Set(row.value),
+            version: Set(row.version),
+            // Kept from the stored row on conflict: the upsert does not update it.
+            created_at: Set(now),
+            updated_at: Set(now),
+        };
+        if !plan.removals.is_empty() {
             setting::Entity::delete_many()
                 .filter(of_user(user_id, scope))
-                .filter(setting::Column::Key.is_in(removals))
-                .exec(&txn)
+                .filter(setting::Column::Key.is_in(plan.removals))
+                .exec(txn)
                 .await?;
         }
         let mut saved = Vec::new();
-        if !creates.is_empty() {
-            let expected = creates.len();
-            let created = setting::Entity::insert_many(creates)
+        if !plan.creates.is_empty() {
+            let expected = plan.creates.len();
+            let created = setting::Entity::insert_many(plan.creates.into_iter().map(row))
                 .on_conflict(OnConflict::columns(PRIMARY_KEY).do_nothing().to_owned())
-                .exec_with_returning(&txn)
+                .exec_with_returning(txn)
                 .await;
             match created {
                 Ok(rows) if rows.len() == expected => saved.extend(rows),
@@ -601,10 +427,10 @@ impl Store {
                 Err(err) => return Err(err.into()),
             }
         }
-        if !updates.is_empty() {
-            let expected = updates.len();
+        if !plan.updates.is_empty() {
+            let expected = plan.updates.len();
             let version = setting::Column::Version;
-            let updated = setting::Entity::insert_many(updates)
+            let updated = setting::Entity::insert_many(plan.updates.into_iter().map(row))
                 .on_conflict(
                     OnConflict::columns(PRIMARY_KEY)
                         .update_columns([
@@ -619,7 +445,7 @@ impl Store {
                         )
                         .to_owned(),
                 )
-                .exec_with_returning(&txn)
+                .exec_with_returning(txn)
                 .await?;
             // The rows are locked by this transaction: a mismatch means a bug, not a race, but
             // starting over is still the safe answer.
@@ -632,316 +458,93 @@ impl Store {
             .into_iter()
             .map(|row| (row.key.clone(), Setting::from(row)))
             .collect();
+        let mut outcomes = plan.outcomes;
         for outcome in &mut outcomes {
-            if let Some(setting) = saved.remove(&outcome.key) {
-                outcome.after = Some(setting);
-            }
+            outcome.after = saved.remove(&outcome.key);
         }
-        if scope.as_str().is_empty()
-            && let Some(locale) = outcomes.iter().find(|o| o.key == LOCALE_KEY)
-        {
-            self.mirror_locale(&txn, user_id, locale.after.as_ref(), now)
+        if let Some(locale) = plan.locale {
+            let locale = match locale {
+                LocaleMirror::Set(text) => Some(text),
+                LocaleMirror::Clear => None,
+            };
+            user::Entity::update_many()
+                .col_expr(user::Column::Locale, Expr::value(locale))
+                .col_expr(user::Column::UpdatedAt, Expr::value(now))
+                .filter(user::Column::Id.eq(user_id))
+                .exec(txn)
                 .await?;
         }
-        if !changes.is_empty() {
-            setting_change::Entity::insert_many(changes)
-                .exec_without_returning(&txn)
+        if !plan.history.is_empty() {
+            let history = plan
+                .history
+                .into_iter()
+                .map(|h| setting_change::ActiveModel {
+                    id: NotSet,
+                    user_id: Set(user_id.to_owned()),
+                    scope: Set(scope.as_str().to_owned()),
+                    key: Set(h.key),
+                    kind: Set(h.kind.as_str().to_owned()),
+                    version: Set(h.version),
+                    old_value: Set(h.old_value),
+                    new_value: Set(h.new_value),
+                    actor: Set(origin.actor.clone()),
+                    interface: Set(origin.interface.to_owned()),
+                    correlation_id: Set(origin.correlation_id.clone()),
+                    changed_at: Set(now),
+                });
+            setting_change::Entity::insert_many(history)
+                .exec_without_returning(txn)
                 .await?;
         }
-        txn.commit().await?;
         Ok(outcomes)
     }
-}
 
-impl Store {
     /// Tells subscribers what a committed write changed.
-    fn publish(
-        &self,
-        origin: &Origin,
-        user_id: &str,
-        scope: &Scope,
-        kinds: Kinds,
-        outcomes: &[Outcome],
-    ) {
+    fn publish(&self, write: &Write<'_>, outcomes: &[Outcome]) {
         if self.changes.receiver_count() == 0 {
             return;
         }
         for outcome in outcomes {
             let (kind, version, changed_at) = match (&outcome.before, &outcome.after) {
                 (_, None) => (
-                    kinds.removal,
+                    write.kinds.removal,
                     outcome.before.as_ref().map_or(0, |s| s.version),
                     now(),
                 ),
-                (None, Some(after)) => (
-                    kinds.write.unwrap_or(ChangeKind::Create),
-                    after.version,
-                    after.updated_at,
-                ),
-                (Some(_), Some(after)) => (
-                    kinds.write.unwrap_or(ChangeKind::Update),
+                (before, Some(after)) => (
+                    write.kinds.of_write(before.is_some()),
                     after.version,
                     after.updated_at,
                 ),
             };
             // No receiver left is not an error: nobody is listening.
             let _ = self.changes.send(Arc::new(ChangeEvent {
-                user_id: user_id.to_owned(),
-                scope: scope.as_str().to_owned(),
+                user_id: write.user_id.to_owned(),
+                scope: write.scope.as_str().to_owned(),
                 key: outcome.key.clone(),
                 kind,
                 version,
                 setting: outcome.after.clone(),
-                actor: origin.actor.clone(),
-                interface: origin.interface,
+                actor: write.origin.actor.clone(),
+                interface: write.origin.interface,
                 changed_at,
             }));
         }
     }
 }
 
-impl Store {
-    /// The write that [`Store::try_replace`] can make in one statement: one key replaced by a
-    /// value that does not depend on the stored one, without preconditions, on PostgreSQL
-    /// (SQLite cannot write inside a `WITH`), and not the `locale` that the users table mirrors.
-    fn single_replacement<'a>(
-        &self,
-        scope: &Scope,
-        target: &'a Target,
-        document: Option<&DocumentCheck>,
-    ) -> Option<(&'a Key, &'a Value)> {
-        let Target::Keys(ops) = target else {
-            return None;
-        };
-        let [op] = ops.as_slice() else {
-            return None;
-        };
-        let Change::Replace(value) = &op.change else {
-            return None;
-        };
-        let mirrored = scope.as_str().is_empty() && op.key.as_str() == LOCALE_KEY;
-        let simple = op.expect.is_none() && document.is_none() && !mirrored;
-        (simple && self.backend() == DbBackend::Postgres).then_some((&op.key, value))
-    }
-
-    /// Replaces one setting in a single autocommitted statement: lock and read the stored row,
-    /// upsert guarded by the version read, append the history row. One round trip instead of
-    /// the five of a transaction, with the same guarantees: a row created by another writer
-    /// between the read and the upsert makes the upsert write nothing, which is `Raced`.
-    async fn try_replace(
-        &self,
-        origin: &Origin,
-        user_id: &str,
-        scope: &Scope,
-        key: &Key,
-        value: &Value,
-        kinds: Kinds,
-    ) -> Result<Vec<Outcome>, WriteError> {
-        self.check_value(key.as_str(), value)?;
-        let now = now();
-        let statement = Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            REPLACE_ONE_SQL,
-            [
-                user_id.into(),
-                scope.as_str().into(),
-                key.as_str().into(),
-                value.clone().into(),
-                now.into(),
-                origin.actor.as_str().into(),
-                origin.interface.into(),
-                crate::telemetry::correlation_id().into(),
-                kinds.write.map(ChangeKind::as_str).into(),
-            ],
-        );
-        let Some(row) = self.db.query_one_raw(statement).await? else {
-            return Err(WriteError::Raced);
-        };
-        let after = Setting {
-            key: row.try_get("", "key")?,
-            scope: row.try_get("", "scope")?,
-            value: row.try_get("", "value")?,
-            version: row.try_get("", "version")?,
-            created_at: row.try_get("", "created_at")?,
-            updated_at: row.try_get("", "updated_at")?,
-        };
-        let before = match row.try_get::<Option<i32>>("", "old_version")? {
-            None => None,
-            Some(version) => Some(Setting {
-                version,
-                value: row.try_get("", "old_value")?,
-                updated_at: row.try_get("", "old_updated_at")?,
-                ..after.clone()
-            }),
-        };
-        Ok(vec![Outcome {
-            key: after.key.clone(),
-            before,
-            after: Some(after),
-        }])
-    }
-}
-
-impl Store {
-    /// The last version that the history records for each key the write creates: a key that
-    /// is written again after a delete goes on from there, so that a version, and an entity
-    /// tag made of versions, never names two different values.
-    async fn last_versions(
-        &self,
-        txn: &sea_orm::DatabaseTransaction,
-        user_id: &str,
-        scope: &Scope,
-        ops: &[Op],
-        current: &HashMap<String, setting::Model>,
-    ) -> Result<HashMap<String, i32>> {
-        let created: Vec<&str> = ops
-            .iter()
-            .filter(|op| !matches!(op.change, Change::Remove))
-            .map(|op| op.key.as_str())
-            .filter(|key| !current.contains_key(*key))
-            .collect();
-        if created.is_empty() {
-            return Ok(HashMap::new());
+impl<'a> Write<'a> {
+    /// A plain write of `ops`: no document precondition, created or updated as it happens.
+    fn keys(origin: &'a Origin, user_id: &'a str, scope: &'a Scope, ops: Vec<Op>) -> Self {
+        Write {
+            origin,
+            user_id,
+            scope,
+            target: Target::Keys(ops),
+            kinds: Kinds::PLAIN,
+            document: None,
         }
-        let rows: Vec<(String, Option<i32>)> = setting_change::Entity::find()
-            .select_only()
-            .column(setting_change::Column::Key)
-            .column_as(setting_change::Column::Version.max(), "last_version")
-            .filter(setting_change::Column::UserId.eq(user_id))
-            .filter(setting_change::Column::Scope.eq(scope.as_str()))
-            .filter(setting_change::Column::Key.is_in(created))
-            .group_by(setting_change::Column::Key)
-            .into_tuple()
-            .all(txn)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(key, version)| Some((key, version?)))
-            .collect())
     }
-}
-
-/// The statement of [`Store::try_replace`]. Parameters: user, scope, key, value, now, actor,
-/// interface, correlation id, and the history kind (null: `create` or `update` as it happens).
-const REPLACE_ONE_SQL: &str = r#"
-WITH old AS (
-    SELECT value, version, updated_at FROM settings
-    WHERE user_id = $1 AND scope = $2 AND key = $3
-    FOR UPDATE
-), saved AS (
-    INSERT INTO settings AS s (user_id, scope, key, value, version, created_at, updated_at)
-    -- A key written again after a delete goes on from the last version in its history.
-    VALUES ($1, $2, $3, $4,
-        COALESCE(
-            (SELECT version FROM old),
-            (SELECT MAX(version) FROM setting_changes
-             WHERE user_id = $1 AND scope = $2 AND key = $3),
-            0) + 1,
-        $5, $5)
-    ON CONFLICT (user_id, scope, key) DO UPDATE
-    SET value = excluded.value, version = s.version + 1, updated_at = excluded.updated_at
-    WHERE s.version = (SELECT version FROM old)
-    RETURNING s.key, s.scope, s.value, s.version, s.created_at, s.updated_at
-), logged AS (
-    INSERT INTO setting_changes
-        (user_id, scope, key, kind, version, old_value, new_value, actor, interface,
-         correlation_id, changed_at)
-    SELECT $1, $2, $3,
-        COALESCE($9, CASE WHEN old.version IS NULL THEN 'create' ELSE 'update' END),
-        saved.version, old.value, saved.value, $6, $7, $8, $5
-    FROM saved LEFT JOIN old ON TRUE
-)
-SELECT saved.key, saved.scope, saved.value, saved.version, saved.created_at, saved.updated_at,
-    old.version AS old_version, old.value AS old_value, old.updated_at AS old_updated_at
-FROM saved LEFT JOIN old ON TRUE
-"#;
-
-/// The keys a write locks: those it changes and those its document precondition covers;
-/// `None` locks every key of the scope.
-fn locked_keys<'a>(
-    target: &'a Target,
-    document: Option<&'a DocumentCheck>,
-) -> Option<Vec<&'a str>> {
-    let Target::Keys(ops) = target else {
-        return None;
-    };
-    let mut keys: Vec<&str> = ops.iter().map(|op| op.key.as_str()).collect();
-    match document {
-        None => {}
-        Some(DocumentCheck { keys: None, .. }) => return None,
-        Some(DocumentCheck {
-            keys: Some(covered),
-            ..
-        }) => keys.extend(covered.iter().map(Key::as_str)),
-    }
-    Some(keys)
-}
-
-impl Store {
-    /// Keeps the users table's legacy `locale` column equal to the `locale` setting of the
-    /// default scope, in the transaction that changes the setting.
-    async fn mirror_locale(
-        &self,
-        txn: &sea_orm::DatabaseTransaction,
-        user_id: &str,
-        locale: Option<&Setting>,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<()> {
-        let locale = match locale.map(|setting| &setting.value) {
-            None => None,
-            Some(Value::String(text)) if text.chars().count() <= LOCALE_MIRROR_CHARS => {
-                Some(text.clone())
-            }
-            Some(_) => {
-                return Err(Error::bad_input(
-                    LOCALE_KEY,
-                    "legacyLocale",
-                    format!(
-                        "`{LOCALE_KEY}` must be a string of at most {LOCALE_MIRROR_CHARS} \
-                         characters: it is mirrored to the user's legacy locale"
-                    ),
-                ));
-            }
-        };
-        user::Entity::update_many()
-            .col_expr(user::Column::Locale, Expr::value(locale))
-            .col_expr(user::Column::UpdatedAt, Expr::value(now))
-            .filter(user::Column::Id.eq(user_id))
-            .exec(txn)
-            .await?;
-        Ok(())
-    }
-}
-
-fn check_expectation(
-    key: &Key,
-    expect: Option<Expect>,
-    existing: Option<&setting::Model>,
-) -> Result<()> {
-    let current = existing.map(|row| row.version);
-    let message = match (expect, current) {
-        (Some(Expect::Version(expected)), Some(actual)) if expected != actual => {
-            format!(
-                "`{}` is at version {actual}, not the expected version {expected}",
-                key.as_str()
-            )
-        }
-        (Some(Expect::Version(expected)), None) => {
-            format!(
-                "`{}` does not exist, so it is not at the expected version {expected}",
-                key.as_str()
-            )
-        }
-        (Some(Expect::Present), None) => format!("`{}` does not exist", key.as_str()),
-        (Some(Expect::Absent), Some(actual)) => {
-            format!("`{}` already exists (version {actual})", key.as_str())
-        }
-        _ => return Ok(()),
-    };
-    Err(Error::PreconditionFailed {
-        message,
-        current_version: current,
-    })
 }
 
 /// The setting a one-key write left, and whether the write created it.

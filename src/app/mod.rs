@@ -1,40 +1,28 @@
-//! Builds the application: database, migrations, keys, router; then serves until stopped.
+//! Builds the application: keys, database, migrations, state, router; then serves until
+//! stopped.
+
+mod routes;
+mod state;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use axum::{
-    Json, Router,
-    extract::{DefaultBodyLimit, State},
-    http::StatusCode,
-    middleware,
-    response::IntoResponse,
-    routing::get,
-};
+use axum::Router;
 use base64::Engine;
 use migration::{Migrator, MigratorTrait};
 use rand::RngCore;
 use tokio::net::TcpListener;
 
+pub use state::{AppState, BodyLimit};
+
 use crate::{
-    auth::{Issuer, TokenRequest, Verifier},
+    auth::{Authenticator, Issuer, TokenRequest, Verifier},
     catalog::Catalog,
     config::{AppEnv, Config, HistoryConfig, JwtKey, Secret, redact_url},
-    graphql::{self, AppSchema},
-    rest,
+    graphql::GraphqlState,
+    rest::RestState,
     settings::{Retention, Store, ValueLimits, store_connect},
-    telemetry,
 };
-
-#[derive(Clone)]
-pub struct AppState {
-    pub config: Arc<Config>,
-    pub store: Arc<Store>,
-    pub verifier: Arc<Verifier>,
-    pub schema: AppSchema,
-    pub documents: Arc<graphql::Documents>,
-    pub graphiql_html: Arc<str>,
-}
 
 pub struct Application {
     listener: TcpListener,
@@ -51,23 +39,6 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         // Before anything is created: a broken catalog must stop start-up cleanly.
         let catalog = Catalog::load(config.catalog.file.as_deref(), config.catalog.strict)?;
-        let db = store_connect(&config.database_url, config.database_max_connections)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot connect to DATABASE_URL {}",
-                    redact_url(&config.database_url)
-                )
-            })?;
-        Migrator::up(&db, None)
-            .await
-            .context("cannot apply database migrations")?;
-
-        let listener = TcpListener::bind(config.bind_addr)
-            .await
-            .with_context(|| format!("cannot listen on BIND_ADDR {}", config.bind_addr))?;
-        let local_addr = listener.local_addr()?;
-
         let (key, dev_token) = match &config.jwt.key {
             Some(key) => (key.clone(), None),
             None => {
@@ -85,6 +56,13 @@ impl Application {
         };
         let verifier = Verifier::new(&config.jwt, &key)?;
 
+        let db = connect_and_migrate(&config, config.database_max_connections).await?;
+
+        let listener = TcpListener::bind(config.bind_addr)
+            .await
+            .with_context(|| format!("cannot listen on BIND_ADDR {}", config.bind_addr))?;
+        let local_addr = listener.local_addr()?;
+
         let limits = &config.limits;
         let store = Arc::new(Store::new(
             db,
@@ -94,21 +72,28 @@ impl Application {
             },
             Arc::new(catalog),
         ));
-        let schema = graphql::build_schema(store.clone(), limits);
-        let graphiql_html = graphql::graphiql::page(dev_token.as_deref());
+        let auth = Authenticator::new(verifier, store.clone());
+        let body_limit = BodyLimit(limits.max_body_bytes);
         let state = AppState {
             store: store.clone(),
-            verifier: Arc::new(verifier),
-            schema,
-            documents: Arc::default(),
-            graphiql_html: graphiql_html.into(),
-            config: Arc::new(config.clone()),
+            graphql: GraphqlState::new(
+                store.clone(),
+                auth.clone(),
+                limits,
+                body_limit,
+                dev_token.as_deref(),
+            ),
+            rest: RestState {
+                auth,
+                store: store.clone(),
+                body_limit,
+            },
         };
         Ok(Application {
             listener,
             store,
             history: config.history.clone(),
-            router: router(state),
+            router: routes::router(state, limits.max_body_bytes),
             local_addr,
             shutdown_timeout: config.shutdown_timeout,
             dev_token,
@@ -183,51 +168,6 @@ async fn prune_history_forever(store: Arc<Store>, config: HistoryConfig) {
     }
 }
 
-fn router(state: AppState) -> Router {
-    let body_limit = state.config.limits.max_body_bytes;
-    Router::new()
-        .route(
-            "/graphql",
-            get(graphql::graphiql_or_websocket).post(graphql::graphql),
-        )
-        .route("/graphql/assets/{name}", get(graphql::graphiql::asset))
-        .route("/health/live", get(live))
-        .route("/health/ready", get(ready))
-        .route("/openapi.json", get(rest::openapi::document))
-        .merge(rest::router())
-        .fallback(not_found)
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(middleware::from_fn(telemetry::request_span))
-        .with_state(state)
-}
-
-async fn live() -> impl IntoResponse {
-    Json(serde_json::json!({ "status": "ok" }))
-}
-
-async fn ready(State(state): State<AppState>) -> impl IntoResponse {
-    match state.store.ping().await {
-        Ok(()) => (
-            StatusCode::OK,
-            Json(serde_json::json!({ "status": "ok", "database": "ok" })),
-        ),
-        Err(err) => {
-            tracing::warn!(error = ?err, "readiness check failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(serde_json::json!({ "status": "unavailable", "database": "unreachable" })),
-            )
-        }
-    }
-}
-
-async fn not_found() -> impl IntoResponse {
-    (
-        StatusCode::NOT_FOUND,
-        Json(serde_json::json!({ "error": "not found" })),
-    )
-}
-
 fn random_secret() -> Secret {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
@@ -263,7 +203,17 @@ async fn shutdown_signal() {
 
 /// Applies pending migrations; `settings-api migrate`.
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
-    let db = store_connect(&config.database_url, 1)
+    connect_and_migrate(config, 1).await?;
+    tracing::info!("migrations applied");
+    Ok(())
+}
+
+/// A pool of `max_connections` to the configured database, with every migration applied.
+async fn connect_and_migrate(
+    config: &Config,
+    max_connections: u32,
+) -> anyhow::Result<sea_orm::DatabaseConnection> {
+    let db = store_connect(&config.database_url, max_connections)
         .await
         .with_context(|| {
             format!(
@@ -274,6 +224,5 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     Migrator::up(&db, None)
         .await
         .context("cannot apply database migrations")?;
-    tracing::info!("migrations applied");
-    Ok(())
+    Ok(db)
 }

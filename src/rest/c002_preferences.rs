@@ -7,8 +7,8 @@ use axum::{
     Router,
     body::Bytes,
     extract::{Query, State, rejection::BytesRejection, rejection::QueryRejection},
-    http::{HeaderMap, StatusCode, header},
-    response::{IntoResponse, Response},
+    http::HeaderMap,
+    response::Response,
     routing::{get, put},
 };
 use serde::{Deserialize, Serialize};
@@ -16,35 +16,27 @@ use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{
-    Failure, Kind, Problem, document_check, document_etag, if_match, if_none_match, json_body,
-    method_not_allowed, not_found_at, not_modified, not_modified_response, principal,
+    Condition, RestState,
+    envelope::{Envelope, Kind, Problem},
+    if_none_match, json_body, patch_scope, principal,
+    routes::Routes,
+    tagged_read,
 };
 use crate::{
+    app::AppState,
     auth::{Access, Principal},
     error::Error,
-    settings::{Origin, Preconditions, Scope, document_tag},
-    startup::AppState,
+    settings::{Scope, document_tag},
 };
 
 pub(super) const READ_PATH: &str = "/api/v1/users/preferences";
 pub(super) const UPDATE_PATH: &str = "/api/v1/users/preferences/update";
 
 pub(super) fn router() -> Router<AppState> {
-    let routes = Router::new()
-        .route(
-            READ_PATH,
-            get(read).fallback(|| async { ApiError(method_not_allowed("GET, HEAD")) }),
-        )
-        .route(
-            UPDATE_PATH,
-            put(update).fallback(|| async { ApiError(method_not_allowed("PUT")) }),
-        );
-    // Paths below these name nothing: 404 in this contract's envelope.
-    not_found_at(
-        routes,
-        &[format!("{READ_PATH}/"), format!("{READ_PATH}/{{*rest}}")],
-        ApiError,
-    )
+    Routes::<Preferences>::new()
+        .route(READ_PATH, "GET, HEAD", get(read))
+        .route(UPDATE_PATH, "PUT", put(update))
+        .finish()
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -105,17 +97,13 @@ pub(super) struct PreferencesViolation {
     kind: String,
 }
 
-pub(super) struct ApiError(Failure);
+/// This contract's envelope: the document's `Error`, with the violations.
+pub(super) struct Preferences;
 
-impl<E: Into<Failure>> From<E> for ApiError {
-    fn from(err: E) -> Self {
-        ApiError(err.into())
-    }
-}
+type ApiError = super::envelope::ApiError<Preferences>;
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let problem = Problem::new(self.0, StatusCode::PRECONDITION_FAILED);
+impl Envelope for Preferences {
+    fn render(problem: &Problem) -> impl Serialize {
         let violations = problem
             .violations
             .iter()
@@ -129,7 +117,7 @@ impl IntoResponse for ApiError {
             Kind::BadInput => "Bad Request",
             _ => problem.status.canonical_reason().unwrap_or("Error"),
         };
-        problem.respond(PreferencesError {
+        PreferencesError {
             status: problem.status.as_u16().to_string(),
             kind: format!(
                 "https://www.rfc-editor.org/rfc/rfc9110#name-{}",
@@ -138,7 +126,7 @@ impl IntoResponse for ApiError {
             title,
             detail: problem.message.clone(),
             violations,
-        })
+        }
     }
 }
 
@@ -187,26 +175,22 @@ fn roles(principal: &Principal) -> Vec<&'static str> {
 
 /// The user and the preferences of the space, tagged.
 async fn respond(
-    state: &AppState,
+    state: &RestState,
     principal: &Principal,
     space: &Scope,
     message: &'static str,
-    cached: Option<&super::Condition>,
+    cached: Option<&Condition>,
 ) -> Result<Response, ApiError> {
     let settings = state.store.list(&principal.user_id, space, None).await?;
     let tag = document_tag(settings.iter().map(|s| (s.key.as_str(), s.version)));
-    if not_modified(cached, &tag) {
-        return Ok(not_modified_response(document_etag(&tag)));
-    }
-    let body = UserResponse {
+    Ok(tagged_read(cached, &tag, || UserResponse {
         message,
         object: CompleteUser {
             email: principal.email.clone().unwrap_or_default(),
             roles: roles(principal),
             preferences: settings.into_iter().map(|s| (s.key, s.value)).collect(),
         },
-    };
-    Ok(([(header::ETAG, document_etag(&tag))], axum::Json(body)).into_response())
+    })?)
 }
 
 /// The user with the preferences of a space.
@@ -223,7 +207,7 @@ async fn respond(
     security(("bearerAuth" = []))
 )]
 pub(super) async fn read(
-    State(state): State<AppState>,
+    State(state): State<RestState>,
     headers: HeaderMap,
     query: Result<Query<SpaceQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -258,7 +242,7 @@ pub(super) async fn read(
     security(("bearerAuth" = []))
 )]
 pub(super) async fn update(
-    State(state): State<AppState>,
+    State(state): State<RestState>,
     headers: HeaderMap,
     query: Result<Query<SpaceQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
@@ -295,20 +279,15 @@ pub(super) async fn update(
             .into());
         }
     };
-    let preconditions = Preconditions {
-        versions: Default::default(),
-        document: document_check(if_match(&headers)?, None)?,
-    };
-    state
-        .store
-        .apply_patch(
-            &Origin::new(&principal.user_id, "PUT /api/v1/users/preferences/update"),
-            &principal.user_id,
-            &space,
-            patch,
-            &preconditions,
-        )
-        .await?;
+    patch_scope(
+        &state,
+        &headers,
+        &principal,
+        "PUT /api/v1/users/preferences/update",
+        &space,
+        patch,
+    )
+    .await?;
     respond(&state, &principal, &space, "Preferences updated", None).await
 }
 

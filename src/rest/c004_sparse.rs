@@ -9,8 +9,8 @@ use axum::{
     Router,
     body::Bytes,
     extract::{State, rejection::BytesRejection},
-    http::{HeaderMap, StatusCode, header},
-    response::{IntoResponse, Response},
+    http::HeaderMap,
+    response::Response,
     routing::get,
 };
 use serde::Serialize;
@@ -18,57 +18,36 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::{
-    Failure, Kind, Problem, declares_json, document_etag, if_match, if_none_match,
-    method_not_allowed, not_found_at, not_modified, not_modified_response, parse_json, principal,
-    read_body, timestamp,
-    typed::{self, Field, FieldType},
+    RestState, declares_json,
+    envelope::{Envelope, Failure, Kind, Problem},
+    parse_json, principal,
+    routes::Routes,
+    timestamp,
+    typed::{self, Document, Field, FieldType, TypedContract},
 };
-use crate::{auth::Access, startup::AppState, telemetry};
+use crate::{
+    app::AppState,
+    auth::{Access, Principal},
+    telemetry,
+};
 
 pub(super) const PATH: &str = "/api/v1/users/settings";
 
 const DIGEST_MODES: &[&str] = &["DAILY", "WEEKLY", "NONE"];
 
 const FIELDS: &[Field] = &[
-    Field {
-        name: "locale",
-        kind: FieldType::Text { max_chars: 10 },
-    },
-    Field {
-        name: "theme",
-        kind: FieldType::Text { max_chars: 20 },
-    },
-    Field {
-        name: "emailNotifications",
-        kind: FieldType::Boolean,
-    },
-    Field {
-        name: "pushNotifications",
-        kind: FieldType::Boolean,
-    },
-    Field {
-        name: "inAppNotifications",
-        kind: FieldType::Boolean,
-    },
-    Field {
-        name: "digestMode",
-        kind: FieldType::OneOf(DIGEST_MODES),
-    },
+    Field::new("locale", FieldType::Text { max_chars: 10 }),
+    Field::new("theme", FieldType::Text { max_chars: 20 }),
+    Field::new("emailNotifications", FieldType::Boolean),
+    Field::new("pushNotifications", FieldType::Boolean),
+    Field::new("inAppNotifications", FieldType::Boolean),
+    Field::new("digestMode", FieldType::OneOf(DIGEST_MODES)),
 ];
 
 pub(super) fn router() -> Router<AppState> {
-    let routes = Router::new().route(
-        PATH,
-        get(read)
-            .patch(update)
-            .fallback(|| async { ApiError(method_not_allowed("GET, HEAD, PATCH")) }),
-    );
-    // Paths below these name nothing: 404 in this contract's envelope.
-    not_found_at(
-        routes,
-        &[format!("{PATH}/"), format!("{PATH}/{{*rest}}")],
-        ApiError,
-    )
+    Routes::<Sparse>::new()
+        .route(PATH, "GET, HEAD, PATCH", get(read).patch(update))
+        .finish()
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -144,17 +123,14 @@ pub(super) struct ApiErrorDetail {
     message: String,
 }
 
-pub(super) struct ApiError(Failure);
+/// This contract's envelope: `{"success": false, "error": {code, message, i18nKey, details,
+/// correlationId}}`.
+pub(super) struct Sparse;
 
-impl<E: Into<Failure>> From<E> for ApiError {
-    fn from(err: E) -> Self {
-        ApiError(err.into())
-    }
-}
+type ApiError = super::envelope::ApiError<Sparse>;
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let problem = Problem::new(self.0, StatusCode::PRECONDITION_FAILED);
+impl Envelope for Sparse {
+    fn render(problem: &Problem) -> impl Serialize {
         let (code, i18n_key, message) = match problem.kind {
             Kind::BadInput => (
                 "VALIDATION_FAILED",
@@ -225,7 +201,7 @@ impl IntoResponse for ApiError {
             .correlation_id
             .clone()
             .unwrap_or_else(telemetry::correlation_id);
-        problem.respond(ApiErrorResponse {
+        ApiErrorResponse {
             success: false,
             error: ApiErrorObject {
                 code,
@@ -234,32 +210,42 @@ impl IntoResponse for ApiError {
                 details,
                 correlation_id,
             },
-        })
+        }
     }
 }
 
-async fn document(
-    state: &AppState,
-    user_id: &str,
-) -> Result<(ApiResponseOfUserSettingsDto, String), ApiError> {
-    let document = typed::read(state, user_id, FIELDS).await?;
-    let data = UserSettingsDto {
-        id: document.user.settings_id.to_string(),
-        user_id: user_id.to_owned(),
-        locale: document.value("locale"),
-        theme: document.value("theme"),
-        email_notifications: document.value("emailNotifications"),
-        push_notifications: document.value("pushNotifications"),
-        in_app_notifications: document.value("inAppNotifications"),
-        digest_mode: document.value("digestMode"),
-        created_at: timestamp(document.created_at),
-        updated_at: timestamp(document.updated_at),
-    };
-    let body = ApiResponseOfUserSettingsDto {
-        success: true,
-        data,
-    };
-    Ok((body, document.tag))
+impl TypedContract for Sparse {
+    const FIELDS: &'static [Field] = FIELDS;
+    const PATCH_ROUTE: &'static str = "PATCH /api/v1/users/settings";
+    type Body = ApiResponseOfUserSettingsDto;
+
+    fn body(document: &Document) -> Self::Body {
+        let data = UserSettingsDto {
+            id: document.user.settings_id.to_string(),
+            user_id: document.user.id.clone(),
+            locale: document.value("locale"),
+            theme: document.value("theme"),
+            email_notifications: document.value("emailNotifications"),
+            push_notifications: document.value("pushNotifications"),
+            in_app_notifications: document.value("inAppNotifications"),
+            digest_mode: document.value("digestMode"),
+            created_at: timestamp(document.created_at),
+            updated_at: timestamp(document.updated_at),
+        };
+        ApiResponseOfUserSettingsDto {
+            success: true,
+            data,
+        }
+    }
+
+    fn after_write(principal: &Principal) {
+        tracing::info!(
+            target: "audit",
+            user_id = %principal.user_id,
+            "[settings] Updated for user {}",
+            principal.user_id
+        );
+    }
 }
 
 /// Get user settings (same shape as the update's answer).
@@ -275,16 +261,10 @@ async fn document(
     security(("bearerAuth" = []))
 )]
 pub(super) async fn read(
-    State(state): State<AppState>,
+    State(state): State<RestState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let principal = principal(&state, &headers, Access::Read).await?;
-    let cached = if_none_match(&headers)?;
-    let (body, tag) = document(&state, &principal.user_id).await?;
-    if not_modified(cached.as_ref(), &tag) {
-        return Ok(not_modified_response(document_etag(&tag)));
-    }
-    Ok(([(header::ETAG, document_etag(&tag))], axum::Json(body)).into_response())
+    typed::get(&state, &headers).await
 }
 
 /// Update user settings: sparse update of preferences (locale, theme, notification flags,
@@ -304,12 +284,12 @@ pub(super) async fn read(
     security(("bearerAuth" = []))
 )]
 pub(super) async fn update(
-    State(state): State<AppState>,
+    State(state): State<RestState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let principal = principal(&state, &headers, Access::Write).await?;
-    let body = read_body(&state, body)?;
+    let body = state.body_limit.read(body)?;
     // A PATCH without a body supplies no fields, like `{}`.
     let update = if body.is_empty() {
         Map::new()
@@ -318,23 +298,5 @@ pub(super) async fn update(
     } else {
         typed::validate(FIELDS, parse_json(&body)?)?
     };
-    let written = typed::write(
-        &state,
-        &principal.user_id,
-        "PATCH /api/v1/users/settings",
-        FIELDS,
-        update,
-        if_match(&headers)?,
-    )
-    .await?;
-    if written {
-        tracing::info!(
-            target: "audit",
-            user_id = %principal.user_id,
-            "[settings] Updated for user {}",
-            principal.user_id
-        );
-    }
-    let (body, tag) = document(&state, &principal.user_id).await?;
-    Ok(([(header::ETAG, document_etag(&tag))], axum::Json(body)).into_response())
+    typed::patch(&state, &headers, &principal, update).await
 }

@@ -8,7 +8,7 @@ use axum::{
     Router,
     body::Bytes,
     extract::{State, rejection::BytesRejection},
-    http::{HeaderMap, StatusCode, header},
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -17,31 +17,25 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::{
-    Failure, Kind, Problem, document_check, document_etag, if_match, if_none_match, json_body,
-    method_not_allowed, not_found_at, not_modified, not_modified_response, principal,
+    RestState,
+    envelope::{Envelope, Kind, Problem},
+    if_none_match, json_body, patch_scope, principal,
+    routes::Routes,
+    tagged_read,
 };
 use crate::{
+    app::AppState,
     auth::Access,
     error::Error,
-    settings::{Origin, Preconditions, Scope, document_tag},
-    startup::AppState,
+    settings::{Scope, document_tag},
 };
 
 pub(super) const PATH: &str = "/settings/user";
 
 pub(super) fn router() -> Router<AppState> {
-    let routes = Router::new().route(
-        PATH,
-        get(read)
-            .put(update)
-            .fallback(|| async { ApiError(method_not_allowed("GET, HEAD, PUT")) }),
-    );
-    // Paths below these name nothing: 404 in this contract's envelope.
-    not_found_at(
-        routes,
-        &[format!("{PATH}/"), format!("{PATH}/{{*rest}}")],
-        ApiError,
-    )
+    Routes::<Partial>::new()
+        .route(PATH, "GET, HEAD, PUT", get(read).put(update))
+        .finish()
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -72,17 +66,21 @@ pub(super) struct SettingsErrorResponse {
     error: Option<String>,
 }
 
-pub(super) struct ApiError(Failure);
+/// This contract's envelope: `{"success": false, "message", "error"?}`.
+pub(super) struct Partial;
 
-impl<E: Into<Failure>> From<E> for ApiError {
-    fn from(err: E) -> Self {
-        ApiError(err.into())
+type ApiError = super::envelope::ApiError<Partial>;
+
+impl Envelope for Partial {
+    /// The document describes every server-side failure as a 500.
+    fn status(problem: &Problem) -> StatusCode {
+        match problem.kind {
+            Kind::Unavailable | Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => problem.status,
+        }
     }
-}
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut problem = Problem::new(self.0, StatusCode::PRECONDITION_FAILED);
+    fn render(problem: &Problem) -> impl Serialize {
         let (message, error) = match problem.kind {
             Kind::BadInput => (
                 format!(
@@ -92,21 +90,17 @@ impl IntoResponse for ApiError {
                 None,
             ),
             Kind::Unauthenticated => ("Unauthorized".to_owned(), Some(problem.message.clone())),
-            // The document describes every server-side failure as a 500.
-            Kind::Unavailable | Kind::Internal => {
-                problem.status = StatusCode::INTERNAL_SERVER_ERROR;
-                (
-                    "Internal server error".to_owned(),
-                    Some(problem.message.clone()),
-                )
-            }
+            Kind::Unavailable | Kind::Internal => (
+                "Internal server error".to_owned(),
+                Some(problem.message.clone()),
+            ),
             _ => (problem.message.clone(), None),
         };
-        problem.respond(SettingsErrorResponse {
+        SettingsErrorResponse {
             success: false,
             message,
             error,
-        })
+        }
     }
 }
 
@@ -124,7 +118,7 @@ impl IntoResponse for ApiError {
     security(("bearerAuth" = []))
 )]
 pub(super) async fn read(
-    State(state): State<AppState>,
+    State(state): State<RestState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let principal = principal(&state, &headers, Access::Read).await?;
@@ -134,15 +128,12 @@ pub(super) async fn read(
         .list(&principal.user_id, &Scope::default(), None)
         .await?;
     let tag = document_tag(settings.iter().map(|s| (s.key.as_str(), s.version)));
-    if not_modified(cached.as_ref(), &tag) {
-        return Ok(not_modified_response(document_etag(&tag)));
-    }
-    let data = settings.into_iter().map(|s| (s.key, s.value)).collect();
-    let body = SettingsObjectResponse {
-        success: true,
-        data,
-    };
-    Ok(([(header::ETAG, document_etag(&tag))], axum::Json(body)).into_response())
+    Ok(tagged_read(cached.as_ref(), &tag, || {
+        SettingsObjectResponse {
+            success: true,
+            data: settings.into_iter().map(|s| (s.key, s.value)).collect(),
+        }
+    })?)
 }
 
 /// Partially update the authenticated user's settings: keys not in the body are kept, and each
@@ -165,7 +156,7 @@ pub(super) async fn read(
     security(("bearerAuth" = []))
 )]
 pub(super) async fn update(
-    State(state): State<AppState>,
+    State(state): State<RestState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -179,20 +170,15 @@ pub(super) async fn update(
         )
         .into());
     }
-    let preconditions = Preconditions {
-        versions: Default::default(),
-        document: document_check(if_match(&headers)?, None)?,
-    };
-    state
-        .store
-        .apply_patch(
-            &Origin::new(&principal.user_id, "PUT /settings/user"),
-            &principal.user_id,
-            &Scope::default(),
-            patch,
-            &preconditions,
-        )
-        .await?;
+    patch_scope(
+        &state,
+        &headers,
+        &principal,
+        "PUT /settings/user",
+        &Scope::default(),
+        patch,
+    )
+    .await?;
     Ok(axum::Json(UpdatedResponse {
         success: true,
         message: "User settings partially updated successfully",

@@ -8,8 +8,8 @@ use axum::{
     Router,
     body::Bytes,
     extract::{State, rejection::BytesRejection},
-    http::{HeaderMap, StatusCode, header},
-    response::{IntoResponse, Response},
+    http::{HeaderMap, StatusCode},
+    response::Response,
     routing::get,
 };
 use chrono::Utc;
@@ -18,11 +18,14 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::{
-    Failure, Kind, Problem, document_etag, if_match, if_none_match, json_body, method_not_allowed,
-    not_modified, not_modified_response, principal, timestamp,
-    typed::{self, Field, FieldType},
+    RestState,
+    envelope::{Envelope, Kind, Problem},
+    json_body, principal,
+    routes::Routes,
+    timestamp,
+    typed::{self, Document, Field, FieldType, TypedContract},
 };
-use crate::{auth::Access, error::Error, settings::User, startup::AppState};
+use crate::{app::AppState, auth::Access, settings::User};
 
 pub(super) const PATH: &str = "/api/v1/user-settings";
 
@@ -35,33 +38,17 @@ const FIELDS: &[Field] = &[
     boolean("followNotifications"),
     boolean("messageNotifications"),
     boolean("followingActivityNotifications"),
-    Field {
-        name: "preferredLanguage",
-        kind: FieldType::Text { max_chars: 35 },
-    },
+    Field::new("preferredLanguage", FieldType::Text { max_chars: 35 }),
 ];
 
 const fn boolean(name: &'static str) -> Field {
-    Field {
-        name,
-        kind: FieldType::Boolean,
-    }
+    Field::new(name, FieldType::Boolean)
 }
 
 pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            PATH,
-            get(read)
-                .patch(update)
-                .fallback(|| async { ApiError(method_not_allowed("GET, HEAD, PATCH")) }),
-        )
-        .route(
-            "/api/v1/user-settings/{*rest}",
-            axum::routing::any(|| async {
-                ApiError(Error::NotFound("Resource not found".into()).into())
-            }),
-        )
+    Routes::<Typed>::new()
+        .route(PATH, "GET, HEAD, PATCH", get(read).patch(update))
+        .finish()
 }
 
 /// The user's settings with defaults filled in.
@@ -132,17 +119,17 @@ pub(super) struct UserSettingsError {
     timestamp: String,
 }
 
-pub(super) struct ApiError(Failure);
+/// This contract's envelope: `{"isSuccess": false, "statusCode", "data": null, "errors",
+/// "timestamp"}`.
+pub(super) struct Typed;
 
-impl<E: Into<Failure>> From<E> for ApiError {
-    fn from(err: E) -> Self {
-        ApiError(err.into())
-    }
-}
+type ApiError = super::envelope::ApiError<Typed>;
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let problem = Problem::new(self.0, StatusCode::CONFLICT);
+impl Envelope for Typed {
+    const STALE: StatusCode = StatusCode::CONFLICT;
+    const NO_SUCH_RESOURCE: &'static str = "Resource not found";
+
+    fn render(problem: &Problem) -> impl Serialize {
         let errors = match problem.kind {
             Kind::BadInput => problem
                 .violations
@@ -153,13 +140,13 @@ impl IntoResponse for ApiError {
             Kind::Forbidden => vec![format!("Insufficient permissions: {}", problem.message)],
             _ => vec![problem.message.clone()],
         };
-        problem.respond(UserSettingsError {
+        UserSettingsError {
             is_success: false,
             status_code: problem.status.as_u16(),
             data: None,
             errors,
             timestamp: timestamp(Utc::now()),
-        })
+        }
     }
 }
 
@@ -169,23 +156,27 @@ fn object_id(user: &User) -> String {
     user.settings_id.simple().to_string()[..24].to_owned()
 }
 
-async fn document(state: &AppState, user_id: &str) -> Result<(TypedUserSettings, String), Error> {
-    let document = typed::read(state, user_id, FIELDS).await?;
-    let body = TypedUserSettings {
-        notifications: document.value("notifications"),
-        total_minutes_visibility: document.value("totalMinutesVisibility"),
-        total_fund_visibility: document.value("totalFundVisibility"),
-        live_stream_notifications: document.value("liveStreamNotifications"),
-        payment_notifications: document.value("paymentNotifications"),
-        follow_notifications: document.value("followNotifications"),
-        message_notifications: document.value("messageNotifications"),
-        following_activity_notifications: document.value("followingActivityNotifications"),
-        preferred_language: document.value("preferredLanguage"),
-        created_at: timestamp(document.created_at),
-        updated_at: timestamp(document.updated_at),
-        id: object_id(&document.user),
-    };
-    Ok((body, document.tag))
+impl TypedContract for Typed {
+    const FIELDS: &'static [Field] = FIELDS;
+    const PATCH_ROUTE: &'static str = "PATCH /api/v1/user-settings";
+    type Body = TypedUserSettings;
+
+    fn body(document: &Document) -> Self::Body {
+        TypedUserSettings {
+            notifications: document.value("notifications"),
+            total_minutes_visibility: document.value("totalMinutesVisibility"),
+            total_fund_visibility: document.value("totalFundVisibility"),
+            live_stream_notifications: document.value("liveStreamNotifications"),
+            payment_notifications: document.value("paymentNotifications"),
+            follow_notifications: document.value("followNotifications"),
+            message_notifications: document.value("messageNotifications"),
+            following_activity_notifications: document.value("followingActivityNotifications"),
+            preferred_language: document.value("preferredLanguage"),
+            created_at: timestamp(document.created_at),
+            updated_at: timestamp(document.updated_at),
+            id: object_id(&document.user),
+        }
+    }
 }
 
 /// Get user settings.
@@ -202,16 +193,10 @@ async fn document(state: &AppState, user_id: &str) -> Result<(TypedUserSettings,
     security(("JWT-auth" = []))
 )]
 pub(super) async fn read(
-    State(state): State<AppState>,
+    State(state): State<RestState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let principal = principal(&state, &headers, Access::Read).await?;
-    let cached = if_none_match(&headers)?;
-    let (body, tag) = document(&state, &principal.user_id).await?;
-    if not_modified(cached.as_ref(), &tag) {
-        return Ok(not_modified_response(document_etag(&tag)));
-    }
-    Ok(([(header::ETAG, document_etag(&tag))], axum::Json(body)).into_response())
+    typed::get(&state, &headers).await
 }
 
 /// Update user settings. You can update individual fields partially.
@@ -232,21 +217,11 @@ pub(super) async fn read(
     security(("JWT-auth" = []))
 )]
 pub(super) async fn update(
-    State(state): State<AppState>,
+    State(state): State<RestState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let principal = principal(&state, &headers, Access::Write).await?;
     let update = typed::validate(FIELDS, json_body(&state, &headers, body)?)?;
-    typed::write(
-        &state,
-        &principal.user_id,
-        "PATCH /api/v1/user-settings",
-        FIELDS,
-        update,
-        if_match(&headers)?,
-    )
-    .await?;
-    let (body, tag) = document(&state, &principal.user_id).await?;
-    Ok(([(header::ETAG, document_etag(&tag))], axum::Json(body)).into_response())
+    typed::patch(&state, &headers, &principal, update).await
 }

@@ -16,38 +16,31 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::{
-    Condition, Failure, Kind, Problem, if_match, if_none_match, json_body, method_not_allowed,
-    not_found_at, not_modified, not_modified_response, principal, timestamp, version_etag,
+    Condition, RestState,
+    envelope::{Envelope, Kind, Problem},
+    etag, if_match, if_none_match, json_body, origin, principal,
+    routes::Routes,
+    tagged_read, timestamp,
 };
 use crate::{
+    app::AppState,
     auth::Access,
     error::Error,
-    settings::{Expect, Key, Origin, Scope, Setting},
-    startup::AppState,
+    settings::{Expect, Key, Scope, Setting},
 };
 
 pub(super) const LIST_PATH: &str = "/api/v1/users/me/settings";
 pub(super) const KEY_PATH: &str = "/api/v1/users/me/settings/{key}";
 
 pub(super) fn router() -> Router<AppState> {
-    let routes = Router::new()
-        .route(
-            LIST_PATH,
-            get(list).fallback(|| async { ApiError(method_not_allowed("GET, HEAD")) }),
-        )
+    Routes::<PerKey>::new()
+        .route(LIST_PATH, "GET, HEAD", get(list))
         .route(
             KEY_PATH,
-            get(read)
-                .put(put)
-                .delete(delete)
-                .fallback(|| async { ApiError(method_not_allowed("GET, HEAD, PUT, DELETE")) }),
-        );
-    // Paths below these name nothing: 404 in this contract's envelope.
-    not_found_at(
-        routes,
-        &[format!("{LIST_PATH}/"), format!("{KEY_PATH}/{{*rest}}")],
-        ApiError,
-    )
+            "GET, HEAD, PUT, DELETE",
+            get(read).put(put).delete(delete),
+        )
+        .finish()
 }
 
 /// A stored setting as this contract shows it.
@@ -117,29 +110,29 @@ pub(super) struct SettingErrorDetail {
     constraint: String,
 }
 
-pub(super) struct ApiError(Failure);
+/// This contract's envelope: `{"error", "message", "details"}`.
+pub(super) struct PerKey;
 
-impl<E: Into<Failure>> From<E> for ApiError {
-    fn from(err: E) -> Self {
-        ApiError(err.into())
-    }
-}
+type ApiError = super::envelope::ApiError<PerKey>;
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let problem = Problem::new(self.0, StatusCode::PRECONDITION_FAILED);
-        let (error, message) = match problem.kind {
-            Kind::BadInput => ("ValidationError", problem.message.clone()),
-            Kind::Unauthenticated => ("Unauthorized", "Unauthorized".to_owned()),
-            Kind::Forbidden => ("Forbidden", problem.message.clone()),
-            Kind::NotFound => ("NotFound", problem.message.clone()),
-            Kind::Conflict => ("Conflict", problem.message.clone()),
-            Kind::PreconditionFailed => ("PreconditionFailed", problem.message.clone()),
-            Kind::PayloadTooLarge => ("PayloadTooLarge", problem.message.clone()),
-            Kind::UnsupportedMediaType => ("UnsupportedMediaType", problem.message.clone()),
-            Kind::MethodNotAllowed => ("MethodNotAllowed", problem.message.clone()),
-            Kind::Unavailable => ("ServiceUnavailable", problem.message.clone()),
-            Kind::Internal => ("InternalServerError", problem.message.clone()),
+impl Envelope for PerKey {
+    fn render(problem: &Problem) -> impl Serialize {
+        let error = match problem.kind {
+            Kind::BadInput => "ValidationError",
+            Kind::Unauthenticated => "Unauthorized",
+            Kind::Forbidden => "Forbidden",
+            Kind::NotFound => "NotFound",
+            Kind::Conflict => "Conflict",
+            Kind::PreconditionFailed => "PreconditionFailed",
+            Kind::PayloadTooLarge => "PayloadTooLarge",
+            Kind::UnsupportedMediaType => "UnsupportedMediaType",
+            Kind::MethodNotAllowed => "MethodNotAllowed",
+            Kind::Unavailable => "ServiceUnavailable",
+            Kind::Internal => "InternalServerError",
+        };
+        let message = match problem.kind {
+            Kind::Unauthenticated => "Unauthorized".to_owned(),
+            _ => problem.message.clone(),
         };
         let details = (!problem.violations.is_empty()).then(|| {
             problem
@@ -152,11 +145,11 @@ impl IntoResponse for ApiError {
                 })
                 .collect()
         });
-        problem.respond(SettingError {
+        SettingError {
             error,
             message,
             details,
-        })
+        }
     }
 }
 
@@ -179,7 +172,7 @@ fn parse_key(key: Result<Path<String>, PathRejection>) -> Result<Key, ApiError> 
     security(("bearerAuth" = []))
 )]
 pub(super) async fn list(
-    State(state): State<AppState>,
+    State(state): State<RestState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let principal = principal(&state, &headers, Access::Read).await?;
@@ -207,7 +200,7 @@ pub(super) async fn list(
     security(("bearerAuth" = []))
 )]
 pub(super) async fn read(
-    State(state): State<AppState>,
+    State(state): State<RestState>,
     headers: HeaderMap,
     key: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
@@ -219,14 +212,10 @@ pub(super) async fn read(
         .get(&principal.user_id, &Scope::default(), &key)
         .await?
         .ok_or_else(|| not_found(&key))?;
-    let etag = version_etag(setting.version);
-    if not_modified(cached.as_ref(), &setting.version.to_string()) {
-        return Ok(not_modified_response(etag));
-    }
-    let body = SettingData {
+    let tag = setting.version.to_string();
+    Ok(tagged_read(cached.as_ref(), &tag, || SettingData {
         data: setting.into(),
-    };
-    Ok(([(header::ETAG, etag)], axum::Json(body)).into_response())
+    })?)
 }
 
 /// Create or replace one setting of the authenticated user.
@@ -252,7 +241,7 @@ pub(super) async fn read(
     security(("bearerAuth" = []))
 )]
 pub(super) async fn put(
-    State(state): State<AppState>,
+    State(state): State<RestState>,
     headers: HeaderMap,
     key: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
@@ -276,7 +265,7 @@ pub(super) async fn put(
     let (setting, created) = state
         .store
         .set(
-            &Origin::new(&principal.user_id, "PUT /api/v1/users/me/settings/{key}"),
+            &origin(&principal, "PUT /api/v1/users/me/settings/{key}"),
             &principal.user_id,
             &Scope::default(),
             &key,
@@ -290,7 +279,7 @@ pub(super) async fn put(
     } else {
         StatusCode::OK
     };
-    let etag = version_etag(setting.version);
+    let etag = etag(&setting.version.to_string())?;
     let body = SettingData {
         data: setting.into(),
     };
@@ -316,7 +305,7 @@ pub(super) async fn put(
     security(("bearerAuth" = []))
 )]
 pub(super) async fn delete(
-    State(state): State<AppState>,
+    State(state): State<RestState>,
     headers: HeaderMap,
     key: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
@@ -328,7 +317,7 @@ pub(super) async fn delete(
     let deleted = state
         .store
         .delete(
-            &Origin::new(&principal.user_id, "DELETE /api/v1/users/me/settings/{key}"),
+            &origin(&principal, "DELETE /api/v1/users/me/settings/{key}"),
             &principal.user_id,
             &Scope::default(),
             &key,

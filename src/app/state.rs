@@ -1,0 +1,66 @@
+//! The state the router holds, and the parts of it each handler takes (axum `FromRef`
+//! substates), so that a handler sees only what it uses: never the configuration or a key.
+
+use std::sync::Arc;
+
+use axum::{
+    body::Bytes,
+    extract::{FromRef, rejection::BytesRejection},
+    http::StatusCode,
+};
+
+use crate::{
+    auth::Authenticator, error::Error, graphql::GraphqlState, rest::RestState, settings::Store,
+};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<Store>,
+    pub graphql: GraphqlState,
+    pub rest: RestState,
+}
+
+impl FromRef<AppState> for Arc<Store> {
+    fn from_ref(state: &AppState) -> Self {
+        state.store.clone()
+    }
+}
+
+impl FromRef<AppState> for GraphqlState {
+    fn from_ref(state: &AppState) -> Self {
+        state.graphql.clone()
+    }
+}
+
+impl FromRef<AppState> for RestState {
+    fn from_ref(state: &AppState) -> Self {
+        state.rest.clone()
+    }
+}
+
+impl FromRef<AppState> for Authenticator {
+    fn from_ref(state: &AppState) -> Self {
+        state.rest.auth.clone()
+    }
+}
+
+/// The largest request body, for the handlers that read their body themselves: the router's
+/// body limit stops reading there, and this turns that into the service's error.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyLimit(pub usize);
+
+impl BodyLimit {
+    /// The body's bytes, or why they could not be read (`PAYLOAD_TOO_LARGE` past the limit).
+    pub fn read(self, body: Result<Bytes, BytesRejection>) -> Result<Bytes, Error> {
+        match body {
+            Ok(body) => Ok(body),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(Error::PayloadTooLarge {
+                    message: format!("the request body is larger than {} bytes", self.0),
+                    limit: self.0,
+                })
+            }
+            Err(rejection) => Err(Error::bad_input("body", "readable", rejection.body_text())),
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! Reading settings: stored values, organisation defaults, and the effective value of each
+//! key through the layers.
+
+use std::collections::BTreeMap;
+
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QueryTrait};
+use serde_json::Value;
+
+use super::{Key, Scope, Setting, Store, store::of_user};
+use crate::{
+    entity::{org_default, setting},
+    error::Result,
+};
+
+impl Store {
+    /// The user's settings in `scope`, ordered by key; only `keys` when given.
+    #[tracing::instrument(skip_all, err(level = "debug", Debug))]
+    pub async fn list(
+        &self,
+        user_id: &str,
+        scope: &Scope,
+        keys: Option<&[Key]>,
+    ) -> Result<Vec<Setting>> {
+        let rows = setting::Entity::find()
+            .filter(of_user(user_id, scope))
+            .apply_if(keys, |query, keys| {
+                query.filter(setting::Column::Key.is_in(keys.iter().map(Key::as_str)))
+            })
+            .order_by_asc(setting::Column::Key)
+            .all(&self.db)
+            .await?;
+        Ok(rows.into_iter().map(Setting::from).collect())
+    }
+
+    #[tracing::instrument(skip_all, err(level = "debug", Debug))]
+    pub async fn get(&self, user_id: &str, scope: &Scope, key: &Key) -> Result<Option<Setting>> {
+        let row = setting::Entity::find_by_id((
+            user_id.to_owned(),
+            scope.as_str().to_owned(),
+            key.as_str().to_owned(),
+        ))
+        .one(&self.db)
+        .await?;
+        Ok(row.map(Setting::from))
+    }
+
+    /// Organisation defaults by key.
+    #[tracing::instrument(skip_all, err(level = "debug", Debug))]
+    pub async fn org_defaults(&self) -> Result<BTreeMap<String, Value>> {
+        let rows = org_default::Entity::find().all(&self.db).await?;
+        Ok(rows.into_iter().map(|row| (row.key, row.value)).collect())
+    }
+
+    /// What applies for each key, through the layers catalog default → organisation default →
+    /// the user's value in the default scope → the user's value in `scope`. Without `keys`: every
+    /// catalog key and every key the user has set in either scope. Ordered by key.
+    #[tracing::instrument(skip_all, err(level = "debug", Debug))]
+    pub async fn effective(
+        &self,
+        user_id: &str,
+        scope: &Scope,
+        keys: Option<&[Key]>,
+    ) -> Result<Vec<Effective>> {
+        let wanted = |key: &str| keys.is_none_or(|keys| keys.iter().any(|k| k.as_str() == key));
+        let mut layers: BTreeMap<String, Effective> = BTreeMap::new();
+        for definition in self.catalog().definitions().filter(|d| wanted(&d.key)) {
+            layers.insert(
+                definition.key.clone(),
+                Effective::new(&definition.key, definition.default.clone(), Source::Default),
+            );
+        }
+        for (key, value) in self
+            .org_defaults()
+            .await?
+            .into_iter()
+            .filter(|(key, _)| wanted(key))
+        {
+            layers.insert(key.clone(), Effective::new(&key, value, Source::Org));
+        }
+        let rows = setting::Entity::find()
+            .filter(setting::Column::UserId.eq(user_id))
+            .filter(setting::Column::Scope.is_in([Scope::default().as_str(), scope.as_str()]))
+            .apply_if(keys, |query, keys| {
+                query.filter(setting::Column::Key.is_in(keys.iter().map(Key::as_str)))
+            })
+            // The default scope first, so that a value in `scope` overrides it.
+            .order_by_asc(setting::Column::Scope)
+            .all(&self.db)
+            .await?;
+        for row in rows {
+            let setting = Setting::from(row);
+            let source = if setting.scope == scope.as_str() && !scope.as_str().is_empty() {
+                Source::Scope
+            } else {
+                Source::User
+            };
+            layers.insert(
+                setting.key.clone(),
+                Effective {
+                    key: setting.key.clone(),
+                    value: setting.value.clone(),
+                    source,
+                    setting: Some(setting),
+                },
+            );
+        }
+        Ok(layers.into_values().collect())
+    }
+}
+
+/// Where an effective value comes from, lowest layer first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Default,
+    Org,
+    User,
+    Scope,
+}
+
+/// The value that applies for one key, and the stored setting behind it when the user has one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Effective {
+    pub key: String,
+    pub value: Value,
+    pub source: Source,
+    pub setting: Option<Setting>,
+}
+
+impl Effective {
+    fn new(key: &str, value: Value, source: Source) -> Self {
+        Effective {
+            key: key.to_owned(),
+            value,
+            source,
+            setting: None,
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! The PostgreSQL one-statement path: replacing one stored setting, the most common write, in
+//! one round trip instead of the five of a transaction, with the same guarantees. Only the
+//! mechanics are here; what the write means (the history kind, the value rules) is decided by
+//! the same functions the planner uses. A key without a row takes the transaction, where the
+//! planner decides its version.
+
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use serde_json::Value;
+
+use super::{
+    Key, Setting, Store,
+    model::Outcome,
+    plan::{Change, LOCALE_KEY, Target},
+    store::now,
+    write::{Write, WriteError},
+};
+
+impl Store {
+    /// Replaces one stored setting in a single autocommitted statement where that path
+    /// applies: lock and read the row, update it one version up, append the history row.
+    /// `None` when the path does not apply or the key has no row (then nothing was written).
+    pub(super) async fn try_replace_one(
+        &self,
+        write: &Write<'_>,
+    ) -> Result<Option<Vec<Outcome>>, WriteError> {
+        let Some((key, value)) = self.single_replacement(write) else {
+            return Ok(None);
+        };
+        self.check_value(key.as_str(), value)?;
+        let (origin, now) = (write.origin, now());
+        let statement = Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            REPLACE_ONE_SQL,
+            [
+                write.user_id.into(),
+                write.scope.as_str().into(),
+                key.as_str().into(),
+                value.clone().into(),
+                now.into(),
+                origin.actor.as_str().into(),
+                origin.interface.into(),
+                origin.correlation_id.as_str().into(),
+                write.kinds.of_write(true).as_str().into(),
+            ],
+        );
+        let Some(row) = self.db.query_one_raw(statement).await? else {
+            return Ok(None);
+        };
+        let after = Setting {
+            key: row.try_get("", "key")?,
+            scope: row.try_get("", "scope")?,
+            value: row.try_get("", "value")?,
+            version: row.try_get("", "version")?,
+            created_at: row.try_get("", "created_at")?,
+            updated_at: row.try_get("", "updated_at")?,
+        };
+        let before = Setting {
+            version: row.try_get("", "old_version")?,
+            value: row.try_get("", "old_value")?,
+            updated_at: row.try_get("", "old_updated_at")?,
+            ..after.clone()
+        };
+        Ok(Some(vec![Outcome {
+            key: after.key.clone(),
+            before: Some(before),
+            after: Some(after),
+        }]))
+    }
+
+    /// The write that fits one statement: one key replaced by a value that does not depend on
+    /// the stored one, without preconditions, on PostgreSQL (SQLite cannot write inside a
+    /// `WITH`), and not the `locale` that the users table mirrors.
+    fn single_replacement<'w>(&self, write: &'w Write<'_>) -> Option<(&'w Key, &'w Value)> {
+        let Target::Keys(ops) = &write.target else {
+            return None;
+        };
+        let [op] = ops.as_slice() else {
+            return None;
+        };
+        let Change::Replace(value) = &op.change else {
+            return None;
+        };
+        let mirrored = write.scope.as_str().is_empty() && op.key.as_str() == LOCALE_KEY;
+        let simple = op.expect.is_none() && write.document.is_none() && !mirrored;
+        (simple && self.backend() == DbBackend::Postgres).then_some((&op.key, value))
+    }
+}
+
+/// The statement of [`Store::try_replace_one`]. Parameters: user, scope, key, value, now,
+/// actor, interface, correlation id, and the history kind. The row is locked by `old`; the
+/// update is guarded by the version read, so it writes nothing (and the statement returns no
+/// row) when the row is gone or changed meanwhile, and the write falls back to the
+/// transaction.
+const REPLACE_ONE_SQL: &str = r#"
+WITH old AS (
+    SELECT value, version, updated_at FROM settings
+    WHERE user_id = $1 AND scope = $2 AND key = $3
+    FOR UPDATE
+), saved AS (
+    UPDATE settings AS s SET value = $4, version = s.version + 1, updated_at = $5
+    FROM old
+    WHERE s.user_id = $1 AND s.scope = $2 AND s.key = $3 AND s.version = old.version
+    RETURNING s.key, s.scope, s.value, s.version, s.created_at, s.updated_at
+), logged AS (
+    INSERT INTO setting_changes
+        (user_id, scope, key, kind, version, old_value, new_value, actor, interface,
+         correlation_id, changed_at)
+    SELECT $1, $2, $3, $9, saved.version, old.value, saved.value, $6, $7, $8, $5
+    FROM saved, old
+)
+SELECT saved.key, saved.scope, saved.value, saved.version, saved.created_at, saved.updated_at,
+    old.version AS old_version, old.value AS old_value, old.updated_at AS old_updated_at
+FROM saved, old
+"#;
