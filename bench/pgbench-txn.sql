@@ -1,8 +1,11 @@
--- Write-transaction ceiling: what the service sends for one setSetting (src/settings/write.rs,
--- try_write), statement for statement: BEGIN; lock and read the row; the upsert guarded by the
--- version read; one history row with the old and new value; COMMIT. Five round trips, like the
--- service. The key and value are those setSetting sends; the users are those that hold a token in
--- the service runs. bench/run passes -M prepared -D width=W -D step=S -D tokens=T.
+-- Write-transaction ceiling: what the service sends for a one-key write that takes the
+-- transaction (src/settings/write.rs, Store::try_write: a patch, a write with a precondition, or
+-- any write on SQLite), statement for statement: BEGIN; lock and read the row; the upsert
+-- guarded by the version read; one history row with the old and new value; COMMIT. Five round
+-- trips, like the service. A replacement without preconditions takes one statement instead
+-- (src/settings/replace_one.rs). The key and value are those setSetting sends; the users are
+-- those that hold a token in the service runs. bench/run passes -M prepared -D width=W
+-- -D step=S -D tokens=T.
 \set u 1 + random(0, :tokens - 1) * :step
 \set mode random(0, 2)
 BEGIN;

@@ -1,4 +1,4 @@
-//! sea-orm entities. Only `settings::store` builds queries with them.
+//! sea-orm entities. Only the `settings` module builds queries with them.
 
 pub mod org_default;
 pub mod setting;
