@@ -17,7 +17,72 @@ pub struct Config {
     pub limits: Limits,
     pub catalog: CatalogConfig,
     pub history: HistoryConfig,
+    pub rest_scopes: RestScopes,
     pub shutdown_timeout: Duration,
+}
+
+/// The scope each legacy REST contract reads and writes (`REST_SCOPES`). Contracts bound to
+/// one scope share its data and the union of their types.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestScopes {
+    pub c000: String,
+    pub c001: String,
+    /// Contract 002's scope when a request names no `space`.
+    pub c002: String,
+    pub c003: String,
+    pub c004: String,
+}
+
+impl Default for RestScopes {
+    /// The free-form contracts share the default scope with GraphQL, where today's data lives;
+    /// the typed contracts each have their own, so their types never meet free-form values.
+    fn default() -> Self {
+        RestScopes {
+            c000: String::new(),
+            c001: String::new(),
+            c002: String::new(),
+            c003: "contract-003".into(),
+            c004: "contract-004".into(),
+        }
+    }
+}
+
+impl RestScopes {
+    /// Each contract's number with its scope.
+    pub fn by_contract(&self) -> [(&'static str, &str); 5] {
+        [
+            ("000", &self.c000),
+            ("001", &self.c001),
+            ("002", &self.c002),
+            ("003", &self.c003),
+            ("004", &self.c004),
+        ]
+    }
+
+    /// `REST_SCOPES`: a JSON object of contract numbers to scopes; contracts it leaves out
+    /// keep their default.
+    fn parse(text: &str) -> anyhow::Result<Self> {
+        let bindings: std::collections::BTreeMap<String, String> = serde_json::from_str(text)
+            .with_context(|| {
+                format!(
+                    "REST_SCOPES must be a JSON object of contract numbers to scope names, such \
+                     as {{\"003\": \"\", \"004\": \"\"}}, not `{text}`"
+                )
+            })?;
+        let mut scopes = RestScopes::default();
+        for (contract, scope) in bindings {
+            let slot = match contract.as_str() {
+                "000" => &mut scopes.c000,
+                "001" => &mut scopes.c001,
+                "002" => &mut scopes.c002,
+                "003" => &mut scopes.c003,
+                "004" => &mut scopes.c004,
+                other => bail!("REST_SCOPES names `{other}`; the contracts are 000 to 004"),
+            };
+            *slot = scope;
+        }
+        Ok(scopes)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -203,6 +268,10 @@ impl Config {
                     parse_or(&lookup, "HISTORY_PRUNE_INTERVAL_SECS", 600u64)?.max(1),
                 ),
             },
+            rest_scopes: lookup("REST_SCOPES")
+                .map(|text| RestScopes::parse(&text))
+                .transpose()?
+                .unwrap_or_default(),
             shutdown_timeout: Duration::from_secs(parse_or(&lookup, "SHUTDOWN_TIMEOUT_SECS", 30)?),
         })
     }
@@ -294,6 +363,7 @@ impl fmt::Debug for Config {
             .field("limits", &self.limits)
             .field("catalog", &self.catalog)
             .field("history", &self.history)
+            .field("rest_scopes", &self.rest_scopes)
             .finish_non_exhaustive()
     }
 }
@@ -361,6 +431,20 @@ mod tests {
     fn a_bad_limit_names_the_variable() {
         let err = config(&[("MAX_BODY_BYTES", "lots")]).unwrap_err();
         assert!(err.to_string().contains("MAX_BODY_BYTES"), "{err}");
+    }
+
+    #[test]
+    fn rest_scopes_bind_the_contracts_it_names_and_keep_the_others() {
+        assert_eq!(config(&[]).unwrap().rest_scopes, RestScopes::default());
+        let scopes = config(&[("REST_SCOPES", r#"{"003": "", "001": "legacy"}"#)])
+            .unwrap()
+            .rest_scopes;
+        assert_eq!((scopes.c003.as_str(), scopes.c001.as_str()), ("", "legacy"));
+        assert_eq!(scopes.c004, RestScopes::default().c004);
+        for bad in [r#"{"005": "x"}"#, r#"{"003": 1}"#, "[]"] {
+            let err = config(&[("REST_SCOPES", bad)]).unwrap_err();
+            assert!(err.to_string().contains("REST_SCOPES"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::{
     catalog::Catalog,
     config::{AppEnv, Config, HistoryConfig, JwtKey, Secret, redact_url},
     graphql::GraphqlState,
-    rest::RestState,
+    rest::{ContractScopes, RestState},
     settings::{Retention, Store, ValueLimits, store_connect},
 };
 
@@ -37,8 +37,14 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        // Before anything is created: a broken catalog must stop start-up cleanly.
-        let catalog = Catalog::load(config.catalog.file.as_deref(), config.catalog.strict)?;
+        // Before anything is created: a broken binding or catalog must stop start-up cleanly.
+        let scopes = ContractScopes::new(&config.rest_scopes)
+            .map_err(|err| anyhow::anyhow!("REST_SCOPES names an invalid scope: {err}"))?;
+        let catalog = Catalog::load(
+            config.catalog.file.as_deref(),
+            config.catalog.strict,
+            &config.rest_scopes.by_contract(),
+        )?;
         let (key, dev_token) = match &config.jwt.key {
             Some(key) => (key.clone(), None),
             None => {
@@ -71,6 +77,8 @@ impl Application {
                 max_depth: limits.max_value_depth,
             },
             Arc::new(catalog),
+            // Contract 004 is the one that mirrors `locale` to the users table.
+            scopes.c004.clone(),
         ));
         let auth = Authenticator::new(verifier, store.clone());
         let body_limit = BodyLimit(limits.max_body_bytes);
@@ -87,6 +95,7 @@ impl Application {
                 auth,
                 store: store.clone(),
                 body_limit,
+                scopes: Arc::new(scopes),
             },
         };
         Ok(Application {

@@ -180,8 +180,9 @@ impl Mutation {
         Ok(setting.into())
     }
 
-    /// Sets the organisation default of a catalog key for every user at once; `null` removes it.
-    /// Needs the `admin` role; the value must satisfy the key's schema.
+    /// Sets the organisation default of a catalog key for every user at once, in every scope
+    /// whose catalog has the key; `null` removes it. Needs the `admin` role; the value must
+    /// satisfy the key's schema in each of those scopes.
     async fn set_org_default(
         &self,
         ctx: &Context<'_>,
@@ -200,9 +201,13 @@ impl Mutation {
         store
             .set_org_default(&key, value.clone(), &principal.user_id)
             .await?;
-        let definition = store.catalog().get(key.as_str()).ok_or_else(|| {
-            Error::internal(anyhow::anyhow!("catalog key `{}` vanished", key.as_str()))
-        })?;
+        let definition = store
+            .catalog()
+            .definitions_of(key.as_str())
+            .next()
+            .ok_or_else(|| {
+                Error::internal(anyhow::anyhow!("catalog key `{}` vanished", key.as_str()))
+            })?;
         Ok(SettingDefinition::new(definition, value))
     }
 }

@@ -123,20 +123,29 @@ impl Query {
         Ok(setting.map(Setting::from))
     }
 
-    /// Every key of the catalog, with its schema, defaults and description.
-    async fn setting_definitions(&self, ctx: &Context<'_>) -> Result<Vec<SettingDefinition>> {
+    /// Every key of the catalog of `scope` (default `""`), with its schema, defaults and
+    /// description.
+    async fn setting_definitions(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default)] scope: String,
+    ) -> Result<Vec<SettingDefinition>> {
         let (_, store) = caller(ctx, Access::Read)?;
+        let scope = Scope::parse(scope)?;
         let mut org = store.org_defaults().await?;
         Ok(store
             .catalog()
-            .definitions()
+            .definitions(scope.as_str())
+            .into_iter()
             .map(|definition| SettingDefinition::new(definition, org.remove(&definition.key)))
             .collect())
     }
 
     /// The value that applies for each key: catalog default, then organisation default, then the
-    /// caller's value in the default scope, then the caller's value in `scope`. Without `keys`:
-    /// every catalog key and every key the caller has set. Ordered by key.
+    /// caller's value in the default scope, then the caller's value in `scope`, each with the
+    /// catalog of `scope`: a lower layer's value that the key's schema there rejects does not
+    /// show through. Without `keys`: every key of that catalog and every key the caller has
+    /// set. Ordered by key.
     async fn effective_settings(
         &self,
         ctx: &Context<'_>,

@@ -26,7 +26,7 @@ use crate::{
     app::AppState,
     auth::Access,
     error::Error,
-    settings::{Expect, Key, Scope, Setting},
+    settings::{Expect, Key, Setting},
 };
 
 pub(super) const LIST_PATH: &str = "/api/v1/users/me/settings";
@@ -164,10 +164,12 @@ fn parse_key(key: Result<Path<String>, PathRejection>) -> Result<Key, ApiError> 
     get,
     path = "/api/v1/users/me/settings",
     tag = "Users",
+    operation_id = "listUserSettings",
     responses(
         (status = 200, description = "Every setting of the user", body = SettingList),
         (status = 401, description = "Missing or invalid token", body = SettingError),
         (status = 403, description = "The token's scope lacks settings:read", body = SettingError),
+        (status = 503, description = "The database is unavailable; retry later (not in the contract's document: the standard status)", body = SettingError),
     ),
     security(("bearerAuth" = []))
 )]
@@ -178,7 +180,7 @@ pub(super) async fn list(
     let principal = principal(&state, &headers, Access::Read).await?;
     let settings = state
         .store
-        .list(&principal.user_id, &Scope::default(), None)
+        .list(&principal.user_id, &state.scopes.c000, None)
         .await?;
     let data = settings.into_iter().map(UserSetting::from).collect();
     Ok(axum::Json(SettingList { data }).into_response())
@@ -189,6 +191,7 @@ pub(super) async fn list(
     get,
     path = "/api/v1/users/me/settings/{key}",
     tag = "Users",
+    operation_id = "getUserSetting",
     params(("key" = String, Path, description = "Unique key of the user setting.", max_length = 255)),
     responses(
         (status = 200, description = "The setting; `ETag` is its version", body = SettingData),
@@ -196,6 +199,7 @@ pub(super) async fn list(
         (status = 400, description = "Invalid key", body = SettingError),
         (status = 401, description = "Missing or invalid token", body = SettingError),
         (status = 404, description = "The user has no such setting", body = SettingError),
+        (status = 503, description = "The database is unavailable; retry later (not in the contract's document: the standard status)", body = SettingError),
     ),
     security(("bearerAuth" = []))
 )]
@@ -209,7 +213,7 @@ pub(super) async fn read(
     let cached = if_none_match(&headers)?;
     let setting = state
         .store
-        .get(&principal.user_id, &Scope::default(), &key)
+        .get(&principal.user_id, &state.scopes.c000, &key)
         .await?
         .ok_or_else(|| not_found(&key))?;
     let tag = setting.version.to_string();
@@ -223,6 +227,7 @@ pub(super) async fn read(
     put,
     path = "/api/v1/users/me/settings/{key}",
     tag = "Users",
+    operation_id = "setUserSetting",
     params(
         ("key" = String, Path, description = "Unique key of the user setting.", max_length = 255),
         ("If-Match" = Option<String>, Header, description = "Write only if the setting is at this version (its ETag), or exists (`*`)"),
@@ -232,11 +237,11 @@ pub(super) async fn read(
     responses(
         (status = 200, description = "Updated; `ETag` is the new version", body = SettingData),
         (status = 201, description = "Created", body = SettingData),
-        (status = 400, description = "Invalid key, body or value", body = SettingError),
+        (status = 400, description = "Invalid key, body or value, or a body not declared as JSON", body = SettingError),
         (status = 401, description = "Missing or invalid token", body = SettingError),
         (status = 412, description = "A precondition header does not hold; nothing was written", body = SettingError),
         (status = 413, description = "Body over the size limit", body = SettingError),
-        (status = 415, description = "Body not declared as JSON", body = SettingError),
+        (status = 503, description = "The database is unavailable; retry later (not in the contract's document: the standard status)", body = SettingError),
     ),
     security(("bearerAuth" = []))
 )]
@@ -267,7 +272,7 @@ pub(super) async fn put(
         .set(
             &origin(&principal, "PUT /api/v1/users/me/settings/{key}"),
             &principal.user_id,
-            &Scope::default(),
+            &state.scopes.c000,
             &key,
             value,
             expect,
@@ -291,6 +296,7 @@ pub(super) async fn put(
     delete,
     path = "/api/v1/users/me/settings/{key}",
     tag = "Users",
+    operation_id = "deleteUserSetting",
     params(
         ("key" = String, Path, description = "Unique key of the user setting.", max_length = 255),
         ("If-Match" = Option<String>, Header, description = "Delete only if the setting is at this version (its ETag)"),
@@ -301,6 +307,7 @@ pub(super) async fn put(
         (status = 401, description = "Missing or invalid token", body = SettingError),
         (status = 404, description = "The user has no such setting", body = SettingError),
         (status = 412, description = "`If-Match` does not hold; nothing was deleted", body = SettingError),
+        (status = 503, description = "The database is unavailable; retry later (not in the contract's document: the standard status)", body = SettingError),
     ),
     security(("bearerAuth" = []))
 )]
@@ -319,7 +326,7 @@ pub(super) async fn delete(
         .delete(
             &origin(&principal, "DELETE /api/v1/users/me/settings/{key}"),
             &principal.user_id,
-            &Scope::default(),
+            &state.scopes.c000,
             &key,
             expect,
         )

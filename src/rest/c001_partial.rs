@@ -23,12 +23,7 @@ use super::{
     routes::Routes,
     tagged_read,
 };
-use crate::{
-    app::AppState,
-    auth::Access,
-    error::Error,
-    settings::{Scope, document_tag},
-};
+use crate::{app::AppState, auth::Access, error::Error, settings::document_tag};
 
 pub(super) const PATH: &str = "/settings/user";
 
@@ -109,6 +104,7 @@ impl Envelope for Partial {
     get,
     path = "/settings/user",
     tag = "Settings",
+    operation_id = "get__settings_user",
     responses(
         (status = 200, description = "Every key of the user; `ETag` tags the whole object", body = SettingsObjectResponse),
         (status = 304, description = "`If-None-Match` names the current tag"),
@@ -125,7 +121,7 @@ pub(super) async fn read(
     let cached = if_none_match(&headers)?;
     let settings = state
         .store
-        .list(&principal.user_id, &Scope::default(), None)
+        .list(&principal.user_id, &state.scopes.c001, None)
         .await?;
     let tag = document_tag(settings.iter().map(|s| (s.key.as_str(), s.version)));
     Ok(tagged_read(cached.as_ref(), &tag, || {
@@ -142,15 +138,15 @@ pub(super) async fn read(
     put,
     path = "/settings/user",
     tag = "Settings",
+    operation_id = "put__settings_user",
     params(("If-Match" = Option<String>, Header, description = "Write only if the settings still have this ETag")),
     request_body(content = Object, content_type = "application/json", description = "Partial settings object with key-value pairs to update"),
     responses(
         (status = 200, description = "Updated", body = UpdatedResponse),
-        (status = 400, description = "Malformed JSON, not an object, or an invalid key or value; nothing was written", body = SettingsErrorResponse),
+        (status = 400, description = "Malformed JSON, not an object, not declared as JSON, or an invalid key or value; nothing was written", body = SettingsErrorResponse),
         (status = 401, description = "Missing or invalid token", body = SettingsErrorResponse),
         (status = 412, description = "`If-Match` does not hold; nothing was written", body = SettingsErrorResponse),
         (status = 413, description = "Body over the size limit", body = SettingsErrorResponse),
-        (status = 415, description = "Body not declared as JSON", body = SettingsErrorResponse),
         (status = 500, description = "Server-side failure", body = SettingsErrorResponse),
     ),
     security(("bearerAuth" = []))
@@ -175,7 +171,7 @@ pub(super) async fn update(
         &headers,
         &principal,
         "PUT /settings/user",
-        &Scope::default(),
+        &state.scopes.c001,
         patch,
     )
     .await?;

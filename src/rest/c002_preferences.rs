@@ -42,7 +42,7 @@ pub(super) fn router() -> Router<AppState> {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(super) struct SpaceQuery {
-    /// Space Identifier; without it, the default space.
+    /// Space Identifier; without it, the space the contract is bound to (`REST_SCOPES`).
     space: Option<String>,
 }
 
@@ -103,6 +103,9 @@ pub(super) struct Preferences;
 type ApiError = super::envelope::ApiError<Preferences>;
 
 impl Envelope for Preferences {
+    /// The document's `default` response covers every status.
+    const LISTS_UNSUPPORTED_MEDIA_TYPE: bool = true;
+
     fn render(problem: &Problem) -> impl Serialize {
         let violations = problem
             .violations
@@ -149,10 +152,17 @@ fn property_path(field: &str, pointer: Option<&str>) -> String {
     }
 }
 
-fn space(query: Result<Query<SpaceQuery>, QueryRejection>) -> Result<Scope, Error> {
+/// The scope of the request's `space`; without one, the scope the contract is bound to.
+fn space(
+    state: &RestState,
+    query: Result<Query<SpaceQuery>, QueryRejection>,
+) -> Result<Scope, Error> {
     let Query(query) =
         query.map_err(|rejection| Error::bad_input("space", "query", rejection.body_text()))?;
-    Scope::parse_as(query.space.unwrap_or_default(), "space")
+    match query.space {
+        Some(space) => Scope::parse_as(space, "space"),
+        None => Ok(state.scopes.c002.clone()),
+    }
 }
 
 /// The roles of the document, from the token's roles.
@@ -198,6 +208,7 @@ async fn respond(
     get,
     path = "/api/v1/users/preferences",
     tag = "Users",
+    operation_id = "getUserPreferences",
     params(SpaceQuery),
     responses(
         (status = 200, description = "The user with the space's preferences; `ETag` tags them", body = UserResponse),
@@ -212,7 +223,7 @@ pub(super) async fn read(
     query: Result<Query<SpaceQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let principal = principal(&state, &headers, Access::Read).await?;
-    let space = space(query)?;
+    let space = space(&state, query)?;
     let cached = if_none_match(&headers)?;
     respond(
         &state,
@@ -248,7 +259,7 @@ pub(super) async fn update(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let principal = principal(&state, &headers, Access::Write).await?;
-    let space = space(query)?;
+    let space = space(&state, query)?;
     let body = json_body(&state, &headers, body)?;
     let patch = match body {
         Value::Object(mut members) => match members.remove("updatedPreferences") {

@@ -18,14 +18,18 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::{
-    RestState,
+    ContractScopes, RestState,
     envelope::{Envelope, Kind, Problem},
     json_body, principal,
     routes::Routes,
     timestamp,
     typed::{self, Document, Field, FieldType, TypedContract},
 };
-use crate::{app::AppState, auth::Access, settings::User};
+use crate::{
+    app::AppState,
+    auth::Access,
+    settings::{Scope, User},
+};
 
 pub(super) const PATH: &str = "/api/v1/user-settings";
 
@@ -159,6 +163,10 @@ fn object_id(user: &User) -> String {
 impl TypedContract for Typed {
     const FIELDS: &'static [Field] = FIELDS;
     const PATCH_ROUTE: &'static str = "PATCH /api/v1/user-settings";
+    fn scope(scopes: &ContractScopes) -> &Scope {
+        &scopes.c003
+    }
+
     type Body = TypedUserSettings;
 
     fn body(document: &Document) -> Self::Body {
@@ -184,11 +192,13 @@ impl TypedContract for Typed {
     get,
     path = "/api/v1/user-settings",
     tag = "User Settings",
+    operation_id = "getUserSettings",
     responses(
         (status = 200, description = "The settings with defaults filled in; `ETag` tags them", body = TypedUserSettings),
         (status = 304, description = "`If-None-Match` names the current tag"),
         (status = 401, description = "Authentication required", body = UserSettingsError),
         (status = 403, description = "Insufficient permissions (the token's scope lacks settings:read)", body = UserSettingsError),
+        (status = 503, description = "The database is unavailable; retry later (not in the contract's document: the standard status)", body = UserSettingsError),
     ),
     security(("JWT-auth" = []))
 )]
@@ -204,15 +214,17 @@ pub(super) async fn read(
     patch,
     path = "/api/v1/user-settings",
     tag = "User Settings",
+    operation_id = "updateUserSettings",
     params(("If-Match" = Option<String>, Header, description = "Write only if the settings still have this ETag (409 otherwise)")),
     request_body(content = UpdateUserSettings, content_type = "application/json"),
     responses(
         (status = 200, description = "The updated settings", body = TypedUserSettings),
-        (status = 400, description = "Validation failed: unknown field or wrong type; nothing was written", body = UserSettingsError),
+        (status = 400, description = "Validation failed: unknown field, wrong type, or a body not declared as JSON; nothing was written", body = UserSettingsError),
         (status = 401, description = "Authentication required", body = UserSettingsError),
         (status = 403, description = "Insufficient permissions (the token's scope lacks settings:write)", body = UserSettingsError),
         (status = 404, description = "Resource not found", body = UserSettingsError),
         (status = 409, description = "`If-Match` names an older state; nothing was written", body = UserSettingsError),
+        (status = 503, description = "The database is unavailable; retry later (not in the contract's document: the standard status)", body = UserSettingsError),
     ),
     security(("JWT-auth" = []))
 )]

@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::{
-    RestState, declares_json,
+    ContractScopes, RestState, declares_json,
     envelope::{Envelope, Failure, Kind, Problem},
     parse_json, principal,
     routes::Routes,
@@ -28,6 +28,7 @@ use super::{
 use crate::{
     app::AppState,
     auth::{Access, Principal},
+    settings::Scope,
     telemetry,
 };
 
@@ -217,6 +218,10 @@ impl Envelope for Sparse {
 impl TypedContract for Sparse {
     const FIELDS: &'static [Field] = FIELDS;
     const PATCH_ROUTE: &'static str = "PATCH /api/v1/users/settings";
+    fn scope(scopes: &ContractScopes) -> &Scope {
+        &scopes.c004
+    }
+
     type Body = ApiResponseOfUserSettingsDto;
 
     fn body(document: &Document) -> Self::Body {
@@ -253,10 +258,12 @@ impl TypedContract for Sparse {
     get,
     path = "/api/v1/users/settings",
     tag = "User",
+    operation_id = "getSettings",
     responses(
         (status = 200, description = "The settings with defaults filled in; `ETag` tags them", body = ApiResponseOfUserSettingsDto),
         (status = 304, description = "`If-None-Match` names the current tag"),
         (status = 401, description = "Missing / invalid bearer token", body = ApiErrorResponse),
+        (status = 503, description = "The database is unavailable; retry later (not in the contract's document: the standard status)", body = ApiErrorResponse),
     ),
     security(("bearerAuth" = []))
 )]
@@ -273,13 +280,15 @@ pub(super) async fn read(
     patch,
     path = "/api/v1/users/settings",
     tag = "User",
+    operation_id = "updateSettings",
     params(("If-Match" = Option<String>, Header, description = "Write only if the settings still have this ETag")),
     request_body(content = UpdateSettingsDto, content_type = "application/json"),
     responses(
         (status = 200, description = "The fresh settings after the update", body = ApiResponseOfUserSettingsDto),
-        (status = 400, description = "Invalid digestMode enum, fields exceeding length, unknown fields; nothing was written", body = ApiErrorResponse),
+        (status = 400, description = "Invalid digestMode enum, fields exceeding length, unknown fields, a body not declared as JSON; nothing was written", body = ApiErrorResponse),
         (status = 401, description = "Missing / invalid bearer token", body = ApiErrorResponse),
         (status = 412, description = "`If-Match` names an older state; nothing was written", body = ApiErrorResponse),
+        (status = 503, description = "The database is unavailable; retry later (not in the contract's document: the standard status)", body = ApiErrorResponse),
     ),
     security(("bearerAuth" = []))
 )]

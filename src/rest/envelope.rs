@@ -20,6 +20,9 @@ pub(crate) trait Envelope: 'static {
     const STALE: StatusCode = StatusCode::PRECONDITION_FAILED;
     /// The message of the 404 for a path below the contract's routes that names nothing.
     const NO_SUCH_RESOURCE: &'static str = "no such resource";
+    /// Whether the contract's document lists 415; where it does not, a body that is not
+    /// declared as JSON is one more validation failure (400).
+    const LISTS_UNSUPPORTED_MEDIA_TYPE: bool = false;
 
     /// The status to answer, where the contract's document lists another than the standard one.
     fn status(problem: &Problem) -> StatusCode {
@@ -29,6 +32,8 @@ pub(crate) trait Envelope: 'static {
     /// The contract's error body.
     fn render(problem: &Problem) -> impl Serialize;
 }
+
+const NOT_JSON: &str = "the request body must be JSON, sent with `Content-Type: application/json`";
 
 /// Why a REST request failed: a domain error, or a problem with the HTTP request itself.
 #[derive(Debug)]
@@ -59,7 +64,13 @@ impl<E, F: Into<Failure>> From<F> for ApiError<E> {
 
 impl<E: Envelope> IntoResponse for ApiError<E> {
     fn into_response(self) -> Response {
-        let mut problem = Problem::new(self.0, E::STALE);
+        let failure = match self.0 {
+            Failure::UnsupportedMediaType if !E::LISTS_UNSUPPORTED_MEDIA_TYPE => {
+                Failure::Domain(Error::bad_input("Content-Type", "mediaType", NOT_JSON))
+            }
+            failure => failure,
+        };
+        let mut problem = Problem::new(failure, E::STALE);
         problem.status = E::status(&problem);
         let body = E::render(&problem);
         problem.respond(body)
@@ -119,7 +130,7 @@ impl Problem {
             Failure::UnsupportedMediaType => of_request(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 Kind::UnsupportedMediaType,
-                "the request body must be JSON, sent with `Content-Type: application/json`".into(),
+                NOT_JSON.into(),
             ),
             Failure::MethodNotAllowed { allow } => Problem {
                 allow: Some(allow),

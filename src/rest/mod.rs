@@ -33,6 +33,7 @@ use envelope::Failure;
 use crate::{
     app::{AppState, BodyLimit},
     auth::{Access, Authenticator, Principal},
+    config::RestScopes,
     error::Error,
     settings::{DocumentCheck, Key, Origin, Preconditions, Scope, Store},
     telemetry,
@@ -44,6 +45,31 @@ pub struct RestState {
     pub auth: Authenticator,
     pub store: Arc<Store>,
     pub body_limit: BodyLimit,
+    pub scopes: Arc<ContractScopes>,
+}
+
+/// The scope each contract reads and writes: the validated `REST_SCOPES`.
+#[derive(Clone, Debug)]
+pub struct ContractScopes {
+    pub c000: Scope,
+    pub c001: Scope,
+    /// Contract 002's scope when a request names no `space`.
+    pub c002: Scope,
+    pub c003: Scope,
+    pub c004: Scope,
+}
+
+impl ContractScopes {
+    pub fn new(config: &RestScopes) -> Result<Self, Error> {
+        let parse = |raw: &str| Scope::parse_as(raw, "REST_SCOPES");
+        Ok(ContractScopes {
+            c000: parse(&config.c000)?,
+            c001: parse(&config.c001)?,
+            c002: parse(&config.c002)?,
+            c003: parse(&config.c003)?,
+            c004: parse(&config.c004)?,
+        })
+    }
 }
 
 /// Every legacy route, each with its contract's answers for unsupported methods and for the

@@ -15,7 +15,7 @@ use axum::{
 use serde::Serialize;
 
 use super::{
-    Condition, RestState, document_check,
+    Condition, ContractScopes, RestState, document_check,
     envelope::{ApiError, Envelope, Failure},
     etag, if_match, if_none_match, origin, principal, tagged_read,
 };
@@ -28,6 +28,8 @@ use crate::{
 /// A typed contract: its fields and the body that its GET and PATCH answer with.
 pub(crate) trait TypedContract: Envelope {
     const FIELDS: &'static [Field];
+    /// The scope the contract is bound to.
+    fn scope(scopes: &ContractScopes) -> &Scope;
     /// The PATCH route, as the history names it.
     const PATCH_ROUTE: &'static str;
     type Body: Serialize;
@@ -45,7 +47,13 @@ pub(crate) async fn get<C: TypedContract>(
 ) -> Result<Response, ApiError<C>> {
     let principal = principal(state, headers, Access::Read).await?;
     let cached = if_none_match(headers)?;
-    let document = read(state, &principal.user_id, C::FIELDS).await?;
+    let document = read(
+        state,
+        &principal.user_id,
+        C::scope(&state.scopes),
+        C::FIELDS,
+    )
+    .await?;
     Ok(tagged_read(cached.as_ref(), &document.tag, || {
         C::body(&document)
     })?)
@@ -59,10 +67,12 @@ pub(crate) async fn patch<C: TypedContract>(
     principal: &Principal,
     update: Map<String, Value>,
 ) -> Result<Response, ApiError<C>> {
+    let scope = C::scope(&state.scopes);
     let written = write(
         state,
         principal,
         C::PATCH_ROUTE,
+        scope,
         C::FIELDS,
         update,
         if_match(headers)?,
@@ -71,7 +81,7 @@ pub(crate) async fn patch<C: TypedContract>(
     if written {
         C::after_write(principal);
     }
-    let document = read(state, &principal.user_id, C::FIELDS).await?;
+    let document = read(state, &principal.user_id, scope, C::FIELDS).await?;
     let body = axum::Json(C::body(&document));
     Ok(([(header::ETAG, etag(&document.tag)?)], body).into_response())
 }
@@ -206,11 +216,16 @@ impl Document {
     }
 }
 
-async fn read(state: &RestState, user_id: &str, fields: &[Field]) -> Result<Document, Error> {
+async fn read(
+    state: &RestState,
+    user_id: &str,
+    scope: &Scope,
+    fields: &[Field],
+) -> Result<Document, Error> {
     let user = state.store.user(user_id).await?;
     let effective = state
         .store
-        .effective(user_id, &Scope::default(), Some(&keys(fields)))
+        .effective(user_id, scope, Some(&keys(fields)))
         .await?;
     let stored: Vec<_> = effective
         .iter()
@@ -226,9 +241,22 @@ async fn read(state: &RestState, user_id: &str, fields: &[Field]) -> Result<Docu
         .map(|s| s.updated_at)
         .max()
         .unwrap_or(user.created_at);
-    let stored_tag = document_tag(stored.iter().map(|s| (s.key.as_str(), s.version)));
+    // What a write's row locks protect: the fields stored in the contract's own scope (values
+    // that show through from the default scope are covered by the whole tag only).
+    let stored_tag = document_tag(
+        stored
+            .iter()
+            .filter(|s| s.scope == scope.as_str())
+            .map(|s| (s.key.as_str(), s.version)),
+    );
+    // What the served tag covers: every stored value shown, from whichever scope.
+    let shown: Vec<(String, i32)> = stored
+        .iter()
+        .map(|s| (format!("{}\u{0}{}", s.scope, s.key), s.version))
+        .collect();
+    let shown_tag = document_tag(shown.iter().map(|(key, version)| (key.as_str(), *version)));
     let defaulted = effective.iter().filter(|e| e.setting.is_none());
-    let tag = with_defaults(&stored_tag, defaulted.map(|e| (e.key.as_str(), &e.value)));
+    let tag = with_defaults(&shown_tag, defaulted.map(|e| (e.key.as_str(), &e.value)));
     let values = fields
         .iter()
         .map(|field| {
@@ -250,13 +278,13 @@ async fn read(state: &RestState, user_id: &str, fields: &[Field]) -> Result<Docu
     })
 }
 
-/// A tag of the stored fields' tag and the values that defaults give the other fields.
+/// A tag of the shown stored values' tag and the values that defaults give the other fields.
 fn with_defaults<'a>(
-    stored_tag: &str,
+    shown_tag: &str,
     defaulted: impl Iterator<Item = (&'a str, &'a Value)>,
 ) -> String {
     let mut digest = Sha256::new();
-    digest.update(stored_tag.as_bytes());
+    digest.update(shown_tag.as_bytes());
     for (key, value) in defaulted {
         digest.update([0]);
         digest.update(key.as_bytes());
@@ -272,6 +300,7 @@ async fn write(
     state: &RestState,
     principal: &Principal,
     route: &'static str,
+    scope: &Scope,
     fields: &[Field],
     update: Map<String, Value>,
     condition: Option<Condition>,
@@ -282,7 +311,7 @@ async fn write(
     // first, then have the write check the stored fields' part under its locks.
     let condition = match condition {
         Some(Condition::Tag(tag)) => {
-            let current = read(state, user_id, fields).await?;
+            let current = read(state, user_id, scope, fields).await?;
             if current.tag != tag {
                 return Err(stale_document());
             }
@@ -303,7 +332,7 @@ async fn write(
         .apply_patch(
             &origin(principal, route),
             user_id,
-            &Scope::default(),
+            scope,
             Value::Object(update),
             &preconditions,
         )

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use super::{
-    ChangeKind, Expect, Key, Scope, Setting, merge_patch,
+    ChangeKind, Expect, Key, Setting, merge_patch,
     model::Outcome,
     tags::{DocumentCheck, document_tag, stale_document},
 };
@@ -69,7 +69,8 @@ impl Kinds {
 
 /// Everything a plan depends on.
 pub(super) struct Input<'a> {
-    pub scope: &'a Scope,
+    /// Whether the scope's `locale` is mirrored to the users table.
+    pub mirrors_locale: bool,
     pub target: &'a Target,
     pub kinds: Kinds,
     pub document: Option<&'a DocumentCheck>,
@@ -176,7 +177,7 @@ pub(super) fn next_version(
 /// is planned when a precondition, a value or the locale mirror fails.
 pub(super) fn plan(input: Input<'_>, check: impl Fn(&str, &Value) -> Result<()>) -> Result<Plan> {
     let Input {
-        scope,
+        mirrors_locale,
         target,
         kinds,
         document,
@@ -271,14 +272,17 @@ pub(super) fn plan(input: Input<'_>, check: impl Fn(&str, &Value) -> Result<()>)
             }
         }
     }
-    plan.locale = locale_mirror(scope, &plan)?;
+    plan.locale = match mirrors_locale {
+        true => locale_mirror(&plan)?,
+        false => None,
+    };
     Ok(plan)
 }
 
-/// The users table keeps a legacy copy of the default scope's `locale`, in a column that holds
-/// a short string: a write that would put anything else there is refused.
-fn locale_mirror(scope: &Scope, plan: &Plan) -> Result<Option<LocaleMirror>> {
-    if !scope.as_str().is_empty() || !plan.outcomes.iter().any(|o| o.key == LOCALE_KEY) {
+/// The users table keeps a legacy copy of one scope's `locale`, in a column that holds a short
+/// string: a write that would put anything else there is refused.
+fn locale_mirror(plan: &Plan) -> Result<Option<LocaleMirror>> {
+    if !plan.outcomes.iter().any(|o| o.key == LOCALE_KEY) {
         return Ok(None);
     }
     let written = plan
@@ -366,7 +370,7 @@ mod tests {
     }
 
     struct Case {
-        scope: Scope,
+        mirrors_locale: bool,
         target: Target,
         kinds: Kinds,
         document: Option<DocumentCheck>,
@@ -377,7 +381,7 @@ mod tests {
     impl Case {
         fn new(target: Target) -> Self {
             Case {
-                scope: Scope::default(),
+                mirrors_locale: true,
                 target,
                 kinds: Kinds::PLAIN,
                 document: None,
@@ -398,7 +402,7 @@ mod tests {
         fn plan_checked(&self, check: impl Fn(&str, &Value) -> Result<()>) -> Result<Plan> {
             plan(
                 Input {
-                    scope: &self.scope,
+                    mirrors_locale: self.mirrors_locale,
                     target: &self.target,
                     kinds: self.kinds,
                     document: self.document.as_ref(),
@@ -592,7 +596,7 @@ mod tests {
     }
 
     #[test]
-    fn the_default_scopes_locale_is_mirrored_and_must_be_a_short_string() {
+    fn the_mirrored_scopes_locale_is_mirrored_and_must_be_a_short_string() {
         let set =
             |value: Value| Case::new(Target::Keys(vec![op(LOCALE_KEY, Change::Replace(value))]));
         assert_eq!(
@@ -610,7 +614,7 @@ mod tests {
         assert_eq!(removed.locale, Some(LocaleMirror::Clear));
 
         let mut other_scope = set(json!({"not": "mirrored"}));
-        other_scope.scope = Scope::parse("mobile").unwrap();
+        other_scope.mirrors_locale = false;
         assert_eq!(other_scope.plan().unwrap().locale, None);
     }
 

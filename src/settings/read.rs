@@ -52,8 +52,10 @@ impl Store {
     }
 
     /// What applies for each key, through the layers catalog default → organisation default →
-    /// the user's value in the default scope → the user's value in `scope`. Without `keys`: every
-    /// catalog key and every key the user has set in either scope. Ordered by key.
+    /// the user's value in the default scope → the user's value in `scope`, with `scope`'s
+    /// catalog: a lower layer's value that the key's schema there rejects does not show through
+    /// (an organisation default shows only for keys that catalog knows). Without `keys`: every
+    /// key of that catalog and every key the user has set in either scope. Ordered by key.
     #[tracing::instrument(skip_all, err(level = "debug", Debug))]
     pub async fn effective(
         &self,
@@ -62,8 +64,23 @@ impl Store {
         keys: Option<&[Key]>,
     ) -> Result<Vec<Effective>> {
         let wanted = |key: &str| keys.is_none_or(|keys| keys.iter().any(|k| k.as_str() == key));
+        let catalog = self.catalog();
+        let known_and_accepted = |key: &str, value: &Value| {
+            catalog
+                .get(scope.as_str(), key)
+                .is_some_and(|definition| definition.accepts(value))
+        };
+        let accepted = |key: &str, value: &Value| {
+            catalog
+                .get(scope.as_str(), key)
+                .is_none_or(|definition| definition.accepts(value))
+        };
         let mut layers: BTreeMap<String, Effective> = BTreeMap::new();
-        for definition in self.catalog().definitions().filter(|d| wanted(&d.key)) {
+        for definition in catalog
+            .definitions(scope.as_str())
+            .into_iter()
+            .filter(|d| wanted(&d.key))
+        {
             layers.insert(
                 definition.key.clone(),
                 Effective::new(&definition.key, definition.default.clone(), Source::Default),
@@ -73,7 +90,7 @@ impl Store {
             .org_defaults()
             .await?
             .into_iter()
-            .filter(|(key, _)| wanted(key))
+            .filter(|(key, value)| wanted(key) && known_and_accepted(key, value))
         {
             layers.insert(key.clone(), Effective::new(&key, value, Source::Org));
         }
@@ -89,7 +106,11 @@ impl Store {
             .await?;
         for row in rows {
             let setting = Setting::from(row);
-            let source = if setting.scope == scope.as_str() && !scope.as_str().is_empty() {
+            let own = setting.scope == scope.as_str();
+            if !own && !accepted(&setting.key, &setting.value) {
+                continue;
+            }
+            let source = if own && !scope.as_str().is_empty() {
                 Source::Scope
             } else {
                 Source::User

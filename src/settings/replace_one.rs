@@ -26,7 +26,7 @@ impl Store {
         let Some((key, value)) = self.single_replacement(write) else {
             return Ok(None);
         };
-        self.check_value(key.as_str(), value)?;
+        self.check_value(write.scope, key.as_str(), value)?;
         let (origin, now) = (write.origin, now());
         let statement = Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -80,7 +80,7 @@ impl Store {
         let Change::Replace(value) = &op.change else {
             return None;
         };
-        let mirrored = write.scope.as_str().is_empty() && op.key.as_str() == LOCALE_KEY;
+        let mirrored = write.scope == &self.locale_scope && op.key.as_str() == LOCALE_KEY;
         let simple = op.expect.is_none() && write.document.is_none() && !mirrored;
         (simple && self.backend() == DbBackend::Postgres).then_some((&op.key, value))
     }

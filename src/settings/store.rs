@@ -30,6 +30,8 @@ pub struct Store {
     pub(super) db: DatabaseConnection,
     limits: ValueLimits,
     catalog: Arc<Catalog>,
+    /// The scope whose `locale` the users table mirrors (where contract 004 lives).
+    pub(super) locale_scope: Scope,
     /// Users whose row already holds the claims last seen, by a hash of those claims.
     known_users: Mutex<HashMap<String, u64>>,
     /// Every committed change, for subscribers.
@@ -74,11 +76,17 @@ pub(super) fn of_user(user_id: &str, scope: &Scope) -> sea_orm::Condition {
 }
 
 impl Store {
-    pub fn new(db: DatabaseConnection, limits: ValueLimits, catalog: Arc<Catalog>) -> Self {
+    pub fn new(
+        db: DatabaseConnection,
+        limits: ValueLimits,
+        catalog: Arc<Catalog>,
+        locale_scope: Scope,
+    ) -> Self {
         Store {
             db,
             limits,
             catalog,
+            locale_scope,
             known_users: Mutex::new(HashMap::new()),
             changes: super::events::channel(),
         }
@@ -94,10 +102,18 @@ impl Store {
         &self.catalog
     }
 
-    /// The rules every stored value obeys: size and nesting limits, then the key's schema.
-    pub(super) fn check_value(&self, key: &str, value: &Value) -> Result<()> {
+    /// The rules every stored value obeys: size and nesting limits, then the key's schema in
+    /// the scope.
+    pub(super) fn check_value(&self, scope: &Scope, key: &str, value: &Value) -> Result<()> {
         self.limits.check(key, value)?;
-        self.catalog.check(key, value)
+        self.catalog.check(scope.as_str(), key, value)
+    }
+
+    /// The rules of a value that applies wherever `key` is known (an organisation default):
+    /// it must fit the key's schema in every scope.
+    pub(super) fn check_value_everywhere(&self, key: &str, value: &Value) -> Result<()> {
+        self.limits.check(key, value)?;
+        self.catalog.check_everywhere(key, value)
     }
 
     pub fn backend(&self) -> DbBackend {

@@ -245,7 +245,7 @@ impl Store {
     /// Sets (or with `None` removes) the organisation default of a catalog key.
     #[tracing::instrument(skip_all, err(level = "debug", Debug), fields(key = key.as_str()))]
     pub async fn set_org_default(&self, key: &Key, value: Option<Value>, by: &str) -> Result<()> {
-        if self.catalog().get(key.as_str()).is_none() {
+        if self.catalog().definitions_of(key.as_str()).next().is_none() {
             return Err(Error::NotFound(format!(
                 "`{}` is not a catalog key; only catalog keys have organisation defaults",
                 key.as_str()
@@ -257,7 +257,7 @@ impl Store {
                 .await?;
             return Ok(());
         };
-        self.check_value(key.as_str(), &value)?;
+        self.check_value_everywhere(key.as_str(), &value)?;
         let now = now();
         let row = org_default::ActiveModel {
             key: Set(key.as_str().to_owned()),
@@ -316,14 +316,14 @@ impl Store {
             .await?;
         let plan = plan::plan(
             plan::Input {
-                scope: write.scope,
+                mirrors_locale: write.scope == &self.locale_scope,
                 target: &write.target,
                 kinds: write.kinds,
                 document: write.document,
                 current: &current,
                 last_versions: &last_versions,
             },
-            |key, value| self.check_value(key, value),
+            |key, value| self.check_value(write.scope, key, value),
         )?;
         let outcome = self.carry_out(&txn, write, plan).await?;
         txn.commit().await?;

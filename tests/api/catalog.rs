@@ -52,6 +52,8 @@ const BOOLEANS: [&str; 11] = [
 ];
 
 both_backends! {
+    options = Options::typed_in_default_scope();
+
     async fn every_builtin_typed_key_rejects_values_its_schema_forbids(app) {
         let token = app.token("alice");
         let mut cases: Vec<(&str, Value, &str)> = Vec::new();
@@ -77,10 +79,9 @@ both_backends! {
             assert_eq!(error["extensions"]["rule"], rule, "{key} = {value}");
             assert_eq!(error["extensions"]["pointer"], "", "{key}");
         }
-        // Also in a scope, and the allowed values are accepted.
-        let error = app.error(&token, SET, json!({"k": "digestMode", "v": "HOURLY", "s": "mobile"})).await;
-        assert_eq!(code(&error), "BAD_USER_INPUT");
         assert_eq!(app.values(&token).await, json!({}));
+        // The types are those of the scope: a scope without the typed contracts takes any value.
+        app.data(&token, SET, json!({"k": "digestMode", "v": "HOURLY", "s": "mobile"})).await;
         for (key, value) in [("digestMode", json!("WEEKLY")), ("theme", json!("x".repeat(20))), ("locale", json!("pt-BR"))] {
             app.set(&token, key, value).await;
         }
@@ -116,16 +117,19 @@ both_backends! {
         );
 
         app.data(&alice, SET, json!({"k": "theme", "v": "contrast", "s": "mobile"})).await;
+        // "mobile" has no catalog of its own: no default for digestMode there.
         assert_eq!(
             effective(&app, &alice, "mobile", keys.clone()).await,
-            json!({"digestMode": ["DAILY", "DEFAULT"], "free": [{"x": 1}, "USER"], "theme": ["contrast", "SCOPE"]})
+            json!({"free": [{"x": 1}, "USER"], "theme": ["contrast", "SCOPE"]})
         );
         assert_eq!(effective(&app, &alice, "", json!(["theme"])).await, json!({"theme": ["solarized", "USER"]}));
 
         // The stored setting behind a value is returned with it.
-        let data = app.data(&alice, EFFECTIVE, json!({"s": "mobile", "k": ["theme", "digestMode"]})).await;
-        assert_eq!(data["effectiveSettings"][0]["setting"], Value::Null);
+        let data = app.data(&alice, EFFECTIVE, json!({"s": "mobile", "k": ["theme", "free"]})).await;
+        assert_eq!(data["effectiveSettings"][0]["setting"], json!({"scope": "", "version": 1}));
         assert_eq!(data["effectiveSettings"][1]["setting"], json!({"scope": "mobile", "version": 1}));
+        let data = app.data(&alice, EFFECTIVE, json!({"k": ["digestMode"]})).await;
+        assert_eq!(data["effectiveSettings"][0]["setting"], Value::Null);
 
         // Without keys: every catalog key and every key of the user.
         let all = effective(&app, &alice, "", Value::Null).await;
@@ -199,8 +203,11 @@ fn catalog_file(content: &str) -> tempfile::NamedTempFile {
 }
 
 async fn strict_mode_refuses_keys_the_catalog_does_not_know(backend: Backend) {
-    let Some(app) =
-        TestApp::spawn_with(backend, Options::default().env("SETTINGS_STRICT", "true")).await
+    let Some(app) = TestApp::spawn_with(
+        backend,
+        Options::typed_in_default_scope().env("SETTINGS_STRICT", "true"),
+    )
+    .await
     else {
         return;
     };
@@ -224,7 +231,8 @@ async fn an_operator_catalog_adds_keys_and_overrides_builtin_defaults(backend: B
             "editor": {"schema": {"type": "object", "properties": {"tabs": {"type": "integer", "maximum": 8}}}, "default": {}},
             "theme": {"default": "light"}}"#,
     );
-    let options = Options::default().env("SETTINGS_CATALOG", file.path().to_str().unwrap());
+    let options =
+        Options::typed_in_default_scope().env("SETTINGS_CATALOG", file.path().to_str().unwrap());
     let Some(app) = TestApp::spawn_with(backend, options).await else {
         return;
     };
@@ -309,8 +317,10 @@ async fn the_readme_catalog_example_is_a_valid_catalog() {
     .await
     .unwrap();
     let token = app.token("alice");
+    // `editor` names no scope, so it applies in every scope; `theme` is built into contract
+    // 004's scope, where the override sets its default.
     assert_eq!(
-        effective(&app, &token, "", json!(["editor", "theme"])).await,
+        effective(&app, &token, "contract-004", json!(["editor", "theme"])).await,
         json!({"editor": [{"tabWidth": 4, "wordWrap": false}, "DEFAULT"], "theme": ["system", "DEFAULT"]})
     );
 }

@@ -20,8 +20,9 @@ pub enum Backend {
 }
 
 /// Runs each test once per backend: `sqlite` always, `postgres` when `TEST_DATABASE_URL` is set.
+/// `options = EXPR;` first spawns every app of the block with those options.
 macro_rules! both_backends {
-    ($(async fn $name:ident($app:ident) $body:block)*) => {$(
+    (options = $options:expr; $(async fn $name:ident($app:ident) $body:block)*) => {$(
         mod $name {
             #[allow(unused_imports)]
             use super::*;
@@ -30,19 +31,24 @@ macro_rules! both_backends {
 
             #[tokio::test]
             async fn sqlite() {
-                let $app = TestApp::spawn(Backend::Sqlite).await.expect("SQLite is always available");
+                let $app = TestApp::spawn_with(Backend::Sqlite, $options)
+                    .await
+                    .expect("SQLite is always available");
                 $body
             }
 
             #[tokio::test]
             async fn postgres() {
-                let Some($app) = TestApp::spawn(Backend::Postgres).await else {
+                let Some($app) = TestApp::spawn_with(Backend::Postgres, $options).await else {
                     return;
                 };
                 $body
             }
         }
     )*};
+    ($(async fn $name:ident($app:ident) $body:block)*) => {
+        both_backends! { options = Options::default(); $(async fn $name($app) $body)* }
+    };
 }
 pub(crate) use both_backends;
 
@@ -123,6 +129,12 @@ impl Default for Options {
 }
 
 impl Options {
+    /// The typed contracts (003, 004) bound to the default scope, so that their built-in types
+    /// apply there: for tests of the catalog's mechanics rather than of the default bindings.
+    pub fn typed_in_default_scope() -> Self {
+        Options::default().env("REST_SCOPES", r#"{"003": "", "004": ""}"#)
+    }
+
     pub fn env(mut self, name: &str, value: &str) -> Self {
         self.env.insert(name.to_owned(), value.to_owned());
         self
@@ -286,8 +298,17 @@ impl TestApp {
 
     /// All of the user's settings in the default scope, as key → value.
     pub async fn values(&self, token: &str) -> Value {
+        self.values_in(token, "").await
+    }
+
+    /// The caller's stored settings in `scope`, as one object of keys to values.
+    pub async fn values_in(&self, token: &str, scope: &str) -> Value {
         let data = self
-            .data(token, "{ settings { key value } }", json!({}))
+            .data(
+                token,
+                "query($s: String!) { settings(scope: $s) { key value } }",
+                json!({"s": scope}),
+            )
             .await;
         let mut map = serde_json::Map::new();
         for setting in data["settings"].as_array().unwrap() {

@@ -4,6 +4,9 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
+/// The scope the contract is bound to by default.
+const SCOPE: &str = "contract-003";
+
 const PATH: &str = "/api/v1/user-settings";
 
 const FIELDS: [&str; 9] = [
@@ -70,7 +73,7 @@ both_backends! {
         assert_eq!(reply.body["paymentNotifications"], true);
         assert_eq!(reply.body["_id"], read.body["_id"]);
         // Only the fields sent are stored; the rest stay defaults.
-        assert_eq!(app.values(&token).await, json!({"notifications": false, "preferredLanguage": "pt-BR"}));
+        assert_eq!(app.values_in(&token, SCOPE).await, json!({"notifications": false, "preferredLanguage": "pt-BR"}));
 
         let reply = app.rest("PATCH", PATH, Some(&token), Some(json!({"paymentNotifications": false}))).await;
         assert_eq!((reply.body["notifications"].clone(), reply.body["paymentNotifications"].clone()), (json!(false), json!(false)));
@@ -108,7 +111,7 @@ both_backends! {
         assert_eq!(reply.body["errors"].as_array().unwrap().len(), 2);
         let malformed = app.send(app.request("PATCH", PATH, Some(&token)).header("content-type", "application/json").body("{\"notifications\": tru")).await;
         assert_error(&malformed, 400);
-        assert_eq!(app.values(&token).await, json!({}));
+        assert_eq!(app.values_in(&token, SCOPE).await, json!({}));
     }
 
     async fn auth_permission_not_found_and_stale_writes_get_their_documented_status(app) {
@@ -128,6 +131,6 @@ both_backends! {
         assert_eq!(patch(json!({"notifications": false})).await.status, 200);
         let stale = patch(json!({"notifications": true})).await;
         assert_error(&stale, 409);
-        assert_eq!(app.values(&token).await, json!({"notifications": false}));
+        assert_eq!(app.values_in(&token, SCOPE).await, json!({"notifications": false}));
     }
 }

@@ -31,10 +31,7 @@ both_backends! {
         app.rest("PUT", PATH, Some(&token), Some(json!({"editor": {"tabs": 2}}))).await;
         let cases = [
             (json!(["theme"]), "JSON object"),
-            (json!({"editor": {"tabs": 4}, "theme": "a-theme-name-longer-than-twenty"}), "theme"),
-            // The document's own example stores an object under `notifications`, which the
-            // catalog types as a boolean (contract 003): refused, see README.
-            (json!({"theme": "light", "notifications": {"email": false}}), "notifications"),
+            (json!({"editor": {"tabs": 4}, "bad\u{0007}key": 1}), "control characters"),
             (json!({"": 1}), "empty"),
         ];
         for (body, mentions) in cases {

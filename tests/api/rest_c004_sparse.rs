@@ -4,6 +4,9 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
+/// The scope the contract is bound to by default.
+const SCOPE: &str = "contract-004";
+
 const PATH: &str = "/api/v1/users/settings";
 
 fn assert_error(reply: &Reply, status: u16, code: &str) {
@@ -48,7 +51,7 @@ both_backends! {
         assert_eq!((data["locale"].clone(), data["pushNotifications"].clone(), data["digestMode"].clone()), (json!("tr"), json!(false), json!("WEEKLY")));
         assert_eq!(data["theme"], "dark");
         assert_eq!(&row(&app, &token).await, data);
-        assert_eq!(app.values(&token).await, json!({"locale": "tr", "pushNotifications": false, "digestMode": "WEEKLY"}));
+        assert_eq!(app.values_in(&token, SCOPE).await, json!({"locale": "tr", "pushNotifications": false, "digestMode": "WEEKLY"}));
     }
 
     async fn an_empty_body_returns_the_row_and_writes_nothing(app) {
@@ -66,7 +69,7 @@ both_backends! {
         assert_eq!(no_body.body["data"], before);
 
         assert_eq!(history_count(&app, "alice").await, history);
-        let data = app.data(&token, r#"{ setting(key: "theme") { version updatedAt } }"#, json!({})).await;
+        let data = app.data(&token, r#"{ setting(key: "theme", scope: "contract-004") { version updatedAt } }"#, json!({})).await;
         assert_eq!(data["setting"]["version"], 1);
         assert_eq!(row(&app, &token).await["updatedAt"], before["updatedAt"]);
     }
@@ -85,13 +88,14 @@ both_backends! {
         assert_eq!(legacy_locale(&app, "alice").await.as_deref(), Some("tr"));
         assert_eq!(row(&app, &token).await["locale"], "tr");
 
-        // Every route keeps the mirror: GraphQL writes it, and removing the setting clears it.
-        app.set(&token, "locale", json!("pt-BR")).await;
+        // The mirror follows the scope contract 004 is bound to, whatever writes there: GraphQL
+        // writes it, and removing the setting clears it.
+        app.data(&token, r#"mutation { setSetting(key: "locale", value: "pt-BR", scope: "contract-004") { version } }"#, json!({})).await;
         assert_eq!(legacy_locale(&app, "alice").await.as_deref(), Some("pt-BR"));
-        let deleted = app.rest("DELETE", "/api/v1/users/me/settings/locale", Some(&token), None).await;
-        assert_eq!(deleted.status, 204);
+        app.data(&token, r#"mutation { deleteSetting(key: "locale", scope: "contract-004") }"#, json!({})).await;
         assert_eq!(legacy_locale(&app, "alice").await, None);
-        // Another scope's locale is not the legacy one.
+        // Another scope's locale, the default scope's included, is not the legacy one.
+        app.set(&token, "locale", json!("fr")).await;
         app.data(&token, r#"mutation { setSetting(key: "locale", value: "fr", scope: "web") { version } }"#, json!({})).await;
         assert_eq!(legacy_locale(&app, "alice").await, None);
     }
@@ -112,15 +116,16 @@ both_backends! {
         }
         let malformed = app.send(app.request("PATCH", PATH, Some(&token)).header("content-type", "application/json").body("{\"locale\":")).await;
         assert_error(&malformed, 400, "VALIDATION_FAILED");
+        // The document lists no 415: a body not declared as JSON fails validation.
         let text = app.send(app.request("PATCH", PATH, Some(&token)).header("content-type", "text/plain").body("{}")).await;
-        assert_error(&text, 415, "UNSUPPORTED_MEDIA_TYPE");
+        assert_error(&text, 400, "VALIDATION_FAILED");
         for bad in [None, Some(expired_token("alice")), Some(forged_token("alice"))] {
             assert_error(&app.rest("GET", PATH, bad.as_deref(), None).await, 401, "AUTH_UNAUTHORIZED");
             assert_error(&app.rest("PATCH", PATH, bad.as_deref(), Some(json!({"theme": "x"}))).await, 401, "AUTH_UNAUTHORIZED");
         }
         let stale = app.send(app.request("PATCH", PATH, Some(&token)).header("if-match", "\"00\"").json(&json!({"theme": "light"}))).await;
         assert_error(&stale, 412, "PRECONDITION_FAILED");
-        assert_eq!(app.values(&token).await, json!({}));
+        assert_eq!(app.values_in(&token, SCOPE).await, json!({}));
     }
 }
 
@@ -144,13 +149,13 @@ async fn a_locale_the_legacy_column_cannot_hold_is_refused_with_the_setting_unwr
     let error = app
         .error(
             &token,
-            r#"mutation { setSetting(key: "locale", value: "en-US-x-a-long-private-tag") { version } }"#,
+            r#"mutation { setSetting(key: "locale", value: "en-US-x-a-long-private-tag", scope: "contract-004") { version } }"#,
             json!({}),
         )
         .await;
     assert_eq!(code(&error), "BAD_USER_INPUT", "{error}");
     assert_eq!(error["extensions"]["rule"], "legacyLocale");
-    assert_eq!(app.values(&token).await, json!({}));
+    assert_eq!(app.values_in(&token, SCOPE).await, json!({}));
     assert_eq!(history_count(&app, "alice").await, 0);
 }
 

@@ -66,8 +66,9 @@ both_backends! {
             (format!("{UPDATE}?space=web"), json!({"other": 1}), "updatedPreferences", "required"),
             (format!("{UPDATE}?space=web"), json!({"updatedPreferences": [1]}), "updatedPreferences", "type"),
             (format!("{UPDATE}?space=web"), json!("prefs"), "body", "type"),
-            (UPDATE.to_owned(), json!({"updatedPreferences": {"theme": 7}}), "updatedPreferences.theme", "type"),
-            (UPDATE.to_owned(), json!({"updatedPreferences": {"digestMode": "HOURLY"}}), "updatedPreferences.digestMode", "enum"),
+            // A space whose catalog types keys: contract 004's, by default.
+            (format!("{UPDATE}?space=contract-004"), json!({"updatedPreferences": {"theme": 7}}), "updatedPreferences.theme", "type"),
+            (format!("{UPDATE}?space=contract-004"), json!({"updatedPreferences": {"digestMode": "HOURLY"}}), "updatedPreferences.digestMode", "enum"),
             (format!("{UPDATE}?space={}", "s".repeat(256)), json!({"updatedPreferences": {}}), "space", "maxLength"),
         ];
         for (path, body, property, rule) in cases {
