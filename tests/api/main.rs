@@ -6,6 +6,7 @@ mod helpers;
 mod auth;
 mod binary;
 mod catalog;
+mod disconnects;
 mod health;
 mod isolation;
 mod limits;
