@@ -17,6 +17,7 @@ mod rest_c002_preferences;
 mod rest_c003_typed;
 mod rest_c004_sparse;
 mod rest_common;
+mod rest_seed_examples;
 mod schema;
 mod settings;
 mod subscriptions;
