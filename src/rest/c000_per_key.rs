@@ -100,6 +100,17 @@ pub(super) struct SettingError {
     details: Option<Vec<SettingErrorDetail>>,
 }
 
+/// The error of a request without a valid token: `{"error": "Unauthorized", "message":
+/// "Unauthorized"}`.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // Documents the 401 body, which `SettingError` writes without details.
+pub(super) struct UnauthorizedError {
+    #[schema(example = "Unauthorized")]
+    error: String,
+    #[schema(example = "Unauthorized")]
+    message: String,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub(super) struct SettingErrorDetail {
     /// Request field that failed validation.
@@ -167,7 +178,7 @@ fn parse_key(key: Result<Path<String>, PathRejection>) -> Result<Key, ApiError> 
     operation_id = "listUserSettings",
     responses(
         (status = 200, description = "Every setting of the user", body = SettingList),
-        (status = 401, description = "Missing or invalid token", body = SettingError),
+        (status = 401, description = "Missing or invalid token", body = UnauthorizedError),
         (status = 403, description = "The token's scope lacks settings:read", body = SettingError),
         (status = 503, description = "The database is unavailable; retry later (not in the contract's document: the standard status)", body = SettingError),
     ),
@@ -197,7 +208,7 @@ pub(super) async fn list(
         (status = 200, description = "The setting; `ETag` is its version", body = SettingData),
         (status = 304, description = "`If-None-Match` names the current version"),
         (status = 400, description = "Invalid key", body = SettingError),
-        (status = 401, description = "Missing or invalid token", body = SettingError),
+        (status = 401, description = "Missing or invalid token", body = UnauthorizedError),
         (status = 404, description = "The user has no such setting", body = SettingError),
         (status = 503, description = "The database is unavailable; retry later (not in the contract's document: the standard status)", body = SettingError),
     ),
@@ -238,7 +249,7 @@ pub(super) async fn read(
         (status = 200, description = "Updated; `ETag` is the new version", body = SettingData),
         (status = 201, description = "Created", body = SettingData),
         (status = 400, description = "Invalid key, body or value, or a body not declared as JSON", body = SettingError),
-        (status = 401, description = "Missing or invalid token", body = SettingError),
+        (status = 401, description = "Missing or invalid token", body = UnauthorizedError),
         (status = 412, description = "A precondition header does not hold; nothing was written", body = SettingError),
         (status = 413, description = "Body over the size limit", body = SettingError),
         (status = 503, description = "The database is unavailable; retry later (not in the contract's document: the standard status)", body = SettingError),
@@ -304,7 +315,7 @@ pub(super) async fn put(
     responses(
         (status = 204, description = "Deleted"),
         (status = 400, description = "Invalid key", body = SettingError),
-        (status = 401, description = "Missing or invalid token", body = SettingError),
+        (status = 401, description = "Missing or invalid token", body = UnauthorizedError),
         (status = 404, description = "The user has no such setting", body = SettingError),
         (status = 412, description = "`If-Match` does not hold; nothing was deleted", body = SettingError),
         (status = 503, description = "The database is unavailable; retry later (not in the contract's document: the standard status)", body = SettingError),

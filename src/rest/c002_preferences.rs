@@ -57,6 +57,7 @@ pub(super) struct CompleteUser {
     /// The token's email, or empty when it has none.
     email: String,
     /// `ROLE_USER` for everyone, `ROLE_EDITOR` and `ROLE_ADMINISTRATOR` from the token's roles.
+    #[schema(value_type = Vec<Role>)]
     roles: Vec<&'static str>,
     /// Every preference of the space, by key.
     #[schema(value_type = Object)]
@@ -73,6 +74,15 @@ pub(super) struct UserPreferenceUpdate {
     updated_preferences: Map<String, Value>,
 }
 
+/// A role of the document's `CompleteUser`.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code, non_camel_case_types, clippy::upper_case_acronyms)] // Documents the values.
+pub(super) enum Role {
+    ROLE_USER,
+    ROLE_EDITOR,
+    ROLE_ADMINISTRATOR,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct PreferencesError {
@@ -84,6 +94,10 @@ pub(super) struct PreferencesError {
     kind: String,
     title: &'static str,
     detail: String,
+    /// The document's optional context; this service sends none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    context: Option<Map<String, Value>>,
     violations: Vec<PreferencesViolation>,
 }
 
@@ -128,6 +142,7 @@ impl Envelope for Preferences {
             ),
             title,
             detail: problem.message.clone(),
+            context: None,
             violations,
         }
     }

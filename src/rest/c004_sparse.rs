@@ -75,7 +75,7 @@ pub(super) struct UserSettingsDto {
     push_notifications: Value,
     #[schema(value_type = bool)]
     in_app_notifications: Value,
-    #[schema(value_type = String, example = "WEEKLY")]
+    #[schema(value_type = DigestMode, example = "WEEKLY")]
     digest_mode: Value,
     #[schema(format = DateTime)]
     created_at: String,
@@ -95,8 +95,17 @@ pub(super) struct UpdateSettingsDto {
     email_notifications: Option<bool>,
     push_notifications: Option<bool>,
     in_app_notifications: Option<bool>,
-    #[schema(value_type = Option<String>, pattern = "^(DAILY|WEEKLY|NONE)$")]
+    #[schema(value_type = Option<DigestMode>)]
     digest_mode: Option<String>,
+}
+
+/// How often a digest is sent.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code, clippy::upper_case_acronyms)] // Documents the values; they travel as JSON strings.
+pub(super) enum DigestMode {
+    DAILY,
+    WEEKLY,
+    NONE,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -114,6 +123,10 @@ pub(super) struct ApiErrorObject {
     message: String,
     /// A key for translating the message.
     i18n_key: &'static str,
+    /// Values for the translated message: the `field` a validation failure is about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    i18n_vars: Option<Map<String, Value>>,
     details: Vec<ApiErrorDetail>,
     /// The request's correlation id, also sent as `X-Correlation-Id` and logged.
     correlation_id: String,
@@ -202,12 +215,16 @@ impl Envelope for Sparse {
             .correlation_id
             .clone()
             .unwrap_or_else(telemetry::correlation_id);
+        let i18n_vars = problem.violations.first().map(|violation| {
+            Map::from_iter([("field".to_owned(), Value::from(violation.field.clone()))])
+        });
         ApiErrorResponse {
             success: false,
             error: ApiErrorObject {
                 code,
                 message: message.to_owned(),
                 i18n_key,
+                i18n_vars,
                 details,
                 correlation_id,
             },

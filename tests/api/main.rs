@@ -11,6 +11,7 @@ mod health;
 mod isolation;
 mod limits;
 mod merge_patch;
+mod openapi;
 mod rest_c000_per_key;
 mod rest_c001_partial;
 mod rest_c002_preferences;
