@@ -154,21 +154,25 @@ impl Verifier {
         })
     }
 
-    /// Verifies the `Authorization: Bearer` header of a request.
+    /// Verifies the `Authorization: Bearer` header of a request. The scheme is
+    /// case-insensitive (RFC 7235); two `Authorization` headers are ambiguous and refused.
     pub fn verify_headers(&self, headers: &HeaderMap) -> Result<Principal, Error> {
-        let value = headers
-            .get(header::AUTHORIZATION)
+        let mut values = headers.get_all(header::AUTHORIZATION).iter();
+        let value = values
+            .next()
             .ok_or(Error::Unauthenticated(AuthFailure::Missing))?;
+        let malformed = Error::Unauthenticated(AuthFailure::Malformed);
+        if values.next().is_some() {
+            return Err(malformed);
+        }
         let token = value
             .to_str()
             .ok()
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or(Error::Unauthenticated(AuthFailure::Malformed))?;
+            .and_then(|text| text.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .filter(|token| !token.is_empty())
+            .ok_or(malformed)?;
         self.verify(token)
     }
 
@@ -182,13 +186,25 @@ impl Verifier {
             tracing::debug!(error = %err, "bearer token rejected");
             Error::Unauthenticated(failure)
         })?;
+        // This service understands no JWS extension, so any critical one (RFC 7515, section
+        // 4.1.11) makes the token unusable.
+        if data.header.crit.is_some() {
+            tracing::debug!("bearer token rejected: it names critical header extensions");
+            return Err(Error::Unauthenticated(AuthFailure::Invalid));
+        }
         let claims = data.claims;
-        // The users table holds a `sub` of up to 255 and an email of up to 320 characters.
-        let email_too_long = claims
+        // A user id is printable text with something in it, of up to the 255 characters the
+        // users table holds; an email of up to 320, without control characters (PostgreSQL
+        // cannot store NUL at all).
+        let sub = &claims.sub;
+        let sub_usable = !sub.trim().is_empty()
+            && sub.chars().count() <= 255
+            && !sub.chars().any(char::is_control);
+        let email_usable = claims
             .email
             .as_ref()
-            .is_some_and(|e| e.chars().count() > 320);
-        if claims.sub.is_empty() || claims.sub.chars().count() > 255 || email_too_long {
+            .is_none_or(|e| e.chars().count() <= 320 && !e.chars().any(char::is_control));
+        if !sub_usable || !email_usable {
             return Err(Error::Unauthenticated(AuthFailure::Invalid));
         }
         Ok(Principal {

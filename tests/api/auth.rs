@@ -145,6 +145,82 @@ async fn every_kind_of_bad_token_is_refused_and_writes_nothing(backend: Backend)
     assert_eq!(app.values(&app.token("alice")).await, json!({}));
 }
 
+async fn tokens_against_the_jws_rules_or_with_an_unusable_identity_are_refused(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let critical = Header {
+        crit: Some(vec!["exp".into()]),
+        ..Header::new(Algorithm::HS256)
+    };
+    let with_crit = encode(
+        &critical,
+        &json!({"sub": "alice", "exp": now() + 600}),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    let claims = |extra: Value| {
+        let mut claims = json!({"sub": "alice", "exp": now() + 600});
+        claims
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        format!("Bearer {}", sign(claims, SECRET))
+    };
+    let cases = [
+        (format!("Bearer {with_crit}"), "a critical header extension"),
+        (claims(json!({"sub": "   "})), "a sub of spaces"),
+        (
+            claims(json!({"sub": "ali\nce"})),
+            "a control character in sub",
+        ),
+        (claims(json!({"sub": "ali\u{0}ce"})), "NUL in sub"),
+        (
+            claims(json!({"email": "a\u{0}@example.com"})),
+            "NUL in email",
+        ),
+    ];
+    for (authorization, message) in cases {
+        assert_refused(&app, Some(authorization), message).await;
+    }
+
+    // Two Authorization headers are ambiguous, even when both hold the same valid token.
+    let token = app.token("alice");
+    let reply = app
+        .client
+        .post(app.url("/graphql"))
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {token}"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(WRITE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(app.values(&token).await, json!({}));
+}
+
+async fn the_bearer_scheme_is_case_insensitive(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let token = app.token("alice");
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let reply = app
+            .client
+            .post(app.url("/graphql"))
+            .header("content-type", "application/json")
+            .header("authorization", format!("{scheme} {token}"))
+            .body(WRITE)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), StatusCode::OK, "{scheme}");
+        let body: Value = reply.json().await.unwrap();
+        assert!(body.get("errors").is_none(), "{scheme}: {body}");
+    }
+}
+
 fn base64_url(text: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
@@ -291,4 +367,6 @@ on_both_backends!(
     issuer_and_audience_are_enforced_when_configured,
     roles_in_the_token_become_the_users_roles,
     a_token_with_an_oauth_scope_claim_reads_and_writes_only_as_granted,
+    tokens_against_the_jws_rules_or_with_an_unusable_identity_are_refused,
+    the_bearer_scheme_is_case_insensitive,
 );
