@@ -18,7 +18,52 @@ pub struct Config {
     pub catalog: CatalogConfig,
     pub history: HistoryConfig,
     pub rest_scopes: RestScopes,
+    pub cors: CorsOrigins,
     pub shutdown_timeout: Duration,
+}
+
+/// Which browser origins may call the API (`CORS_ALLOWED_ORIGINS`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// No cross-origin access: the production default.
+    None,
+    /// Any origin, without credentials: the development default.
+    Any,
+    /// Exactly these origins (`scheme://host[:port]`), credentials allowed.
+    Exactly(Vec<String>),
+}
+
+impl CorsOrigins {
+    fn parse(text: &str) -> anyhow::Result<Self> {
+        match text.trim() {
+            "*" => return Ok(CorsOrigins::Any),
+            "none" => return Ok(CorsOrigins::None),
+            _ => {}
+        }
+        let origins = text
+            .split(',')
+            .map(str::trim)
+            .filter(|origin| !origin.is_empty())
+            .map(|origin| {
+                let plain = origin.split_once("://").is_some_and(|(scheme, host)| {
+                    matches!(scheme, "http" | "https")
+                        && !host.is_empty()
+                        && !host.contains(['/', '?', '#', ' '])
+                });
+                if !plain {
+                    bail!(
+                        "CORS_ALLOWED_ORIGINS takes `*`, `none` or origins such as \
+                         https://app.example.com, not `{origin}`"
+                    );
+                }
+                Ok(origin.to_owned())
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if origins.is_empty() {
+            bail!("CORS_ALLOWED_ORIGINS names no origin; use `none` to allow none");
+        }
+        Ok(CorsOrigins::Exactly(origins))
+    }
 }
 
 /// The scope each legacy REST contract reads and writes (`REST_SCOPES`). Contracts bound to
@@ -268,6 +313,11 @@ impl Config {
                     parse_or(&lookup, "HISTORY_PRUNE_INTERVAL_SECS", 600u64)?.max(1),
                 ),
             },
+            cors: match lookup("CORS_ALLOWED_ORIGINS") {
+                Some(text) => CorsOrigins::parse(&text)?,
+                None if app_env == AppEnv::Production => CorsOrigins::None,
+                None => CorsOrigins::Any,
+            },
             rest_scopes: lookup("REST_SCOPES")
                 .map(|text| RestScopes::parse(&text))
                 .transpose()?
@@ -364,6 +414,7 @@ impl fmt::Debug for Config {
             .field("catalog", &self.catalog)
             .field("history", &self.history)
             .field("rest_scopes", &self.rest_scopes)
+            .field("cors", &self.cors)
             .finish_non_exhaustive()
     }
 }
@@ -444,6 +495,37 @@ mod tests {
         for bad in [r#"{"005": "x"}"#, r#"{"003": 1}"#, "[]"] {
             let err = config(&[("REST_SCOPES", bad)]).unwrap_err();
             assert!(err.to_string().contains("REST_SCOPES"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn cors_origins_default_by_environment_and_take_exact_origins() {
+        assert_eq!(config(&[]).unwrap().cors, CorsOrigins::Any);
+        let production = [("APP_ENV", "production"), ("JWT_SECRET", &"s".repeat(32))];
+        assert_eq!(config(&production).unwrap().cors, CorsOrigins::None);
+        let listed = config(&[(
+            "CORS_ALLOWED_ORIGINS",
+            "https://app.example.com, http://localhost:3000",
+        )])
+        .unwrap();
+        assert_eq!(
+            listed.cors,
+            CorsOrigins::Exactly(vec![
+                "https://app.example.com".into(),
+                "http://localhost:3000".into()
+            ])
+        );
+        for bad in [
+            "app.example.com",
+            "https://app.example.com/path",
+            "ftp://x",
+            ",",
+        ] {
+            let err = config(&[("CORS_ALLOWED_ORIGINS", bad)]).unwrap_err();
+            assert!(
+                err.to_string().contains("CORS_ALLOWED_ORIGINS"),
+                "{bad}: {err}"
+            );
         }
     }
 

@@ -102,7 +102,7 @@ impl Application {
             listener,
             store,
             history: config.history.clone(),
-            router: routes::router(state, limits.max_body_bytes),
+            router: routes::router(state, limits.max_body_bytes, &config.cors),
             local_addr,
             shutdown_timeout: config.shutdown_timeout,
             dev_token,

@@ -1,28 +1,35 @@
 //! The router: GraphQL, the legacy REST contracts, health checks and `/openapi.json`.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     Json, Router,
     extract::{DefaultBodyLimit, Request, State},
-    http::StatusCode,
+    http::{Method, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::get,
 };
 
-use super::AppState;
-use crate::{graphql, rest, settings::Store, telemetry};
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
-pub(super) fn router(state: AppState, body_limit: usize) -> Router {
-    Router::new()
+use super::AppState;
+use crate::{config::CorsOrigins, graphql, rest, settings::Store, telemetry};
+
+pub(super) fn router(state: AppState, body_limit: usize, cors: &CorsOrigins) -> Router {
+    let router = Router::new()
         .merge(graphql::router())
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/openapi.json", get(rest::openapi::document))
         .merge(rest::router())
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(DefaultBodyLimit::max(body_limit));
+    let router = match cors_layer(cors) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router
         .layer(middleware::from_fn(telemetry::request_span))
         .layer(middleware::from_fn(run_to_completion))
         .with_state(state)
@@ -38,6 +45,41 @@ async fn run_to_completion(request: Request, next: Next) -> Response {
         Err(err) => {
             tracing::error!(error = %err, "a request's task failed");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// Lets browser apps on the allowed origins call every route: preflights are answered here,
+/// before authentication, for any method the routes take and the headers the request asks
+/// for; responses expose the headers clients read (entity tags, the correlation id).
+fn cors_layer(origins: &CorsOrigins) -> Option<CorsLayer> {
+    let layer = CorsLayer::new()
+        .allow_methods([
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        .allow_headers(AllowHeaders::mirror_request())
+        .expose_headers([
+            header::ETAG,
+            header::WWW_AUTHENTICATE,
+            header::ALLOW,
+            telemetry::CORRELATION_ID_HEADER,
+        ])
+        .max_age(Duration::from_secs(600));
+    match origins {
+        CorsOrigins::None => None,
+        CorsOrigins::Any => Some(layer.allow_origin(AllowOrigin::any())),
+        CorsOrigins::Exactly(origins) => {
+            let origins = origins.iter().filter_map(|origin| origin.parse().ok());
+            Some(
+                layer
+                    .allow_origin(AllowOrigin::list(origins))
+                    .allow_credentials(true),
+            )
         }
     }
 }

@@ -6,6 +6,7 @@ mod helpers;
 mod auth;
 mod binary;
 mod catalog;
+mod cors;
 mod disconnects;
 mod health;
 mod isolation;
