@@ -85,7 +85,10 @@ pub(super) async fn effective_of(
     keys: Option<&[Key]>,
 ) -> Result<Vec<EffectiveSetting>> {
     let effective = store.effective(user_id, scope, keys).await?;
-    Ok(effective.into_iter().map(EffectiveSetting::from).collect())
+    Ok(effective
+        .into_iter()
+        .map(|e| EffectiveSetting::new(e, user_id, scope.as_str()))
+        .collect())
 }
 
 #[Object]

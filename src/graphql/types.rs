@@ -1,7 +1,8 @@
 use async_graphql::{
-    Context, InputValueError, InputValueResult, Json, Object, Scalar, ScalarType, SimpleObject,
+    Context, ID, InputValueError, InputValueResult, Json, Object, Scalar, ScalarType, SimpleObject,
     Value,
 };
+use base64::Engine;
 use chrono::{SecondsFormat, Utc};
 
 use super::query::{caller, settings_of};
@@ -30,10 +31,22 @@ impl ScalarType for DateTime {
     }
 }
 
+/// An opaque id, stable and unique for a thing of `kind` named by `parts`, for clients'
+/// normalized caches (Apollo's `InMemoryCache`, urql's graphcache).
+pub fn global_id(kind: &str, parts: &[&str]) -> ID {
+    let text = std::iter::once(kind)
+        .chain(parts.iter().copied())
+        .collect::<Vec<_>>()
+        .join("\u{0}");
+    ID(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text))
+}
+
 /// One stored setting of the caller.
 #[derive(SimpleObject)]
 #[graphql(name = "Setting")]
 pub struct Setting {
+    /// Stable and unique per user, scope and key.
+    pub id: ID,
     pub key: String,
     /// The scope the setting lives in; `""` is the default scope.
     pub scope: String,
@@ -47,6 +60,7 @@ pub struct Setting {
 impl From<settings::Setting> for Setting {
     fn from(setting: settings::Setting) -> Self {
         Setting {
+            id: global_id("Setting", &[&setting.user_id, &setting.scope, &setting.key]),
             key: setting.key,
             scope: setting.scope,
             value: Json(setting.value),
@@ -63,8 +77,8 @@ pub struct UserObject(pub User);
 #[Object(name = "User")]
 impl UserObject {
     /// The token's `sub`.
-    async fn id(&self) -> &str {
-        &self.0.id
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
     }
 
     async fn email(&self) -> Option<&str> {
@@ -110,6 +124,8 @@ pub enum SettingSource {
 /// The value that applies for a key once every layer is considered.
 #[derive(SimpleObject)]
 pub struct EffectiveSetting {
+    /// Stable and unique per user, requested scope and key.
+    pub id: ID,
     pub key: String,
     pub value: Json<serde_json::Value>,
     pub source: SettingSource,
@@ -117,9 +133,11 @@ pub struct EffectiveSetting {
     pub setting: Option<Setting>,
 }
 
-impl From<settings::Effective> for EffectiveSetting {
-    fn from(effective: settings::Effective) -> Self {
+impl EffectiveSetting {
+    /// What applies for `user_id` in `scope`.
+    pub fn new(effective: settings::Effective, user_id: &str, scope: &str) -> Self {
         EffectiveSetting {
+            id: global_id("EffectiveSetting", &[user_id, scope, &effective.key]),
             key: effective.key,
             value: Json(effective.value),
             source: effective.source.into(),
@@ -172,6 +190,8 @@ pub enum ChangeKind {
 /// One change of a setting.
 #[derive(SimpleObject)]
 pub struct SettingChange {
+    /// Stable and unique: the change never changes.
+    pub id: ID,
     pub kind: ChangeKind,
     /// The version the change produced; for a removal, the version removed.
     pub version: i32,
@@ -191,6 +211,7 @@ pub struct SettingChange {
 impl From<settings::HistoryEntry> for SettingChange {
     fn from(entry: settings::HistoryEntry) -> Self {
         SettingChange {
+            id: global_id("SettingChange", &[&entry.id.to_string()]),
             kind: entry.kind.into(),
             version: entry.version,
             old_value: entry.old_value.map(Json),

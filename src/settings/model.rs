@@ -10,6 +10,8 @@ use crate::entity::{setting, user};
 /// One stored setting, as every interface returns it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Setting {
+    /// The user whose setting it is.
+    pub user_id: String,
     pub key: String,
     pub scope: String,
     pub value: Value,
@@ -21,6 +23,7 @@ pub struct Setting {
 impl From<setting::Model> for Setting {
     fn from(model: setting::Model) -> Self {
         Setting {
+            user_id: model.user_id,
             key: model.key,
             scope: model.scope,
             value: model.value,

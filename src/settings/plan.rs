@@ -347,6 +347,7 @@ mod tests {
     fn stored(name: &str, value: Value, version: i32) -> (String, Setting) {
         let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         let setting = Setting {
+            user_id: "alice".into(),
             key: name.to_owned(),
             scope: String::new(),
             value,

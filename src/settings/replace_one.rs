@@ -47,6 +47,7 @@ impl Store {
             return Ok(None);
         };
         let after = Setting {
+            user_id: write.user_id.to_owned(),
             key: row.try_get("", "key")?,
             scope: row.try_get("", "scope")?,
             value: row.try_get("", "value")?,

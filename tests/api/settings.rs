@@ -1,6 +1,6 @@
 //! Set, read, update and delete through GraphQL.
 
-use serde_json::json;
+use serde_json::{Value, json};
 use settings_api::auth::TokenRequest;
 
 use crate::helpers::*;
@@ -157,5 +157,38 @@ both_backends! {
         let changed = app.token_for(claims("dave@new.example"));
         app.data(&changed, "{ me { id } }", json!({})).await;
         assert_ne!(app.query_text(stamp).await, before, "a changed email is stored");
+    }
+}
+
+both_backends! {
+    async fn every_cacheable_object_has_an_id_stable_per_user_scope_and_key(app) {
+        let alice = app.token("alice");
+        let bob = app.token("bob");
+        const SET: &str = "mutation($k: String!, $s: String!) { setSetting(key: $k, value: 1, scope: $s) { id } }";
+        let id = |data: Value| data["setSetting"]["id"].as_str().unwrap().to_owned();
+        let theme = id(app.data(&alice, SET, json!({"k": "theme", "s": ""})).await);
+        // Written again, the same setting keeps its id; a client's normalized cache updates it.
+        assert_eq!(id(app.data(&alice, SET, json!({"k": "theme", "s": ""})).await), theme);
+        let listed = app.data(&alice, "{ settings { id key } }", json!({})).await;
+        assert_eq!(listed["settings"], json!([{"id": theme, "key": "theme"}]));
+        // Another key, scope or user is another object.
+        let others = [
+            id(app.data(&alice, SET, json!({"k": "font", "s": ""})).await),
+            id(app.data(&alice, SET, json!({"k": "theme", "s": "mobile"})).await),
+            id(app.data(&bob, SET, json!({"k": "theme", "s": ""})).await),
+        ];
+        for other in &others {
+            assert_ne!(other, &theme);
+        }
+        assert_ne!(others[0], others[1]);
+
+        let effective = app.data(&alice, r#"{ a: effectiveSettings(keys: ["theme"]) { id } b: effectiveSettings(scope: "mobile", keys: ["theme"]) { id } }"#, json!({})).await;
+        assert_ne!(effective["a"][0]["id"], effective["b"][0]["id"]);
+        assert_ne!(effective["a"][0]["id"], json!(theme), "an effective value is not the stored setting");
+        let history = app.data(&alice, r#"{ settingHistory(key: "theme") { edges { node { id version } } } }"#, json!({})).await;
+        let ids: std::collections::BTreeSet<&str> = history["settingHistory"]["edges"].as_array().unwrap().iter().map(|e| e["node"]["id"].as_str().unwrap()).collect();
+        assert_eq!(ids.len(), 2, "one id per change: {history}");
+        let me = app.data(&alice, "{ me { id } }", json!({})).await;
+        assert_eq!(me["me"]["id"], "alice");
     }
 }
