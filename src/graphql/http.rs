@@ -1,24 +1,40 @@
-//! `POST /graphql`.
+//! GraphQL over HTTP (graphql-over-http): `POST /graphql` takes any operation as JSON; `GET
+//! /graphql` takes queries in the URL, and is GraphiQL for a browser or a WebSocket upgrade.
+//! Responses are `application/graphql-response+json` when the client accepts it, with 400 for
+//! a request that could not run; `application/json` otherwise, always 200, as older clients
+//! expect.
 
-use async_graphql::{BatchRequest, dataloader::DataLoader};
 use std::sync::Arc;
 
+use async_graphql::{
+    BatchRequest, BatchResponse, Request as GraphqlRequest,
+    dataloader::DataLoader,
+    parser::{
+        parse_query,
+        types::{DocumentOperations, OperationType},
+    },
+};
 use axum::{
     Json,
     body::Bytes,
-    extract::{State, rejection::BytesRejection},
-    http::{HeaderMap, HeaderValue, header},
+    extract::{Query, Request, State, rejection::BytesRejection},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 
 use super::{
     GraphqlState,
     errors::{add_missing_codes, server_error},
+    graphiql,
     loaders::SettingLoader,
+    websocket,
 };
 use crate::error::Error;
 
-pub async fn graphql(
+const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
+
+/// `POST /graphql`.
+pub async fn post(
     State(state): State<GraphqlState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -27,11 +43,23 @@ pub async fn graphql(
         Ok(principal) => principal,
         Err(err) => return error_response(err),
     };
+    // Only JSON runs: a form or `text/plain` post, which a page on any site can send without
+    // a preflight, never reaches the executor.
+    if !declares_json(&headers) {
+        return refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::bad_input(
+                "Content-Type",
+                "mediaType",
+                "a GraphQL request is JSON, sent with `Content-Type: application/json`",
+            ),
+        );
+    }
     let body = match state.body_limit.read(body) {
         Ok(body) => body,
         Err(err) => return error_response(err),
     };
-    let mut request: BatchRequest = match serde_json::from_slice(&body) {
+    let request: BatchRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(err) => {
             return error_response(Error::bad_input(
@@ -54,6 +82,65 @@ pub async fn graphql(
             ),
         ));
     }
+    execute(&state, &headers, principal, request).await
+}
+
+/// `GET /graphql`: a WebSocket upgrade; GraphiQL for a browser that asks for a page without a
+/// query; otherwise a query in the URL (`query`, `variables`, `operationName`).
+pub async fn get(State(state): State<GraphqlState>, request: Request) -> Response {
+    if websocket::is_websocket_upgrade(request.headers()) {
+        return websocket::upgrade(state, request).await;
+    }
+    let headers = request.headers().clone();
+    let parsed = from_url(request.uri());
+    if parsed.as_ref().is_ok_and(|r| r.query.is_empty()) && wants_a_page(&headers) {
+        return graphiql::graphiql(State(state)).await.into_response();
+    }
+    let principal = match state.auth.authenticate(&headers).await {
+        Ok(principal) => principal,
+        Err(err) => return error_response(err),
+    };
+    let query = match parsed {
+        Ok(query) if query.query.is_empty() => {
+            return error_response(Error::bad_input(
+                "query",
+                "required",
+                "a GET needs the operation in its `query` parameter",
+            ));
+        }
+        Ok(query) => query,
+        Err(err) => {
+            return error_response(Error::bad_input(
+                "query",
+                "graphqlRequest",
+                format!("the URL is not a GraphQL request: {err}"),
+            ));
+        }
+    };
+    // A GET must not change anything: a link, an image or a prefetch could send it.
+    if !is_query(&query) {
+        let mut response = refuse(
+            StatusCode::METHOD_NOT_ALLOWED,
+            Error::bad_input(
+                "query",
+                "method",
+                "only queries may be sent with GET; send mutations and subscriptions with POST",
+            ),
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return response;
+    }
+    execute(&state, &headers, principal, BatchRequest::Single(query)).await
+}
+
+async fn execute(
+    state: &GraphqlState,
+    headers: &HeaderMap,
+    principal: crate::auth::Principal,
+    mut request: BatchRequest,
+) -> Response {
     state.documents.prepare(&mut request);
     let loader = Arc::new(DataLoader::new(
         SettingLoader {
@@ -64,12 +151,124 @@ pub async fn graphql(
     let request = request.data(principal).data(loader);
     let mut response = state.schema.execute_batch(request).await;
     add_missing_codes(&mut response);
-    Json(response).into_response()
+    respond(headers, response)
+}
+
+/// The executed response in the format the client accepts.
+fn respond(headers: &HeaderMap, response: BatchResponse) -> Response {
+    if !accepts(headers, GRAPHQL_RESPONSE) {
+        return Json(response).into_response();
+    }
+    let (status, body) = match &response {
+        // A request that never ran (it did not parse, validate or coerce its variables) has
+        // errors without a path and no data: 400, and no `data` member.
+        BatchResponse::Single(one)
+            if one.data == async_graphql::Value::Null
+                && !one.errors.is_empty()
+                && one.errors.iter().all(|err| err.path.is_empty()) =>
+        {
+            (
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({ "errors": one.errors }),
+            )
+        }
+        _ => (
+            StatusCode::OK,
+            serde_json::to_value(&response).unwrap_or_default(),
+        ),
+    };
+    let mut response = (status, Json(body)).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(GRAPHQL_RESPONSE),
+    );
+    response
+}
+
+/// The parameters of a GET, as graphql-over-http names them.
+#[derive(serde::Deserialize)]
+struct GetParameters {
+    #[serde(default)]
+    query: String,
+    #[serde(rename = "operationName")]
+    operation_name: Option<String>,
+    variables: Option<String>,
+    extensions: Option<String>,
+}
+
+fn from_url(uri: &axum::http::Uri) -> Result<GraphqlRequest, String> {
+    let Query(parameters) =
+        Query::<GetParameters>::try_from_uri(uri).map_err(|err| err.body_text())?;
+    let json = |name: &str, text: Option<String>| {
+        text.map(|text| serde_json::from_str::<serde_json::Value>(&text))
+            .transpose()
+            .map_err(|err| format!("`{name}` is not JSON: {err}"))
+    };
+    let mut request = GraphqlRequest::new(parameters.query);
+    if let Some(name) = parameters.operation_name {
+        request = request.operation_name(name);
+    }
+    if let Some(variables) = json("variables", parameters.variables)? {
+        request = request.variables(async_graphql::Variables::from_json(variables));
+    }
+    if let Some(serde_json::Value::Object(extensions)) = json("extensions", parameters.extensions)?
+    {
+        for (name, value) in extensions {
+            let value = async_graphql::Value::from_json(value).map_err(|err| err.to_string())?;
+            request.extensions.insert(name, value);
+        }
+    }
+    Ok(request)
+}
+
+/// Whether the query names one operation, and it is a query. A document that does not parse
+/// counts as a query: the executor reports its syntax error.
+fn is_query(request: &GraphqlRequest) -> bool {
+    let Ok(document) = parse_query(&request.query) else {
+        return true;
+    };
+    let kind = match (&document.operations, request.operation_name.as_deref()) {
+        (DocumentOperations::Single(operation), _) => Some(operation.node.ty),
+        (DocumentOperations::Multiple(operations), Some(name)) => operations
+            .iter()
+            .find(|(operation, _)| operation.as_str() == name)
+            .map(|(_, operation)| operation.node.ty),
+        (DocumentOperations::Multiple(_), None) => None,
+    };
+    kind.is_none_or(|kind| kind == OperationType::Query)
+}
+
+fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|item| item.split(';').next().unwrap_or_default().trim() == media_type)
+}
+
+/// A browser navigating to the endpoint: it asks for HTML, or for anything.
+fn wants_a_page(headers: &HeaderMap) -> bool {
+    !headers.contains_key(header::ACCEPT)
+        || accepts(headers, "text/html")
+        || accepts(headers, "*/*")
+}
+
+fn declares_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
 }
 
 /// A request that was not executed: an HTTP error status with a GraphQL error body.
 pub(super) fn error_response(err: Error) -> Response {
-    let status = err.status();
+    refuse(err.status(), err)
+}
+
+/// Like [`error_response`], with a status of the transport's own (405, 415).
+fn refuse(status: StatusCode, err: Error) -> Response {
     let unauthenticated = matches!(err, Error::Unauthenticated(_));
     let body = serde_json::json!({ "errors": [server_error(&err)] });
     let mut response = (status, Json(body)).into_response();

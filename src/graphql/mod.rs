@@ -70,13 +70,11 @@ impl GraphqlState {
     }
 }
 
-/// `/graphql` (POST: queries and mutations; GET: GraphiQL or a WebSocket) and GraphiQL's assets.
+/// `/graphql` (POST: any operation; GET: a query, GraphiQL for a browser, or a WebSocket) and
+/// GraphiQL's assets.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route(
-            "/graphql",
-            get(websocket::graphiql_or_websocket).post(http::graphql),
-        )
+        .route("/graphql", get(http::get).post(http::post))
         .route("/graphql/assets/{name}", get(graphiql::asset))
 }
 

@@ -1,26 +1,21 @@
-//! `GET /graphql`: GraphiQL for a browser, and GraphQL over WebSocket (the `graphql-transport-ws`
-//! protocol, or the older `graphql-ws`) for subscriptions. The token comes in the upgrade
+//! GraphQL over WebSocket (the `graphql-transport-ws` protocol, or the older `graphql-ws`) for
+//! subscriptions, on `GET /graphql` with an upgrade. The token comes in the upgrade
 //! request's `Authorization` header or, from browsers, in the `connection_init` payload as
 //! `{"Authorization": "Bearer …"}`.
 
 use async_graphql::{Data, http::ALL_WEBSOCKET_PROTOCOLS};
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::{
-    extract::{FromRequestParts, Request, State, ws::WebSocketUpgrade},
+    extract::{FromRequestParts, Request, ws::WebSocketUpgrade},
     http::{HeaderMap, HeaderValue, header},
     response::{IntoResponse, Response},
 };
 
-use super::{GraphqlState, graphiql};
+use super::GraphqlState;
 use crate::auth::Principal;
 
-pub async fn graphiql_or_websocket(
-    State(state): State<GraphqlState>,
-    request: Request,
-) -> Response {
-    if !is_websocket_upgrade(request.headers()) {
-        return graphiql::graphiql(State(state)).await.into_response();
-    }
+/// Upgrades `request` (see [`is_websocket_upgrade`]) to a GraphQL WebSocket.
+pub(super) async fn upgrade(state: GraphqlState, request: Request) -> Response {
     let (mut parts, _) = request.into_parts();
     let protocol = match GraphQLProtocol::from_request_parts(&mut parts, &()).await {
         Ok(protocol) => protocol,
@@ -59,7 +54,7 @@ pub async fn graphiql_or_websocket(
         .into_response()
 }
 
-fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+pub(super) fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     headers
         .get(header::UPGRADE)
         .and_then(|value| value.to_str().ok())

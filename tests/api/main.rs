@@ -8,6 +8,7 @@ mod binary;
 mod catalog;
 mod cors;
 mod disconnects;
+mod graphql_http;
 mod health;
 mod isolation;
 mod limits;

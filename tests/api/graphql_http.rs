@@ -1,0 +1,90 @@
+//! GraphQL over HTTP as graphql-over-http and the GET-based clients (urql's default, Apollo's
+//! `useGETForQueries`) expect: queries over GET, mutations only over POST, JSON only, and the
+//! `application/graphql-response+json` format with 4xx for requests that never ran.
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+const WRITE: &str = r#"mutation { setSetting(key: "theme", value: "dark") { version } }"#;
+
+fn url(app: &TestApp, params: &[(&str, &str)]) -> reqwest::Url {
+    reqwest::Url::parse_with_params(&app.url("/graphql"), params).unwrap()
+}
+
+fn get(app: &TestApp, token: &str, params: &[(&str, &str)]) -> reqwest::RequestBuilder {
+    app.client.get(url(app, params)).bearer_auth(token).header(
+        "accept",
+        "application/graphql-response+json, application/json",
+    )
+}
+
+both_backends! {
+    async fn queries_run_over_get_and_mutations_are_refused_there(app) {
+        let token = app.token("alice");
+        app.set(&token, "theme", json!("light")).await;
+        let query = "query($k: [String!]) { settings(keys: $k) { key value } }";
+        let reply = app.send(get(&app, &token, &[("query", query), ("variables", r#"{"k": ["theme"]}"#)])).await;
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+        assert_eq!(reply.body["data"]["settings"], json!([{"key": "theme", "value": "light"}]));
+        assert_eq!(reply.header("content-type"), Some("application/graphql-response+json"));
+
+        // urql and Apollo send plain `application/json` too.
+        let plain = app.send(app.client.get(url(&app, &[("query", "{ me { id } }")])).bearer_auth(&token).header("accept", "application/json")).await;
+        assert_eq!((plain.status.as_u16(), plain.body["data"]["me"]["id"].clone()), (200, json!("alice")));
+
+        // A mutation over GET is refused and writes nothing, named or chosen by operationName.
+        for params in [vec![("query", WRITE)], vec![("query", "query A { me { id } } mutation B { deleteSetting(key: \"theme\") }"), ("operationName", "B")]] {
+            let refused = app.send(get(&app, &token, &params)).await;
+            assert_eq!(refused.status, 405, "{:?}", refused.body);
+            assert_eq!(refused.header("allow"), Some("POST"));
+        }
+        assert_eq!(app.values(&token).await, json!({"theme": "light"}));
+
+        // Without a query, a client (not a browser) gets a clear 400.
+        let empty = app.send(app.client.get(app.url("/graphql")).bearer_auth(&token).header("accept", "application/json")).await;
+        assert_eq!(empty.status, 400);
+        assert_eq!(empty.body["errors"][0]["extensions"]["field"], "query");
+        // A browser gets GraphiQL.
+        let page = app.client.get(app.url("/graphql")).header("accept", "text/html,application/xhtml+xml,*/*;q=0.8").send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        assert!(page.text().await.unwrap().contains("GraphiQL"));
+    }
+
+    async fn only_json_posts_run_so_a_form_can_never_send_a_mutation(app) {
+        let token = app.token("alice");
+        for content_type in [Some("text/plain"), Some("application/x-www-form-urlencoded"), None] {
+            let mut request = app.client.post(app.url("/graphql")).bearer_auth(&token).body(json!({"query": WRITE}).to_string());
+            if let Some(content_type) = content_type {
+                request = request.header("content-type", content_type);
+            }
+            let reply = app.send(request).await;
+            assert_eq!(reply.status, 415, "{content_type:?}: {:?}", reply.body);
+            assert_eq!(reply.body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+        }
+        assert_eq!(app.values(&token).await, json!({}));
+    }
+
+    async fn the_graphql_response_format_answers_400_without_data_when_nothing_ran(app) {
+        let token = app.token("alice");
+        let post = |body: Value| app.client.post(app.url("/graphql")).bearer_auth(&token).header("accept", "application/graphql-response+json").json(&body);
+        for body in [
+            json!({"query": "{ settings { key "}),
+            json!({"query": "{ noSuchField }"}),
+            json!({"query": "query($n: Int!) { settingHistory(key: \"k\", first: $n) { edges { cursor } } }", "variables": {"n": "many"}}),
+        ] {
+            let reply = app.send(post(body.clone())).await;
+            assert_eq!(reply.status, 400, "{body}: {:?}", reply.body);
+            assert_eq!(reply.header("content-type"), Some("application/graphql-response+json"));
+            assert!(reply.body.get("data").is_none(), "{body}: {:?}", reply.body);
+            assert!(!reply.body["errors"].as_array().unwrap().is_empty());
+        }
+        // A request that ran answers 200, even with an error in a field.
+        let ran = app.send(post(json!({"query": "{ settingHistory(key: \"k\", first: 0) { edges { cursor } } }"}))).await;
+        assert_eq!(ran.status, 200, "{:?}", ran.body);
+        // Without that format, clients keep the `application/json` answer they know: 200.
+        let (status, body) = app.post_graphql(Some(&token), &json!({"query": "{ settings { key "})).await;
+        assert_eq!(status, 200);
+        assert_eq!(body["data"], Value::Null);
+    }
+}
