@@ -8,7 +8,19 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use async_graphql::{BatchRequest, Request, parser::types::ExecutableDocument};
+use std::collections::HashSet;
+
+use async_graphql::{
+    BatchRequest, Name, Request,
+    parser::{
+        Positioned,
+        types::{
+            Directive, DocumentOperations, ExecutableDocument, OperationDefinition, Selection,
+            SelectionSet,
+        },
+    },
+};
+use async_graphql_value::Value;
 
 /// Beyond this many distinct query texts the cache starts over; a miss costs one parse.
 const CAPACITY: usize = 512;
@@ -26,6 +38,7 @@ impl Documents {
     pub fn prepare(&self, batch: &mut BatchRequest) {
         for request in batch.iter_mut() {
             self.prepare_one(request);
+            omit_unprovided_variables(request);
         }
     }
 
@@ -53,6 +66,139 @@ impl Documents {
         self.parsed
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Where a nullable variable without a default is not provided, the arguments it fills are
+/// treated as absent, so their defaults apply: the spec's CoerceArgumentValues, as graphql-js
+/// (and so every JS server) does it. async-graphql would pass `null` instead, which a
+/// non-null argument with a default refuses. Clients that pass optional variables through
+/// rely on this.
+fn omit_unprovided_variables(request: &mut Request) {
+    let provided: HashSet<Name> = request.variables.keys().cloned().collect();
+    let Ok(document) = request.parsed_query() else {
+        return;
+    };
+    let missing: HashSet<Name> = document
+        .operations
+        .iter()
+        .flat_map(|(_, operation)| operation.node.variable_definitions.iter())
+        .map(|definition| &definition.node)
+        .filter(|definition| {
+            definition.default_value.is_none()
+                && definition.var_type.node.nullable
+                && !provided.contains(&definition.name.node)
+        })
+        .map(|definition| definition.name.node.clone())
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    // Only where every use of those variables is a whole field argument: dropping the
+    // arguments and the variables' definitions then keeps the document valid.
+    let (mut direct, mut all) = (0, 0);
+    let mut count = |set: &SelectionSet, directives: &[Positioned<Directive>]| {
+        let (d, a) = uses(set, &missing);
+        direct += d;
+        all += a + in_directives(directives, &missing);
+    };
+    for (_, operation) in document.operations.iter() {
+        count(
+            &operation.node.selection_set.node,
+            &operation.node.directives,
+        );
+    }
+    for fragment in document.fragments.values() {
+        count(&fragment.node.selection_set.node, &fragment.node.directives);
+    }
+    if direct == 0 || direct != all {
+        return;
+    }
+    let mut document = document.clone();
+    let operations: Vec<&mut Positioned<OperationDefinition>> = match &mut document.operations {
+        DocumentOperations::Single(operation) => vec![operation],
+        DocumentOperations::Multiple(operations) => operations.values_mut().collect(),
+    };
+    for operation in operations {
+        strip(&mut operation.node.selection_set.node, &missing);
+        operation
+            .node
+            .variable_definitions
+            .retain(|definition| !missing.contains(&definition.node.name.node));
+    }
+    for fragment in document.fragments.values_mut() {
+        strip(&mut fragment.node.selection_set.node, &missing);
+    }
+    request.set_parsed_query(document);
+}
+
+fn is_missing(value: &Value, missing: &HashSet<Name>) -> bool {
+    matches!(value, Value::Variable(name) if missing.contains(name))
+}
+
+/// The uses of `missing` variables in `set`: as whole field arguments, and in all.
+fn uses(set: &SelectionSet, missing: &HashSet<Name>) -> (usize, usize) {
+    let (mut direct, mut all) = (0, 0);
+    for selection in &set.items {
+        let (inner, directives) = match &selection.node {
+            Selection::Field(field) => {
+                for (_, value) in &field.node.arguments {
+                    if is_missing(&value.node, missing) {
+                        direct += 1;
+                    }
+                    all += in_value(&value.node, missing);
+                }
+                (Some(&field.node.selection_set.node), &field.node.directives)
+            }
+            Selection::InlineFragment(fragment) => (
+                Some(&fragment.node.selection_set.node),
+                &fragment.node.directives,
+            ),
+            Selection::FragmentSpread(spread) => (None, &spread.node.directives),
+        };
+        all += in_directives(directives, missing);
+        if let Some(inner) = inner {
+            let (d, a) = uses(inner, missing);
+            direct += d;
+            all += a;
+        }
+    }
+    (direct, all)
+}
+
+fn in_directives(directives: &[Positioned<Directive>], missing: &HashSet<Name>) -> usize {
+    directives
+        .iter()
+        .flat_map(|directive| &directive.node.arguments)
+        .map(|(_, value)| in_value(&value.node, missing))
+        .sum()
+}
+
+fn in_value(value: &Value, missing: &HashSet<Name>) -> usize {
+    match value {
+        Value::Variable(name) => usize::from(missing.contains(name)),
+        Value::List(items) => items.iter().map(|item| in_value(item, missing)).sum(),
+        Value::Object(members) => members.values().map(|m| in_value(m, missing)).sum(),
+        _ => 0,
+    }
+}
+
+/// Removes the field arguments that are a missing variable.
+fn strip(set: &mut SelectionSet, missing: &HashSet<Name>) {
+    for selection in &mut set.items {
+        match &mut selection.node {
+            Selection::Field(field) => {
+                field
+                    .node
+                    .arguments
+                    .retain(|(_, value)| !is_missing(&value.node, missing));
+                strip(&mut field.node.selection_set.node, missing);
+            }
+            Selection::InlineFragment(fragment) => {
+                strip(&mut fragment.node.selection_set.node, missing);
+            }
+            Selection::FragmentSpread(_) => {}
+        }
     }
 }
 

@@ -88,3 +88,27 @@ both_backends! {
         assert_eq!(body["data"], Value::Null);
     }
 }
+
+both_backends! {
+    async fn an_omitted_variable_leaves_the_arguments_default_in_place(app) {
+        let token = app.token("alice");
+        app.set(&token, "theme", json!("light")).await;
+        // `scope: String! = ""` filled by a nullable variable that the client did not send.
+        let data = app.data(&token, "query($s: String) { settings(scope: $s) { key } }", json!({})).await;
+        assert_eq!(data["settings"], json!([{"key": "theme"}]));
+        let data = app
+            .data(&token, "query($s: String, $n: Int) { settingHistory(key: \"theme\", scope: $s, first: $n) { edges { node { version } } } }", json!({}))
+            .await;
+        assert_eq!(data["settingHistory"]["edges"], json!([{"node": {"version": 1}}]));
+        // Inside a fragment, over GET, and beside a variable that was sent.
+        let query = "query($s: String, $k: [String!]) { ...f } fragment f on Query { settings(scope: $s, keys: $k) { key } }";
+        let reply = app.send(get(&app, &token, &[("query", query), ("variables", r#"{"k": ["theme"]}"#)])).await;
+        assert_eq!(reply.body["data"]["settings"], json!([{"key": "theme"}]), "{:?}", reply.body);
+        // A variable sent as null is a null: refused where the argument takes none.
+        let (_, body) = app.graphql(&token, "query($s: String) { settings(scope: $s) { key } }", json!({"s": null})).await;
+        assert!(body["errors"].is_array(), "{body}");
+        // A non-null variable that is missing is still the client's error.
+        let (_, body) = app.graphql(&token, "query($s: String!) { settings(scope: $s) { key } }", json!({})).await;
+        assert!(body["errors"].is_array(), "{body}");
+    }
+}
