@@ -230,6 +230,8 @@ pub struct Limits {
     pub graphql_max_complexity: usize,
     /// Most operations in one batched GraphQL request.
     pub graphql_max_batch: usize,
+    /// Most Apollo persisted queries kept; the least recently used go first.
+    pub graphql_persisted_queries: usize,
 }
 
 impl Default for Limits {
@@ -241,6 +243,7 @@ impl Default for Limits {
             graphql_max_depth: 16,
             graphql_max_complexity: 500,
             graphql_max_batch: 10,
+            graphql_persisted_queries: 1000,
         }
     }
 }
@@ -268,6 +271,12 @@ impl Config {
                 defaults.graphql_max_complexity,
             )?,
             graphql_max_batch: parse_or(&lookup, "GRAPHQL_MAX_BATCH", defaults.graphql_max_batch)?,
+            graphql_persisted_queries: parse_or(
+                &lookup,
+                "GRAPHQL_PERSISTED_QUERIES",
+                defaults.graphql_persisted_queries,
+            )?
+            .max(1),
         };
 
         let app_env = match lookup("APP_ENV").as_deref() {

@@ -63,6 +63,10 @@ pub fn add_missing_codes(response: &mut BatchResponse) {
     };
     for error in responses.iter_mut().flat_map(|r| r.errors.iter_mut()) {
         let extensions = error.extensions.get_or_insert_with(Default::default);
+        if extensions.get("code").is_none() && error.message == "PersistedQueryNotFound" {
+            // The code Apollo's persisted-query link looks for, to send the query again.
+            extensions.set("code", "PERSISTED_QUERY_NOT_FOUND");
+        }
         if extensions.get("code").is_none() {
             extensions.set("code", "BAD_USER_INPUT");
             let rule = if error.message.contains("nested too deep") {

@@ -9,9 +9,10 @@ use std::sync::Arc;
 use async_graphql::{
     BatchRequest, BatchResponse, Request as GraphqlRequest,
     dataloader::DataLoader,
+    extensions::apollo_persisted_queries::CacheStorage,
     parser::{
         parse_query,
-        types::{DocumentOperations, OperationType},
+        types::{DocumentOperations, ExecutableDocument, OperationType},
     },
 };
 use axum::{
@@ -101,7 +102,7 @@ pub async fn get(State(state): State<GraphqlState>, request: Request) -> Respons
         Err(err) => return error_response(err),
     };
     let query = match parsed {
-        Ok(query) if query.query.is_empty() => {
+        Ok(query) if query.query.is_empty() && persisted_hash(&query).is_none() => {
             return error_response(Error::bad_input(
                 "query",
                 "required",
@@ -117,8 +118,13 @@ pub async fn get(State(state): State<GraphqlState>, request: Request) -> Respons
             ));
         }
     };
-    // A GET must not change anything: a link, an image or a prefetch could send it.
-    if !is_query(&query) {
+    // A GET must not change anything: a link, an image or a prefetch could send it. A
+    // persisted query is judged by the document its hash names.
+    let operation = match persisted_hash(&query) {
+        Some(hash) if query.query.is_empty() => state.persisted.get(hash).await,
+        _ => parse_query(&query.query).ok(),
+    };
+    if operation.is_some_and(|document| !is_query(&document, query.operation_name.as_deref())) {
         let mut response = refuse(
             StatusCode::METHOD_NOT_ALLOWED,
             Error::bad_input(
@@ -221,13 +227,21 @@ fn from_url(uri: &axum::http::Uri) -> Result<GraphqlRequest, String> {
     Ok(request)
 }
 
-/// Whether the query names one operation, and it is a query. A document that does not parse
-/// counts as a query: the executor reports its syntax error.
-fn is_query(request: &GraphqlRequest) -> bool {
-    let Ok(document) = parse_query(&request.query) else {
-        return true;
+/// The hash of an Apollo persisted query the request names.
+fn persisted_hash(request: &GraphqlRequest) -> Option<String> {
+    let persisted = request.extensions.get("persistedQuery")?;
+    let async_graphql::Value::Object(members) = persisted else {
+        return None;
     };
-    let kind = match (&document.operations, request.operation_name.as_deref()) {
+    match members.get("sha256Hash") {
+        Some(async_graphql::Value::String(hash)) => Some(hash.clone()),
+        _ => None,
+    }
+}
+
+/// Whether the document's operation (the one named, or its only one) is a query.
+fn is_query(document: &ExecutableDocument, operation_name: Option<&str>) -> bool {
+    let kind = match (&document.operations, operation_name) {
         (DocumentOperations::Single(operation), _) => Some(operation.node.ty),
         (DocumentOperations::Multiple(operations), Some(name)) => operations
             .iter()

@@ -14,7 +14,10 @@ mod websocket;
 
 use std::sync::Arc;
 
-use async_graphql::Schema;
+use async_graphql::{
+    Schema,
+    extensions::apollo_persisted_queries::{ApolloPersistedQueries, LruCacheStorage},
+};
 use axum::{Router, routing::get};
 
 pub use documents::Documents;
@@ -42,6 +45,8 @@ pub struct GraphqlState {
     graphiql_html: Arc<str>,
     body_limit: BodyLimit,
     max_batch: usize,
+    /// Apollo's automatic persisted queries, by hash; the schema's extension fills it.
+    persisted: LruCacheStorage,
 }
 
 impl GraphqlState {
@@ -53,8 +58,10 @@ impl GraphqlState {
         body_limit: BodyLimit,
         dev_token: Option<&str>,
     ) -> Self {
+        let persisted = LruCacheStorage::new(limits.graphql_persisted_queries);
         let schema = Schema::build(Query, Mutation, Subscription)
             .data(store.clone())
+            .extension(ApolloPersistedQueries::new(persisted.clone()))
             .limit_depth(limits.graphql_max_depth)
             .limit_complexity(limits.graphql_max_complexity)
             .finish();
@@ -66,6 +73,7 @@ impl GraphqlState {
             graphiql_html: graphiql::page(dev_token).into(),
             body_limit,
             max_batch: limits.graphql_max_batch,
+            persisted,
         }
     }
 }

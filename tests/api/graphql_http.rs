@@ -112,3 +112,107 @@ both_backends! {
         assert!(body["errors"].is_array(), "{body}");
     }
 }
+
+fn sha256(text: &str) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(text.as_bytes()))
+}
+
+fn persisted(hash: &str) -> Value {
+    json!({"persistedQuery": {"version": 1, "sha256Hash": hash}})
+}
+
+async fn automatic_persisted_queries_over_post_and_get(backend: Backend) {
+    let options = Options::default().env("GRAPHQL_PERSISTED_QUERIES", "2");
+    let Some(app) = TestApp::spawn_with(backend, options).await else {
+        return;
+    };
+    let token = app.token("alice");
+    let query = "{ me { id } }";
+    let hash = sha256(query);
+
+    // The hash alone, unknown: the error Apollo's link answers by sending the query too.
+    let (status, body) = app
+        .post_graphql(Some(&token), &json!({"extensions": persisted(&hash)}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["errors"][0]["message"], "PersistedQueryNotFound");
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"],
+        "PERSISTED_QUERY_NOT_FOUND"
+    );
+    // The query with its hash runs and registers it; then the hash alone runs, by POST and GET.
+    let (_, body) = app
+        .post_graphql(
+            Some(&token),
+            &json!({"query": query, "extensions": persisted(&hash)}),
+        )
+        .await;
+    assert_eq!(body["data"]["me"]["id"], "alice", "{body}");
+    let (_, body) = app
+        .post_graphql(Some(&token), &json!({"extensions": persisted(&hash)}))
+        .await;
+    assert_eq!(body["data"]["me"]["id"], "alice", "{body}");
+    let extensions = persisted(&hash).to_string();
+    let reply = app
+        .send(get(&app, &token, &[("extensions", &extensions)]))
+        .await;
+    assert_eq!(reply.body["data"]["me"]["id"], "alice", "{:?}", reply.body);
+
+    // A hash that is not the query's is refused, and nothing runs.
+    let (_, body) = app
+        .post_graphql(
+            Some(&token),
+            &json!({"query": WRITE, "extensions": persisted(&hash)}),
+        )
+        .await;
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not match"),
+        "{body}"
+    );
+    assert_eq!(app.values(&token).await, json!({}));
+
+    // A persisted mutation runs by POST, never by GET.
+    let write_hash = sha256(WRITE);
+    let (_, body) = app
+        .post_graphql(
+            Some(&token),
+            &json!({"query": WRITE, "extensions": persisted(&write_hash)}),
+        )
+        .await;
+    assert_eq!(body["data"]["setSetting"]["version"], 1, "{body}");
+    let extensions = persisted(&write_hash).to_string();
+    let refused = app
+        .send(get(&app, &token, &[("extensions", &extensions)]))
+        .await;
+    assert_eq!(refused.status, 405, "{:?}", refused.body);
+    assert_eq!(
+        app.data(
+            &token,
+            r#"{ setting(key: "theme") { version } }"#,
+            json!({})
+        )
+        .await["setting"]["version"],
+        1
+    );
+
+    // The store is bounded: past its size the least recently used hash is forgotten.
+    let third = "{ settings { key } }";
+    app.post_graphql(
+        Some(&token),
+        &json!({"query": third, "extensions": persisted(&sha256(third))}),
+    )
+    .await;
+    let (_, body) = app
+        .post_graphql(Some(&token), &json!({"extensions": persisted(&hash)}))
+        .await;
+    assert_eq!(
+        body["errors"][0]["message"], "PersistedQueryNotFound",
+        "{body}"
+    );
+}
+
+on_both_backends!(automatic_persisted_queries_over_post_and_get);
