@@ -15,6 +15,7 @@ pub struct Config {
     pub log_format: LogFormat,
     pub jwt: JwtConfig,
     pub limits: Limits,
+    pub conveniences: Conveniences,
     pub catalog: CatalogConfig,
     pub history: HistoryConfig,
     pub rest_scopes: RestScopes,
@@ -218,6 +219,18 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Development conveniences of the GraphQL endpoint: on in development, off in production
+/// unless enabled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conveniences {
+    /// Schema introspection (`__schema`, `__type`): what GraphiQL and codegen tools read.
+    pub introspection: bool,
+    /// "Did you mean …" in validation errors, which tell a stranger the schema's names.
+    pub suggestions: bool,
+    /// The GraphiQL page on `GET /graphql`.
+    pub graphiql: bool,
+}
+
 #[derive(Clone, Debug)]
 pub struct Limits {
     /// Largest request body accepted, on every route.
@@ -290,6 +303,13 @@ impl Config {
             Some(other) => bail!("LOG_FORMAT must be `pretty` or `json`, not `{other}`"),
         };
 
+        let development = app_env == AppEnv::Development;
+        let conveniences = Conveniences {
+            introspection: parse_bool_or(&lookup, "GRAPHQL_INTROSPECTION", development)?,
+            suggestions: parse_bool_or(&lookup, "GRAPHQL_SUGGESTIONS", development)?,
+            graphiql: parse_bool_or(&lookup, "GRAPHIQL", development)?,
+        };
+
         let jwt = JwtConfig {
             key: jwt_key(&lookup)?,
             issuer: lookup("JWT_ISSUER"),
@@ -311,6 +331,7 @@ impl Config {
             log_format,
             jwt,
             limits,
+            conveniences,
             catalog: CatalogConfig {
                 file: lookup("SETTINGS_CATALOG").map(PathBuf::from),
                 strict: parse_bool(&lookup, "SETTINGS_STRICT")?,
@@ -380,8 +401,17 @@ fn jwt_key(lookup: &impl Fn(&str) -> Option<String>) -> anyhow::Result<Option<Jw
 }
 
 fn parse_bool(lookup: &impl Fn(&str) -> Option<String>, name: &str) -> anyhow::Result<bool> {
+    parse_bool_or(lookup, name, false)
+}
+
+fn parse_bool_or(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    default: bool,
+) -> anyhow::Result<bool> {
     match lookup(name).as_deref().map(str::trim) {
-        None | Some("false") | Some("0") | Some("no") => Ok(false),
+        None => Ok(default),
+        Some("false") | Some("0") | Some("no") => Ok(false),
         Some("true") | Some("1") | Some("yes") => Ok(true),
         Some(other) => bail!("{name} must be `true` or `false`, not `{other}`"),
     }
@@ -420,6 +450,7 @@ impl fmt::Debug for Config {
             .field("jwt_issuer", &self.jwt.issuer)
             .field("jwt_audience", &self.jwt.audience)
             .field("limits", &self.limits)
+            .field("conveniences", &self.conveniences)
             .field("catalog", &self.catalog)
             .field("history", &self.history)
             .field("rest_scopes", &self.rest_scopes)
@@ -536,6 +567,24 @@ mod tests {
                 "{bad}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn graphql_conveniences_are_on_in_development_and_off_in_production_unless_enabled() {
+        let all = Conveniences {
+            introspection: true,
+            suggestions: true,
+            graphiql: true,
+        };
+        assert_eq!(config(&[]).unwrap().conveniences, all);
+        let secret = "s".repeat(32);
+        let production = [("APP_ENV", "production"), ("JWT_SECRET", secret.as_str())];
+        let off = config(&production).unwrap().conveniences;
+        assert!(!off.introspection && !off.suggestions && !off.graphiql);
+        let enabled = config(&[production[0], production[1], ("GRAPHIQL", "true")])
+            .unwrap()
+            .conveniences;
+        assert!(enabled.graphiql && !enabled.introspection);
     }
 
     #[test]

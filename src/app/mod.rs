@@ -88,6 +88,7 @@ impl Application {
                 store.clone(),
                 auth.clone(),
                 limits,
+                config.conveniences,
                 body_limit,
                 dev_token.as_deref(),
             ),

@@ -81,12 +81,17 @@ pub fn page(dev_token: Option<&str>) -> String {
     )
 }
 
-pub async fn graphiql(State(state): State<GraphqlState>) -> Html<String> {
-    Html(state.graphiql_html.to_string())
+/// The page, or `None` where GraphiQL is off.
+pub fn graphiql(state: &GraphqlState) -> Option<Html<String>> {
+    state
+        .graphiql_html
+        .as_ref()
+        .map(|html| Html(html.to_string()))
 }
 
-pub async fn asset(Path(name): Path<String>) -> Response {
-    match ASSETS.iter().find(|(file, _, _)| *file == name) {
+pub async fn asset(State(state): State<GraphqlState>, Path(name): Path<String>) -> Response {
+    let served = state.graphiql_html.is_some();
+    match ASSETS.iter().find(|(file, _, _)| served && *file == name) {
         Some((_, content_type, bytes)) => (
             [
                 (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),

@@ -94,8 +94,11 @@ pub async fn get(State(state): State<GraphqlState>, request: Request) -> Respons
     }
     let headers = request.headers().clone();
     let parsed = from_url(request.uri());
-    if parsed.as_ref().is_ok_and(|r| r.query.is_empty()) && wants_a_page(&headers) {
-        return graphiql::graphiql(State(state)).await.into_response();
+    if parsed.as_ref().is_ok_and(|r| r.query.is_empty())
+        && wants_a_page(&headers)
+        && let Some(page) = graphiql::graphiql(&state)
+    {
+        return page.into_response();
     }
     let principal = match state.auth.authenticate(&headers).await {
         Ok(principal) => principal,

@@ -28,7 +28,7 @@ pub use subscription::Subscription;
 use crate::{
     app::{AppState, BodyLimit},
     auth::Authenticator,
-    config::Limits,
+    config::{Conveniences, Limits},
     settings::Store,
 };
 
@@ -42,7 +42,8 @@ pub struct GraphqlState {
     /// For the per-request loaders.
     store: Arc<Store>,
     documents: Arc<Documents>,
-    graphiql_html: Arc<str>,
+    /// The GraphiQL page, when it is served.
+    graphiql_html: Option<Arc<str>>,
     body_limit: BodyLimit,
     max_batch: usize,
     /// Apollo's automatic persisted queries, by hash; the schema's extension fills it.
@@ -55,22 +56,31 @@ impl GraphqlState {
         store: Arc<Store>,
         auth: Authenticator,
         limits: &Limits,
+        conveniences: Conveniences,
         body_limit: BodyLimit,
         dev_token: Option<&str>,
     ) -> Self {
         let persisted = LruCacheStorage::new(limits.graphql_persisted_queries);
-        let schema = Schema::build(Query, Mutation, Subscription)
+        let mut schema = Schema::build(Query, Mutation, Subscription)
             .data(store.clone())
             .extension(ApolloPersistedQueries::new(persisted.clone()))
             .limit_depth(limits.graphql_max_depth)
-            .limit_complexity(limits.graphql_max_complexity)
-            .finish();
+            .limit_complexity(limits.graphql_max_complexity);
+        if !conveniences.introspection {
+            schema = schema.disable_introspection();
+        }
+        if !conveniences.suggestions {
+            schema = schema.disable_suggestions();
+        }
+        let schema = schema.finish();
         GraphqlState {
             schema,
             auth,
             store,
             documents: Arc::default(),
-            graphiql_html: graphiql::page(dev_token).into(),
+            graphiql_html: conveniences
+                .graphiql
+                .then(|| graphiql::page(dev_token).into()),
             body_limit,
             max_batch: limits.graphql_max_batch,
             persisted,

@@ -216,3 +216,57 @@ async fn automatic_persisted_queries_over_post_and_get(backend: Backend) {
 }
 
 on_both_backends!(automatic_persisted_queries_over_post_and_get);
+
+#[tokio::test]
+async fn in_production_introspection_suggestions_and_graphiql_are_off_unless_enabled() {
+    let introspect = "{ __schema { queryType { name } } }";
+    let misspelt = "{ setings { key } }";
+    let production = Options::default().env("APP_ENV", "production");
+    let app = TestApp::spawn_with(Backend::Sqlite, production)
+        .await
+        .unwrap();
+    let token = app.token("alice");
+    let (_, body) = app.graphql(&token, introspect, json!({})).await;
+    assert_eq!(
+        body["data"]["__schema"],
+        Value::Null,
+        "the schema is not described: {body}"
+    );
+    let (_, body) = app.graphql(&token, misspelt, json!({})).await;
+    let message = body["errors"][0]["message"].as_str().unwrap();
+    assert!(!message.contains("Did you mean"), "{message}");
+    let page = app
+        .client
+        .get(app.url("/graphql"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(page.status(), 200, "no GraphiQL");
+    let asset = app
+        .client
+        .get(app.url("/graphql/assets/graphiql.min.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asset.status(), 404);
+
+    // Each can be enabled on its own; in development all are on.
+    let enabled = Options::default()
+        .env("APP_ENV", "production")
+        .env("GRAPHQL_INTROSPECTION", "true");
+    let app = TestApp::spawn_with(Backend::Sqlite, enabled).await.unwrap();
+    let data = app.data(&app.token("alice"), introspect, json!({})).await;
+    assert_eq!(data["__schema"]["queryType"]["name"], "Query");
+    let development = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let (_, body) = development
+        .graphql(&development.token("alice"), misspelt, json!({}))
+        .await;
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Did you mean"),
+        "{body}"
+    );
+}
