@@ -1,6 +1,6 @@
 // Starts the real settings-api binary on a free port with a fresh SQLite file, and mints
-// tokens with its own `token` command. SETTINGS_API_BIN names the binary (the suite's README
-// builds it with `cargo build`).
+// tokens with its own `token` command. SETTINGS_API_BIN names the binary; by default the one
+// `cargo build` leaves in the target directory (CARGO_TARGET_DIR, or the repository's).
 import { spawn, execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -9,7 +9,8 @@ import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const binary = process.env.SETTINGS_API_BIN ?? join(here, '..', '..', 'target', 'debug', 'settings-api');
+const targetDir = process.env.CARGO_TARGET_DIR ?? join(here, '..', '..', 'target');
+const binary = process.env.SETTINGS_API_BIN ?? join(targetDir, 'debug', 'settings-api');
 const secret = 'client-suite-secret-that-is-at-least-32-bytes';
 
 export async function startServer(extraEnv = {}) {
