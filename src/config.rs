@@ -245,6 +245,8 @@ pub struct Limits {
     pub graphql_max_batch: usize,
     /// Most Apollo persisted queries kept; the least recently used go first.
     pub graphql_persisted_queries: usize,
+    /// How long a WebSocket may stay open before its `connection_init` (then 4408).
+    pub graphql_ws_init_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -257,6 +259,7 @@ impl Default for Limits {
             graphql_max_complexity: 500,
             graphql_max_batch: 10,
             graphql_persisted_queries: 1000,
+            graphql_ws_init_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -290,6 +293,11 @@ impl Config {
                 defaults.graphql_persisted_queries,
             )?
             .max(1),
+            graphql_ws_init_timeout: Duration::from_millis(parse_or(
+                &lookup,
+                "GRAPHQL_WS_INIT_TIMEOUT_MS",
+                defaults.graphql_ws_init_timeout.as_millis() as u64,
+            )?),
         };
 
         let app_env = match lookup("APP_ENV").as_deref() {

@@ -2,7 +2,7 @@
 //! conversion of any displayable error (feature `custom-error-conversion`), so `?` on a domain
 //! error in a resolver always comes through here, and any other error must be mapped on purpose.
 
-use async_graphql::{BatchResponse, ErrorExtensionValues, ServerError};
+use async_graphql::{BatchResponse, ErrorExtensionValues, Response, ServerError};
 
 use crate::{error::Error, telemetry};
 
@@ -57,11 +57,15 @@ pub fn server_error(err: &Error) -> ServerError {
 /// Gives every error a code: errors raised by async-graphql itself (syntax, validation, limits,
 /// argument coercion) are the client's to fix.
 pub fn add_missing_codes(response: &mut BatchResponse) {
-    let responses = match response {
-        BatchResponse::Single(one) => std::slice::from_mut(one),
-        BatchResponse::Batch(many) => many.as_mut_slice(),
-    };
-    for error in responses.iter_mut().flat_map(|r| r.errors.iter_mut()) {
+    match response {
+        BatchResponse::Single(one) => add_missing_codes_to(one),
+        BatchResponse::Batch(many) => many.iter_mut().for_each(add_missing_codes_to),
+    }
+}
+
+/// [`add_missing_codes`] for one response, as each WebSocket message carries.
+pub fn add_missing_codes_to(response: &mut Response) {
+    for error in response.errors.iter_mut() {
         let extensions = error.extensions.get_or_insert_with(Default::default);
         if extensions.get("code").is_none() && error.message == "PersistedQueryNotFound" {
             // The code Apollo's persisted-query link looks for, to send the query again.

@@ -12,7 +12,7 @@ mod subscription;
 mod types;
 mod websocket;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use async_graphql::{
     Schema,
@@ -48,6 +48,8 @@ pub struct GraphqlState {
     max_batch: usize,
     /// Apollo's automatic persisted queries, by hash; the schema's extension fills it.
     persisted: LruCacheStorage,
+    /// How long a WebSocket may stay open before its `connection_init`.
+    connection_init_timeout: Duration,
 }
 
 impl GraphqlState {
@@ -84,6 +86,7 @@ impl GraphqlState {
             body_limit,
             max_batch: limits.graphql_max_batch,
             persisted,
+            connection_init_timeout: limits.graphql_ws_init_timeout,
         }
     }
 }

@@ -25,3 +25,4 @@ mod schema;
 mod settings;
 mod subscriptions;
 mod versions;
+mod websocket_protocol;
