@@ -74,7 +74,7 @@ impl Documents {
 /// (and so every JS server) does it. async-graphql would pass `null` instead, which a
 /// non-null argument with a default refuses. Clients that pass optional variables through
 /// rely on this.
-fn omit_unprovided_variables(request: &mut Request) {
+pub(super) fn omit_unprovided_variables(request: &mut Request) {
     let provided: HashSet<Name> = request.variables.keys().cloned().collect();
     let Ok(document) = request.parsed_query() else {
         return;

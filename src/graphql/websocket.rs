@@ -277,6 +277,7 @@ impl Connection {
             },
             tokio::spawn,
         ));
+        super::documents::omit_unprovided_variables(&mut request);
         let request = request.data(principal).data(loader);
         let responses = self.state.schema.execute_stream(request);
         let (handle, registration) = AbortHandle::new_pair();
