@@ -239,6 +239,8 @@ pub struct Limits {
     pub max_value_bytes: usize,
     /// Deepest nesting of arrays and objects in one setting value.
     pub max_value_depth: usize,
+    /// Most keys one write may change (a patch's members).
+    pub max_keys_per_write: usize,
     pub graphql_max_depth: usize,
     pub graphql_max_complexity: usize,
     /// Most operations in one batched GraphQL request.
@@ -255,6 +257,7 @@ impl Default for Limits {
             max_body_bytes: 1024 * 1024,
             max_value_bytes: 64 * 1024,
             max_value_depth: 32,
+            max_keys_per_write: 1000,
             graphql_max_depth: 16,
             graphql_max_complexity: 500,
             graphql_max_batch: 10,
@@ -280,6 +283,12 @@ impl Config {
             max_body_bytes: parse_or(&lookup, "MAX_BODY_BYTES", defaults.max_body_bytes)?,
             max_value_bytes: parse_or(&lookup, "MAX_VALUE_BYTES", defaults.max_value_bytes)?,
             max_value_depth: parse_or(&lookup, "MAX_VALUE_DEPTH", defaults.max_value_depth)?,
+            max_keys_per_write: parse_or(
+                &lookup,
+                "MAX_KEYS_PER_WRITE",
+                defaults.max_keys_per_write,
+            )?
+            .max(1),
             graphql_max_depth: parse_or(&lookup, "GRAPHQL_MAX_DEPTH", defaults.graphql_max_depth)?,
             graphql_max_complexity: parse_or(
                 &lookup,

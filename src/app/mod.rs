@@ -75,6 +75,7 @@ impl Application {
             ValueLimits {
                 max_bytes: limits.max_value_bytes,
                 max_depth: limits.max_value_depth,
+                max_keys: limits.max_keys_per_write,
             },
             Arc::new(catalog),
             // Contract 004 is the one that mirrors `locale` to the users table.

@@ -116,6 +116,10 @@ impl Store {
         self.catalog.check_everywhere(key, value)
     }
 
+    pub(super) fn limits(&self) -> &ValueLimits {
+        &self.limits
+    }
+
     pub fn backend(&self) -> DbBackend {
         self.db.get_database_backend()
     }

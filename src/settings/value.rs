@@ -10,9 +10,27 @@ use crate::error::{Error, Violation};
 pub struct ValueLimits {
     pub max_bytes: usize,
     pub max_depth: usize,
+    /// Most keys one write may change: every key is a row and a history row in one
+    /// transaction, and the database bounds the parameters of one statement.
+    pub max_keys: usize,
 }
 
 impl ValueLimits {
+    /// Checks that a write of `keys` keys (the members of a patch) is within the limit.
+    pub fn check_key_count(&self, field: &str, keys: usize) -> Result<(), Error> {
+        if keys <= self.max_keys {
+            return Ok(());
+        }
+        Err(Error::bad_input(
+            field,
+            "maxKeys",
+            format!(
+                "a write may change at most {} keys, not {keys}; split it into several",
+                self.max_keys
+            ),
+        ))
+    }
+
     /// Checks a value about to be stored under `field` (a key, or `patch`).
     pub fn check(&self, field: &str, value: &Value) -> Result<(), Error> {
         check_tree(field, value, 0, self.max_depth, &mut String::new())?;
@@ -117,6 +135,7 @@ mod tests {
     const LIMITS: ValueLimits = ValueLimits {
         max_bytes: 64,
         max_depth: 3,
+        max_keys: 10,
     };
 
     fn nest(depth: usize) -> Value {

@@ -131,6 +131,7 @@ impl Store {
                 "the patch must be a JSON object whose members are setting keys",
             ));
         };
+        self.limits().check_key_count("patch", members.len())?;
         if let Some(stray) = expected
             .keys()
             .find(|key| !members.contains_key(key.as_str()))

@@ -183,3 +183,29 @@ async fn graphiqls_schema_query_fits_the_default_limits() {
 }
 
 on_both_backends!(batches_beyond_the_cap_are_refused_and_smaller_ones_run,);
+
+both_backends! {
+    async fn a_patch_of_up_to_max_keys_per_write_keys_works_and_a_larger_one_is_refused_clearly(app) {
+        let token = app.token("alice");
+        let patch = |keys: usize| {
+            let members: serde_json::Map<String, Value> = (0..keys).map(|n| (format!("k{n:04}"), json!({"n": n}))).collect();
+            Value::Object(members)
+        };
+        // The default limit, 1000 keys: one transaction of 1000 rows and 1000 history rows.
+        let data = app.data(&token, "mutation($p: JSON!) { updateSettings(patch: $p) { key } }", json!({"p": patch(1000)})).await;
+        assert_eq!(data["updateSettings"].as_array().unwrap().len(), 1000);
+        let reply = app.rest("PUT", "/settings/user", Some(&token), Some(patch(1000))).await;
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+
+        // Past it (4,000 keys was an INTERNAL error on both backends): a 400 naming the limit.
+        let error = app.error(&token, "mutation($p: JSON!) { updateSettings(patch: $p) { key } }", json!({"p": patch(4000)})).await;
+        assert_eq!(code(&error), "BAD_USER_INPUT", "{error}");
+        assert_eq!(error["extensions"]["rule"], "maxKeys");
+        assert!(error["message"].as_str().unwrap().contains("1000"), "{error}");
+        let reply = app.rest("PUT", "/settings/user", Some(&token), Some(patch(1001))).await;
+        assert_eq!(reply.status, 400, "{:?}", reply.body);
+        let reply = app.rest("PUT", "/api/v1/users/preferences/update", Some(&token), Some(json!({"updatedPreferences": patch(1001)}))).await;
+        assert_eq!(reply.status, 400, "{:?}", reply.body);
+        assert_eq!(history_count(&app, "alice").await, 2000, "nothing of the refused writes");
+    }
+}
