@@ -20,6 +20,8 @@ pub struct Config {
     pub history: HistoryConfig,
     pub rest_scopes: RestScopes,
     pub cors: CorsOrigins,
+    /// The bearer token `GET /metrics` requires, when set.
+    pub metrics_token: Option<Secret>,
     pub shutdown_timeout: Duration,
 }
 
@@ -365,6 +367,7 @@ impl Config {
                 None if app_env == AppEnv::Production => CorsOrigins::None,
                 None => CorsOrigins::Any,
             },
+            metrics_token: lookup("METRICS_TOKEN").map(Secret::new),
             rest_scopes: lookup("REST_SCOPES")
                 .map(|text| RestScopes::parse(&text))
                 .transpose()?

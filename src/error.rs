@@ -118,6 +118,14 @@ impl Error {
     /// correlation id (`correlation_id` is asked only then) and replaced by that id; other
     /// errors are the client's to fix, their message is safe to show, and nothing is logged.
     pub fn disclose(&self, correlation_id: impl FnOnce() -> String) -> Disclosure {
+        let rule = match self {
+            Error::BadInput(violation) => violation.rule.to_string(),
+            _ => String::new(),
+        };
+        // Every error answered, by code (and the rule broken, for bad input: the limits a
+        // request ran into among them).
+        metrics::counter!("settings_api_errors_total", "code" => self.code(), "rule" => rule)
+            .increment(1);
         let (message, id) = match self {
             Error::Unavailable(cause) => {
                 let id = correlation_id();

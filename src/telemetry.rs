@@ -1,13 +1,14 @@
-//! Logging, and the per-request span and correlation id.
+//! Logging, metrics, and the per-request span and correlation id.
 
-use std::time::Instant;
+use std::{sync::Mutex, time::Instant};
 
 use axum::{
-    extract::Request,
+    extract::{MatchedPath, Request},
     http::{HeaderName, HeaderValue},
     middleware::Next,
     response::Response,
 };
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing::{Instrument, field::Empty};
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
@@ -31,6 +32,25 @@ pub fn init(json: bool) {
             .try_init(),
         false => registry.with(fmt::layer()).try_init(),
     };
+}
+
+/// The process's Prometheus recorder, installed by the first application built in it (tests
+/// build many): every metric of the process, rendered by `GET /metrics`.
+pub fn metrics() -> Result<PrometheusHandle, String> {
+    static HANDLE: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
+    let mut handle = HANDLE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(handle) = handle.as_ref() {
+        return Ok(handle.clone());
+    }
+    let installed = PrometheusBuilder::new()
+        .set_buckets(&[
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ])
+        .map_err(|err| err.to_string())?
+        .install_recorder()
+        .map_err(|err| format!("cannot install the metrics recorder: {err}"))?;
+    *handle = Some(installed.clone());
+    Ok(installed)
 }
 
 tokio::task_local! {
@@ -63,6 +83,12 @@ fn incoming_id(request: &Request) -> Option<String> {
 /// its completion, and returns the correlation id in a response header.
 pub async fn request_span(request: Request, next: Next) -> Response {
     let id = incoming_id(&request).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let method = request.method().to_string();
+    // The route's pattern, not the path: one series per route, whatever the keys in it.
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
     let span = tracing::info_span!(
         "request",
         method = %request.method(),
@@ -81,6 +107,14 @@ pub async fn request_span(request: Request, next: Next) -> Response {
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     span.record("status", status);
     span.record("latency_ms", latency_ms);
+    let labels = [
+        ("method", method),
+        ("route", route),
+        ("status", status.to_string()),
+    ];
+    metrics::counter!("settings_api_http_requests_total", &labels).increment(1);
+    metrics::histogram!("settings_api_http_request_duration_seconds", &labels[..2])
+        .record(latency_ms / 1000.0);
     span.in_scope(|| {
         if status >= 500 {
             tracing::warn!(status, latency_ms, "request failed");

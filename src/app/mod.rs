@@ -13,7 +13,7 @@ use migration::{Migrator, MigratorTrait};
 use rand::RngCore;
 use tokio::net::TcpListener;
 
-pub use state::{AppState, BodyLimit};
+pub use state::{AppState, BodyLimit, MetricsState};
 
 use crate::{
     auth::{Authenticator, Issuer, TokenRequest, Verifier},
@@ -82,6 +82,11 @@ impl Application {
             scopes.c004.clone(),
         ));
         let auth = Authenticator::new(verifier, store.clone());
+        let metrics = MetricsState {
+            handle: crate::telemetry::metrics().map_err(anyhow::Error::msg)?,
+            store: store.clone(),
+            token: config.metrics_token.clone(),
+        };
         let body_limit = BodyLimit(limits.max_body_bytes);
         let state = AppState {
             store: store.clone(),
@@ -99,6 +104,7 @@ impl Application {
                 body_limit,
                 scopes: Arc::new(scopes),
             },
+            metrics,
         };
         Ok(Application {
             listener,

@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 use axum::{
     Json, Router,
     extract::{DefaultBodyLimit, Request, State},
-    http::{Method, StatusCode, header},
+    http::{HeaderMap, Method, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::get,
@@ -13,7 +13,7 @@ use axum::{
 
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
-use super::AppState;
+use super::{AppState, MetricsState};
 use crate::{config::CorsOrigins, graphql, rest, settings::Store, telemetry};
 
 pub(super) fn router(state: AppState, body_limit: usize, cors: &CorsOrigins) -> Router {
@@ -21,6 +21,7 @@ pub(super) fn router(state: AppState, body_limit: usize, cors: &CorsOrigins) -> 
         .merge(graphql::router())
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics))
         .route("/openapi.json", get(rest::openapi::document))
         .merge(rest::router())
         .fallback(not_found)
@@ -102,6 +103,33 @@ async fn ready(State(store): State<Arc<Store>>) -> impl IntoResponse {
             )
         }
     }
+}
+
+/// Prometheus metrics: requests by route and status with latency histograms, errors by code
+/// and rule, open WebSockets and operations on them, and the database pool. Without a JWT;
+/// with `METRICS_TOKEN` set, only with that bearer token.
+async fn metrics(State(metrics): State<MetricsState>, headers: HeaderMap) -> Response {
+    if let Some(token) = &metrics.token {
+        let expected = format!("Bearer {}", token.expose());
+        let given = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+        if given != Some(expected.as_bytes()) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "the metrics need the METRICS_TOKEN bearer token\n",
+            )
+                .into_response();
+        }
+    }
+    let (open, idle) = metrics.store.pool_connections();
+    ::metrics::gauge!("settings_api_db_pool_connections", "state" => "idle").set(idle);
+    ::metrics::gauge!("settings_api_db_pool_connections", "state" => "in_use")
+        .set(open.saturating_sub(idle));
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics.handle.render(),
+    )
+        .into_response()
 }
 
 async fn not_found() -> impl IntoResponse {

@@ -9,8 +9,11 @@ use axum::{
     http::StatusCode,
 };
 
+use metrics_exporter_prometheus::PrometheusHandle;
+
 use crate::{
-    auth::Authenticator, error::Error, graphql::GraphqlState, rest::RestState, settings::Store,
+    auth::Authenticator, config::Secret, error::Error, graphql::GraphqlState, rest::RestState,
+    settings::Store,
 };
 
 #[derive(Clone)]
@@ -18,6 +21,22 @@ pub struct AppState {
     pub store: Arc<Store>,
     pub graphql: GraphqlState,
     pub rest: RestState,
+    pub metrics: MetricsState,
+}
+
+/// What `GET /metrics` uses.
+#[derive(Clone)]
+pub struct MetricsState {
+    pub handle: PrometheusHandle,
+    pub store: Arc<Store>,
+    /// The bearer token the endpoint requires, when one is configured.
+    pub token: Option<Secret>,
+}
+
+impl FromRef<AppState> for MetricsState {
+    fn from_ref(state: &AppState) -> Self {
+        state.metrics.clone()
+    }
 }
 
 impl FromRef<AppState> for Arc<Store> {

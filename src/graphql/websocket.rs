@@ -153,6 +153,7 @@ impl Connection {
     }
 
     async fn serve(mut self, mut socket: WebSocket) {
+        metrics::gauge!("settings_api_websockets_open").increment(1);
         let init_timeout = tokio::time::sleep(self.state.connection_init_timeout);
         tokio::pin!(init_timeout);
         let closing = loop {
@@ -189,6 +190,8 @@ impl Connection {
         for (handle, _) in self.running.values() {
             handle.abort();
         }
+        metrics::gauge!("settings_api_websocket_operations").decrement(self.running.len() as f64);
+        metrics::gauge!("settings_api_websockets_open").decrement(1);
         if let Some(close) = closing {
             let reason = truncate(&close.reason, MAX_CLOSE_REASON);
             let frame = CloseFrame {
@@ -212,7 +215,7 @@ impl Connection {
             ClientMessage::Pong { .. } => Ok(Vec::new()),
             ClientMessage::Subscribe { id, payload } => self.subscribe(id, payload),
             ClientMessage::Complete { id } => {
-                if let Some((handle, _)) = self.running.remove(&id) {
+                if let Some(handle) = self.finish(&id) {
                     handle.abort();
                 }
                 // The legacy protocol confirms a stop.
@@ -291,14 +294,22 @@ impl Connection {
         self.events
             .push(Box::pin(Abortable::new(events, registration)) as Events);
         self.running.insert(id, (handle, false));
+        metrics::gauge!("settings_api_websocket_operations").increment(1);
         Ok(Vec::new())
+    }
+
+    /// Forgets the operation `id`; its handle, when it was running.
+    fn finish(&mut self, id: &str) -> Option<AbortHandle> {
+        let (handle, _) = self.running.remove(id)?;
+        metrics::gauge!("settings_api_websocket_operations").decrement(1);
+        Some(handle)
     }
 
     /// What to send for an event of operation `id`: its next result, or its end.
     fn event(&mut self, id: String, response: Option<GraphqlResponse>) -> Option<Value> {
         let (_, answered) = self.running.get_mut(&id)?;
         let Some(mut response) = response else {
-            self.running.remove(&id);
+            self.finish(&id);
             return Some(json!({"type": "complete", "id": id}));
         };
         let first = !*answered;
@@ -310,7 +321,7 @@ impl Connection {
             && !response.errors.is_empty()
             && response.errors.iter().all(|err| err.path.is_empty());
         if first && never_ran {
-            if let Some((handle, _)) = self.running.remove(&id) {
+            if let Some(handle) = self.finish(&id) {
                 handle.abort();
             }
             let errors = serde_json::to_value(&response.errors).unwrap_or_default();

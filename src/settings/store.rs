@@ -124,6 +124,22 @@ impl Store {
         self.db.get_database_backend()
     }
 
+    /// The pool's connections: (open, idle).
+    pub fn pool_connections(&self) -> (u32, u32) {
+        // The getters panic on the other backend: ask the one this pool is.
+        match self.backend() {
+            DbBackend::Postgres => {
+                let pool = self.db.get_postgres_connection_pool();
+                (pool.size(), pool.num_idle() as u32)
+            }
+            DbBackend::Sqlite => {
+                let pool = self.db.get_sqlite_connection_pool();
+                (pool.size(), pool.num_idle() as u32)
+            }
+            _ => (0, 0),
+        }
+    }
+
     /// Whether the database answers.
     pub async fn ping(&self) -> Result<()> {
         self.db.ping().await.map_err(Error::Unavailable)

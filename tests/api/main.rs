@@ -13,6 +13,7 @@ mod health;
 mod isolation;
 mod limits;
 mod merge_patch;
+mod metrics;
 mod openapi;
 mod rest_c000_per_key;
 mod rest_c001_partial;

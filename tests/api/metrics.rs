@@ -1,0 +1,80 @@
+//! `GET /metrics`: what the service is doing, in Prometheus' text format, without a JWT, and
+//! behind `METRICS_TOKEN` when an operator sets one.
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+/// The value of the sample whose line starts with `series` (name and labels as rendered).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|line| line.starts_with(series))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test]
+async fn requests_errors_sockets_and_the_pool_are_counted() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let token = app.token("metrics-user");
+    app.data(&token, "{ me { id } }", json!({})).await;
+    app.rest(
+        "PUT",
+        "/api/v1/users/me/settings/k",
+        Some(&token),
+        Some(json!({"nope": 1})),
+    )
+    .await;
+
+    let reply = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(reply.status(), 200);
+    let text = reply.text().await.unwrap();
+    let graphql = sample(
+        &text,
+        r#"settings_api_http_requests_total{method="POST",route="/graphql",status="200"}"#,
+    );
+    assert!(graphql.is_some_and(|n| n >= 1.0), "{text}");
+    let by_route = r#"settings_api_http_requests_total{method="PUT",route="/api/v1/users/me/settings/{key}",status="400"}"#;
+    assert!(
+        sample(&text, by_route).is_some_and(|n| n >= 1.0),
+        "one series per route pattern: {text}"
+    );
+    assert!(
+        text.contains("settings_api_http_request_duration_seconds_bucket"),
+        "{text}"
+    );
+    let rule = r#"settings_api_errors_total{code="BAD_USER_INPUT",rule="additionalProperties"}"#;
+    assert!(sample(&text, rule).is_some_and(|n| n >= 1.0), "{text}");
+    assert!(
+        text.contains(r#"settings_api_db_pool_connections{state="idle"}"#),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn with_a_metrics_token_only_its_bearer_reads_the_metrics() {
+    let options = Options::default().env("METRICS_TOKEN", "scrape-secret");
+    let app = TestApp::spawn_with(Backend::Sqlite, options).await.unwrap();
+    let url = app.url("/metrics");
+    assert_eq!(app.client.get(&url).send().await.unwrap().status(), 401);
+    let user = app.token("alice");
+    assert_eq!(
+        app.client
+            .get(&url)
+            .bearer_auth(&user)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401,
+        "a user's JWT is not the metrics token"
+    );
+    let scraped = app
+        .client
+        .get(&url)
+        .bearer_auth("scrape-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scraped.status(), 200);
+    assert!(scraped.text().await.unwrap().contains("settings_api_"));
+}
