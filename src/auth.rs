@@ -1,6 +1,12 @@
 //! Bearer JWT verification and minting. Every route turns a request into a [`Principal`] here.
 
-use std::{sync::Arc, time::Duration};
+use std::{num::NonZeroU32, sync::Arc, time::Duration};
+
+use governor::{
+    Quota, RateLimiter,
+    clock::{Clock, DefaultClock},
+    state::keyed::DefaultKeyedStateStore,
+};
 
 use axum::http::{HeaderMap, header};
 use jsonwebtoken::{
@@ -9,7 +15,7 @@ use jsonwebtoken::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    config::{JwtConfig, JwtKey},
+    config::{JwtConfig, JwtKey, RateLimit},
     error::{AuthFailure, Error},
     settings::Store,
 };
@@ -279,28 +285,63 @@ impl Issuer {
     }
 }
 
+/// Requests per user, by the generic cell rate algorithm.
+pub type UserRateLimiter = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>;
+
 /// Turns a request's headers into a [`Principal`], the one way every interface authenticates:
-/// the bearer token is verified, and the user's row is created on first sight.
+/// the bearer token is verified, the user's rate checked, and the user's row created on first
+/// sight.
 #[derive(Clone)]
 pub struct Authenticator {
     verifier: Arc<Verifier>,
     store: Arc<Store>,
+    limiter: Option<Arc<UserRateLimiter>>,
 }
 
 impl Authenticator {
-    pub fn new(verifier: Verifier, store: Arc<Store>) -> Self {
+    pub fn new(verifier: Verifier, store: Arc<Store>, rate: &RateLimit) -> Self {
+        let limiter = NonZeroU32::new(rate.per_minute).map(|per_minute| {
+            let burst = NonZeroU32::new(rate.burst).unwrap_or(NonZeroU32::MIN);
+            Arc::new(RateLimiter::keyed(
+                Quota::per_minute(per_minute).allow_burst(burst),
+            ))
+        });
         Authenticator {
             verifier: Arc::new(verifier),
             store,
+            limiter,
         }
+    }
+
+    /// The per-user limiter, for the task that forgets users who went quiet.
+    pub fn limiter(&self) -> Option<Arc<UserRateLimiter>> {
+        self.limiter.clone()
     }
 
     /// The caller of a request, from its `Authorization` header.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, Error> {
         let principal = self.verify_headers(headers)?;
         tracing::Span::current().record("user_id", principal.user_id.as_str());
+        self.check_rate(&principal)?;
         self.admit(&principal).await?;
         Ok(principal)
+    }
+
+    /// RATE_LIMITED, with the wait, when the user is over their rate.
+    fn check_rate(&self, principal: &Principal) -> Result<(), Error> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        match limiter.check_key(&principal.user_id) {
+            Ok(()) => Ok(()),
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                metrics::counter!("settings_api_rate_limited_total").increment(1);
+                Err(Error::RateLimited {
+                    retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+                })
+            }
+        }
     }
 
     /// Verifies the token of `headers` without touching the database: for a WebSocket, whose

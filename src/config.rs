@@ -22,7 +22,15 @@ pub struct Config {
     pub cors: CorsOrigins,
     /// The bearer token `GET /metrics` requires, when set.
     pub metrics_token: Option<Secret>,
+    pub rate_limit: RateLimit,
     pub shutdown_timeout: Duration,
+}
+
+/// Requests one user may make: a sustained rate and a burst above it; 0 per minute is off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per_minute: u32,
+    pub burst: u32,
 }
 
 /// Which browser origins may call the API (`CORS_ALLOWED_ORIGINS`).
@@ -368,6 +376,10 @@ impl Config {
                 None => CorsOrigins::Any,
             },
             metrics_token: lookup("METRICS_TOKEN").map(Secret::new),
+            rate_limit: RateLimit {
+                per_minute: parse_or(&lookup, "RATE_LIMIT_PER_MINUTE", 3000)?,
+                burst: parse_or(&lookup, "RATE_LIMIT_BURST", 100u32)?.max(1),
+            },
             rest_scopes: lookup("REST_SCOPES")
                 .map(|text| RestScopes::parse(&text))
                 .transpose()?
@@ -475,6 +487,7 @@ impl fmt::Debug for Config {
             .field("history", &self.history)
             .field("rest_scopes", &self.rest_scopes)
             .field("cors", &self.cors)
+            .field("rate_limit", &self.rate_limit)
             .finish_non_exhaustive()
     }
 }
@@ -536,6 +549,14 @@ mod tests {
         let err =
             config(&[("JWT_PUBLIC_KEY_FILE", "k.pem"), ("JWT_ALGORITHM", "HS256")]).unwrap_err();
         assert!(err.to_string().contains("RS256, ES256 or EdDSA"), "{err}");
+    }
+
+    #[test]
+    fn the_rate_limit_is_on_by_default_and_generous() {
+        let rate = config(&[]).unwrap().rate_limit;
+        assert_eq!((rate.per_minute, rate.burst), (3000, 100));
+        let off = config(&[("RATE_LIMIT_PER_MINUTE", "0")]).unwrap().rate_limit;
+        assert_eq!(off.per_minute, 0);
     }
 
     #[test]

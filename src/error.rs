@@ -45,6 +45,9 @@ pub enum Error {
     },
     #[error("{message}")]
     PayloadTooLarge { message: String, limit: usize },
+    /// The caller sent more requests than its rate allows; it may retry after this long.
+    #[error("too many requests: retry after {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
     #[error("the database is unavailable")]
     Unavailable(#[source] DbErr),
     #[error("internal error")]
@@ -84,6 +87,14 @@ impl Error {
         Error::Internal(err.into())
     }
 
+    /// The `Retry-After` of the answer, in seconds, when the client should wait.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Error::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            _ => None,
+        }
+    }
+
     /// The stable code of the GraphQL `extensions.code`, one per kind of failure.
     pub fn code(&self) -> &'static str {
         match self {
@@ -93,6 +104,7 @@ impl Error {
             Error::NotFound(_) => "NOT_FOUND",
             Error::Conflict { .. } | Error::PreconditionFailed { .. } => "CONFLICT",
             Error::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
+            Error::RateLimited { .. } => "RATE_LIMITED",
             Error::Unavailable(_) => "UNAVAILABLE",
             Error::Internal(_) => "INTERNAL",
         }
@@ -109,6 +121,7 @@ impl Error {
             Error::Conflict { .. } => StatusCode::CONFLICT,
             Error::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

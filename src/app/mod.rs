@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 pub use state::{AppState, BodyLimit, MetricsState};
 
 use crate::{
-    auth::{Authenticator, Issuer, TokenRequest, Verifier},
+    auth::{Authenticator, Issuer, TokenRequest, UserRateLimiter, Verifier},
     catalog::Catalog,
     config::{AppEnv, Config, HistoryConfig, JwtKey, Secret, redact_url},
     graphql::GraphqlState,
@@ -33,6 +33,7 @@ pub struct Application {
     shutdown_timeout: Duration,
     /// The token printed for development when no key is configured.
     dev_token: Option<String>,
+    limiter: Option<Arc<UserRateLimiter>>,
 }
 
 impl Application {
@@ -81,7 +82,8 @@ impl Application {
             // Contract 004 is the one that mirrors `locale` to the users table.
             scopes.c004.clone(),
         ));
-        let auth = Authenticator::new(verifier, store.clone());
+        let auth = Authenticator::new(verifier, store.clone(), &config.rate_limit);
+        let limiter = auth.limiter();
         let metrics = MetricsState {
             handle: crate::telemetry::metrics().map_err(anyhow::Error::msg)?,
             store: store.clone(),
@@ -114,6 +116,7 @@ impl Application {
             local_addr,
             shutdown_timeout: config.shutdown_timeout,
             dev_token,
+            limiter,
         })
     }
 
@@ -140,6 +143,9 @@ impl Application {
             self.store.clone(),
             self.history.clone(),
         ));
+        let forgetting = self
+            .limiter
+            .map(|limiter| tokio::spawn(forget_quiet_users(limiter)));
         let stopping = Arc::new(tokio::sync::Notify::new());
         let notify = stopping.clone();
         let server = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
@@ -159,7 +165,20 @@ impl Application {
             }
         };
         pruning.abort();
+        if let Some(forgetting) = forgetting {
+            forgetting.abort();
+        }
         served
+    }
+}
+
+/// Keeps the rate limiter's memory to the users seen lately.
+async fn forget_quiet_users(limiter: Arc<UserRateLimiter>) {
+    let mut interval = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        interval.tick().await;
+        limiter.retain_recent();
+        limiter.shrink_to_fit();
     }
 }
 

@@ -45,6 +45,7 @@ pub fn server_error(err: &Error) -> ServerError {
             ..
         } => extensions.set("currentVersion", *version),
         Error::PayloadTooLarge { limit, .. } => extensions.set("limit", *limit as u64),
+        Error::RateLimited { retry_after_secs } => extensions.set("retryAfter", *retry_after_secs),
         _ => {}
     }
     if let Some(id) = disclosure.correlation_id {

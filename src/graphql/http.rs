@@ -287,12 +287,18 @@ pub(super) fn error_response(err: Error) -> Response {
 /// Like [`error_response`], with a status of the transport's own (405, 415).
 fn refuse(status: StatusCode, err: Error) -> Response {
     let unauthenticated = matches!(err, Error::Unauthenticated(_));
+    let retry_after = err.retry_after();
     let body = serde_json::json!({ "errors": [server_error(&err)] });
     let mut response = (status, Json(body)).into_response();
     if unauthenticated {
         response
             .headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    if let Some(seconds) = retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     response
 }

@@ -136,6 +136,7 @@ impl Envelope for PerKey {
             Kind::Conflict => "Conflict",
             Kind::PreconditionFailed => "PreconditionFailed",
             Kind::PayloadTooLarge => "PayloadTooLarge",
+            Kind::RateLimited => "TooManyRequests",
             Kind::UnsupportedMediaType => "UnsupportedMediaType",
             Kind::MethodNotAllowed => "MethodNotAllowed",
             Kind::Unavailable => "ServiceUnavailable",

@@ -177,6 +177,7 @@ impl Envelope for Sparse {
                 "common.payload_too_large",
                 "Request body too large",
             ),
+            Kind::RateLimited => ("RATE_LIMITED", "common.rate_limited", "Too many requests"),
             Kind::UnsupportedMediaType => (
                 "UNSUPPORTED_MEDIA_TYPE",
                 "common.unsupported_media_type",

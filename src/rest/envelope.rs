@@ -88,6 +88,8 @@ pub(crate) struct Problem {
     pub violations: Vec<Violation>,
     pub correlation_id: Option<String>,
     allow: Option<&'static str>,
+    /// Seconds for `Retry-After`, when the client should wait.
+    retry_after: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,6 +101,7 @@ pub(crate) enum Kind {
     Conflict,
     PreconditionFailed,
     PayloadTooLarge,
+    RateLimited,
     UnsupportedMediaType,
     MethodNotAllowed,
     Unavailable,
@@ -116,6 +119,7 @@ impl Problem {
             violations: Vec::new(),
             correlation_id: None,
             allow: None,
+            retry_after: None,
         };
         match failure {
             Failure::Domain(err) => Problem::of(err, stale),
@@ -153,6 +157,7 @@ impl Problem {
             Error::Conflict { .. } => Kind::Conflict,
             Error::PreconditionFailed { .. } => Kind::PreconditionFailed,
             Error::PayloadTooLarge { .. } => Kind::PayloadTooLarge,
+            Error::RateLimited { .. } => Kind::RateLimited,
             Error::Unavailable(_) => Kind::Unavailable,
             Error::Internal(_) => Kind::Internal,
         };
@@ -160,6 +165,7 @@ impl Problem {
             Kind::PreconditionFailed => stale,
             _ => err.status(),
         };
+        let retry_after = err.retry_after();
         let violations = match err {
             Error::BadInput(violation) => vec![violation],
             _ => Vec::new(),
@@ -171,6 +177,7 @@ impl Problem {
             violations,
             correlation_id: disclosure.correlation_id,
             allow: None,
+            retry_after,
         }
     }
 
@@ -180,6 +187,9 @@ impl Problem {
         let headers = response.headers_mut();
         if let Some(allow) = self.allow {
             headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         if self.kind == Kind::Unauthenticated {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

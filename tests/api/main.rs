@@ -15,6 +15,7 @@ mod limits;
 mod merge_patch;
 mod metrics;
 mod openapi;
+mod rate_limit;
 mod rest_c000_per_key;
 mod rest_c001_partial;
 mod rest_c002_preferences;
