@@ -555,7 +555,9 @@ mod tests {
     fn the_rate_limit_is_on_by_default_and_generous() {
         let rate = config(&[]).unwrap().rate_limit;
         assert_eq!((rate.per_minute, rate.burst), (3000, 100));
-        let off = config(&[("RATE_LIMIT_PER_MINUTE", "0")]).unwrap().rate_limit;
+        let off = config(&[("RATE_LIMIT_PER_MINUTE", "0")])
+            .unwrap()
+            .rate_limit;
         assert_eq!(off.per_minute, 0);
     }
 
