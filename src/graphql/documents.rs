@@ -43,7 +43,8 @@ impl Documents {
     }
 
     fn prepare_one(&self, request: &mut Request) {
-        if request.query.len() > MAX_CACHED_QUERY_BYTES {
+        // An empty text is a persisted query, already resolved to its own document.
+        if request.query.is_empty() || request.query.len() > MAX_CACHED_QUERY_BYTES {
             return;
         }
         if let Some(document) = self.lock().get(request.query.as_str()) {

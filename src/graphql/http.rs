@@ -10,10 +10,7 @@ use async_graphql::{
     BatchRequest, BatchResponse, Request as GraphqlRequest,
     dataloader::DataLoader,
     extensions::apollo_persisted_queries::CacheStorage,
-    parser::{
-        parse_query,
-        types::{DocumentOperations, ExecutableDocument, OperationType},
-    },
+    parser::types::{DocumentOperations, ExecutableDocument, OperationType},
 };
 use axum::{
     Json,
@@ -121,13 +118,17 @@ pub async fn get(State(state): State<GraphqlState>, request: Request) -> Respons
             ));
         }
     };
+    let mut query = query;
+    if let Err(refused) = resolve_persisted(&state, &mut query).await {
+        return respond(&headers, BatchResponse::Single(refused));
+    }
     // A GET must not change anything: a link, an image or a prefetch could send it. A
     // persisted query is judged by the document its hash names.
-    let operation = match persisted_hash(&query) {
-        Some(hash) if query.query.is_empty() => state.persisted.get(hash).await,
-        _ => parse_query(&query.query).ok(),
-    };
-    if operation.is_some_and(|document| !is_query(&document, query.operation_name.as_deref())) {
+    let operation_name = query.operation_name.clone();
+    if query
+        .parsed_query()
+        .is_ok_and(|document| !is_query(document, operation_name.as_deref()))
+    {
         let mut response = refuse(
             StatusCode::METHOD_NOT_ALLOWED,
             Error::bad_input(
@@ -150,6 +151,20 @@ async fn execute(
     principal: crate::auth::Principal,
     mut request: BatchRequest,
 ) -> Response {
+    // A persisted query that cannot be resolved answers alone; the rest of a batch still runs.
+    let mut refused = Vec::new();
+    let requests = match &mut request {
+        BatchRequest::Single(one) => std::slice::from_mut(one),
+        BatchRequest::Batch(many) => many.as_mut_slice(),
+    };
+    for (index, one) in requests.iter_mut().enumerate() {
+        if let Err(response) = resolve_persisted(state, one).await {
+            refused.push((index, response));
+        }
+    }
+    if let (BatchRequest::Single(_), Some((_, response))) = (&request, refused.pop()) {
+        return respond(headers, BatchResponse::Single(response));
+    }
     state.documents.prepare(&mut request);
     let loader = Arc::new(DataLoader::new(
         SettingLoader {
@@ -158,13 +173,60 @@ async fn execute(
         tokio::spawn,
     ));
     let request = request.data(principal).data(loader);
-    let mut response = state.schema.execute_batch(request).await;
-    add_missing_codes(&mut response);
+    let response = match (request, refused.is_empty()) {
+        (request, true) => state.schema.execute_batch(request).await,
+        (BatchRequest::Batch(requests), false) => {
+            let mut responses = Vec::new();
+            for (index, request) in requests.into_iter().enumerate() {
+                match refused.iter().position(|(at, _)| *at == index) {
+                    Some(found) => responses.push(refused.swap_remove(found).1),
+                    None => responses.push(state.schema.execute(request).await),
+                }
+            }
+            BatchResponse::Batch(responses)
+        }
+        (request, false) => state.schema.execute_batch(request).await,
+    };
     respond(headers, response)
 }
 
-/// The executed response in the format the client accepts.
-fn respond(headers: &HeaderMap, response: BatchResponse) -> Response {
+/// Apollo's automatic persisted queries, before execution (an async-graphql extension would
+/// cost every field of every request): a hash alone takes the document registered under it;
+/// a query with its hash registers it, if the hash is the query's SHA-256.
+async fn resolve_persisted(
+    state: &GraphqlState,
+    request: &mut GraphqlRequest,
+) -> Result<(), async_graphql::Response> {
+    let Some(hash) = persisted_hash(request) else {
+        return Ok(());
+    };
+    request.extensions.remove("persistedQuery");
+    let refuse = |message: &str| {
+        async_graphql::Response::from_errors(vec![async_graphql::ServerError::new(message, None)])
+    };
+    if request.query.is_empty() {
+        return match state.persisted.get(hash).await {
+            Some(document) => {
+                request.set_parsed_query(document);
+                Ok(())
+            }
+            None => Err(refuse("PersistedQueryNotFound")),
+        };
+    }
+    use sha2::Digest;
+    if format!("{:x}", sha2::Sha256::digest(request.query.as_bytes())) != hash {
+        return Err(refuse("provided sha does not match query"));
+    }
+    if let Ok(document) = request.parsed_query() {
+        let document = document.clone();
+        state.persisted.set(hash, document).await;
+    }
+    Ok(())
+}
+
+/// The executed response in the format the client accepts, every error with its code.
+fn respond(headers: &HeaderMap, mut response: BatchResponse) -> Response {
+    add_missing_codes(&mut response);
     if !accepts(headers, GRAPHQL_RESPONSE) {
         return Json(response).into_response();
     }

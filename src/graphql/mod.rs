@@ -14,10 +14,7 @@ mod websocket;
 
 use std::{sync::Arc, time::Duration};
 
-use async_graphql::{
-    Schema,
-    extensions::apollo_persisted_queries::{ApolloPersistedQueries, LruCacheStorage},
-};
+use async_graphql::{Schema, extensions::apollo_persisted_queries::LruCacheStorage};
 use axum::{Router, routing::get};
 
 pub use documents::Documents;
@@ -46,7 +43,7 @@ pub struct GraphqlState {
     graphiql_html: Option<Arc<str>>,
     body_limit: BodyLimit,
     max_batch: usize,
-    /// Apollo's automatic persisted queries, by hash; the schema's extension fills it.
+    /// Apollo's automatic persisted queries, by hash (`http::resolve_persisted`).
     persisted: LruCacheStorage,
     /// How long a WebSocket may stay open before its `connection_init`.
     connection_init_timeout: Duration,
@@ -65,7 +62,6 @@ impl GraphqlState {
         let persisted = LruCacheStorage::new(limits.graphql_persisted_queries);
         let mut schema = Schema::build(Query, Mutation, Subscription)
             .data(store.clone())
-            .extension(ApolloPersistedQueries::new(persisted.clone()))
             .limit_depth(limits.graphql_max_depth)
             .limit_complexity(limits.graphql_max_complexity);
         if !conveniences.introspection {
