@@ -37,19 +37,14 @@ async fn effective(app: &TestApp, token: &str, scope: &str, keys: Value) -> Valu
     Value::Object(map)
 }
 
-const BOOLEANS: [&str; 11] = [
-    "notifications",
-    "totalMinutesVisibility",
-    "totalFundVisibility",
-    "liveStreamNotifications",
-    "paymentNotifications",
-    "followNotifications",
-    "messageNotifications",
-    "followingActivityNotifications",
-    "emailNotifications",
-    "pushNotifications",
-    "inAppNotifications",
-];
+/// The built-in booleans: contract 003's, and contract 004's three.
+fn booleans() -> impl Iterator<Item = &'static str> {
+    CONTRACT_003_BOOLEANS.into_iter().chain([
+        "emailNotifications",
+        "pushNotifications",
+        "inAppNotifications",
+    ])
+}
 
 both_backends! {
     options = Options::typed_in_default_scope();
@@ -57,7 +52,7 @@ both_backends! {
     async fn every_builtin_typed_key_rejects_values_its_schema_forbids(app) {
         let token = app.token("alice");
         let mut cases: Vec<(&str, Value, &str)> = Vec::new();
-        for key in BOOLEANS {
+        for key in booleans() {
             cases.push((key, json!("yes"), "type"));
             cases.push((key, json!(1), "type"));
         }

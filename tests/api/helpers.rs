@@ -13,6 +13,18 @@ use settings_api::{
 
 pub const SECRET: &str = "test-secret-that-is-at-least-32-bytes-long";
 
+/// Contract 003's boolean fields (its ninth is `preferredLanguage`).
+pub const CONTRACT_003_BOOLEANS: [&str; 8] = [
+    "notifications",
+    "totalMinutesVisibility",
+    "totalFundVisibility",
+    "liveStreamNotifications",
+    "paymentNotifications",
+    "followNotifications",
+    "messageNotifications",
+    "followingActivityNotifications",
+];
+
 #[derive(Clone, Copy, Debug)]
 pub enum Backend {
     Sqlite,

@@ -9,26 +9,14 @@ const SCOPE: &str = "contract-003";
 
 const PATH: &str = "/api/v1/user-settings";
 
-const FIELDS: [&str; 9] = [
-    "notifications",
-    "totalMinutesVisibility",
-    "totalFundVisibility",
-    "liveStreamNotifications",
-    "paymentNotifications",
-    "followNotifications",
-    "messageNotifications",
-    "followingActivityNotifications",
-    "preferredLanguage",
-];
-
 fn assert_document(body: &Value) {
     let object = body.as_object().unwrap();
     let mut names: Vec<&str> = object.keys().map(String::as_str).collect();
     names.sort_unstable();
-    let mut expected: Vec<&str> = FIELDS
+    let mut expected: Vec<&str> = CONTRACT_003_BOOLEANS
         .iter()
         .copied()
-        .chain(["createdAt", "updatedAt", "_id"])
+        .chain(["preferredLanguage", "createdAt", "updatedAt", "_id"])
         .collect();
     expected.sort_unstable();
     assert_eq!(names, expected);

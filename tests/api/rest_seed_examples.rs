@@ -40,17 +40,7 @@ fn assert_per_key_setting(data: &Value, key: &str) {
 
 /// Contract 003's document: eight booleans, `preferredLanguage`, timestamps and a 24-hex `_id`.
 fn assert_typed_document(body: &Value) {
-    let booleans = [
-        "notifications",
-        "totalMinutesVisibility",
-        "totalFundVisibility",
-        "liveStreamNotifications",
-        "paymentNotifications",
-        "followNotifications",
-        "messageNotifications",
-        "followingActivityNotifications",
-    ];
-    for name in booleans {
+    for name in CONTRACT_003_BOOLEANS {
         assert!(body[name].is_boolean(), "{name}: {body}");
     }
     assert!(body["preferredLanguage"].is_string(), "{body}");
