@@ -30,6 +30,9 @@ pub struct Principal {
     /// The OAuth scopes the token was granted, when it carries a `scope` claim. Without one the
     /// token may do everything its user may.
     pub permissions: Option<Vec<String>>,
+    /// When the token stops being accepted (its `exp` plus the leeway), in seconds since the
+    /// Unix epoch: a WebSocket authenticated by it closes then.
+    pub expires_at: u64,
 }
 
 /// What a request does with settings, for tokens limited by OAuth scopes.
@@ -218,6 +221,7 @@ impl Verifier {
             email: claims.email,
             roles: claims.roles,
             permissions: claims.scope.map(ScopeClaim::into_scopes),
+            expires_at: claims.exp.saturating_add(self.validation.leeway),
         })
     }
 }

@@ -259,6 +259,14 @@ pub struct Limits {
     pub graphql_persisted_queries: usize,
     /// How long a WebSocket may stay open before its `connection_init` (then 4408).
     pub graphql_ws_init_timeout: Duration,
+    /// Most lexical tokens in one GraphQL document.
+    pub graphql_max_tokens: usize,
+    /// Most fields one document selects once its fragments are expanded.
+    pub graphql_max_selections: u64,
+    /// Most directives one document applies once its fragments are expanded.
+    pub graphql_max_directives: u64,
+    /// Longest a query may run before it is stopped (mutations finish what they started).
+    pub graphql_execution_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -273,6 +281,10 @@ impl Default for Limits {
             graphql_max_batch: 10,
             graphql_persisted_queries: 1000,
             graphql_ws_init_timeout: Duration::from_secs(10),
+            graphql_max_tokens: 15_000,
+            graphql_max_selections: 2_000,
+            graphql_max_directives: 50,
+            graphql_execution_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -317,6 +329,29 @@ impl Config {
                 "GRAPHQL_WS_INIT_TIMEOUT_MS",
                 defaults.graphql_ws_init_timeout.as_millis() as u64,
             )?),
+            graphql_max_tokens: parse_or(
+                &lookup,
+                "GRAPHQL_MAX_TOKENS",
+                defaults.graphql_max_tokens,
+            )?,
+            graphql_max_selections: parse_or(
+                &lookup,
+                "GRAPHQL_MAX_SELECTIONS",
+                defaults.graphql_max_selections,
+            )?,
+            graphql_max_directives: parse_or(
+                &lookup,
+                "GRAPHQL_MAX_DIRECTIVES",
+                defaults.graphql_max_directives,
+            )?,
+            graphql_execution_timeout: Duration::from_millis(
+                parse_or(
+                    &lookup,
+                    "GRAPHQL_EXECUTION_TIMEOUT_MS",
+                    defaults.graphql_execution_timeout.as_millis() as u64,
+                )?
+                .max(1),
+            ),
         };
 
         let app_env = match lookup("APP_ENV").as_deref() {

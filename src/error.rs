@@ -50,6 +50,9 @@ pub enum Error {
     RateLimited { retry_after_secs: u64 },
     #[error("the database is unavailable")]
     Unavailable(#[source] DbErr),
+    /// A query ran past the execution timeout and was stopped.
+    #[error("the operation did not finish within {} ms and was stopped; ask for less at a time", .after.as_millis())]
+    TimedOut { after: std::time::Duration },
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -106,6 +109,7 @@ impl Error {
             Error::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
             Error::RateLimited { .. } => "RATE_LIMITED",
             Error::Unavailable(_) => "UNAVAILABLE",
+            Error::TimedOut { .. } => "TIMEOUT",
             Error::Internal(_) => "INTERNAL",
         }
     }
@@ -122,7 +126,7 @@ impl Error {
             Error::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Unavailable(_) | Error::TimedOut { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

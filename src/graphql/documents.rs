@@ -1,4 +1,5 @@
-//! Parsed GraphQL documents, kept by query text.
+//! The admission of GraphQL documents: judged against the cost limits, then parsed documents
+//! kept by query text.
 //!
 //! Clients send a handful of distinct query texts over and over; parsing one costs more than a
 //! fifth of a small read. Validation still runs on every request, against its own variables.
@@ -11,7 +12,7 @@ use std::{
 use std::collections::HashSet;
 
 use async_graphql::{
-    BatchRequest, Name, Request,
+    Name, Request,
     parser::{
         Positioned,
         types::{
@@ -22,44 +23,56 @@ use async_graphql::{
 };
 use async_graphql_value::Value;
 
+use super::cost::DocumentLimits;
+use crate::error::Error;
+
 /// Beyond this many distinct query texts the cache starts over; a miss costs one parse.
 const CAPACITY: usize = 512;
 /// Longer texts are parsed every time: they are rare, and keeping them would cost memory.
 const MAX_CACHED_QUERY_BYTES: usize = 16 * 1024;
 
-#[derive(Default)]
 pub struct Documents {
+    limits: DocumentLimits,
     parsed: Mutex<HashMap<Arc<str>, ExecutableDocument>>,
 }
 
 impl Documents {
-    /// Hands every request of the batch its parsed document, from the cache or parsed now.
-    /// A query that does not parse is left to the executor, which reports the syntax error.
-    pub fn prepare(&self, batch: &mut BatchRequest) {
-        for request in batch.iter_mut() {
-            self.prepare_one(request);
-            omit_unprovided_variables(request);
+    pub fn new(limits: DocumentLimits) -> Self {
+        Documents {
+            limits,
+            parsed: Mutex::default(),
         }
     }
 
-    fn prepare_one(&self, request: &mut Request) {
-        // An empty text is a persisted query, already resolved to its own document.
-        if request.query.is_empty() || request.query.len() > MAX_CACHED_QUERY_BYTES {
-            return;
+    /// Judges the request's document against the limits ([`DocumentLimits`]) and hands the
+    /// request its parsed document, from the cache or parsed now. A text that does not parse
+    /// is left to the executor, which reports the syntax error.
+    pub fn admit(&self, request: &mut Request) -> Result<(), Error> {
+        // An empty text is a persisted query, resolved to a document admitted when it was
+        // registered.
+        if request.query.is_empty() {
+            return Ok(());
         }
-        if let Some(document) = self.lock().get(request.query.as_str()) {
+        let cacheable = request.query.len() <= MAX_CACHED_QUERY_BYTES;
+        if cacheable && let Some(document) = self.lock().get(request.query.as_str()) {
             request.set_parsed_query(document.clone());
-            return;
+            return Ok(());
         }
+        self.limits.check_text(&request.query)?;
         let Ok(document) = request.parsed_query() else {
-            return;
+            return Ok(());
         };
+        self.limits.check_document(document)?;
+        if !cacheable {
+            return Ok(());
+        }
         let document = document.clone();
         let mut parsed = self.lock();
         if parsed.len() >= CAPACITY {
             parsed.clear();
         }
         parsed.insert(request.query.as_str().into(), document);
+        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, ExecutableDocument>> {
@@ -207,23 +220,30 @@ fn strip(set: &mut SelectionSet, missing: &HashSet<Name>) {
 mod tests {
     use super::*;
 
-    fn request(query: &str) -> BatchRequest {
-        BatchRequest::Single(Request::new(query))
+    fn documents() -> Documents {
+        Documents::new(DocumentLimits {
+            max_tokens: 100,
+            max_selections: 10,
+            max_directives: 2,
+        })
     }
 
-    fn parsed(batch: &mut BatchRequest) -> Option<ExecutableDocument> {
-        match batch {
-            BatchRequest::Single(request) => request.parsed_query().ok().cloned(),
-            BatchRequest::Batch(_) => None,
-        }
+    fn request(query: &str) -> Request {
+        Request::new(query)
+    }
+
+    fn parsed(request: &mut Request) -> Option<ExecutableDocument> {
+        request.parsed_query().ok().cloned()
     }
 
     #[test]
     fn a_query_is_parsed_once_and_then_taken_from_the_cache() {
-        let documents = Documents::default();
+        let documents = documents();
         let mut first = request("{ settings { key } }");
-        documents.prepare(&mut first);
-        documents.prepare(&mut request("{ settings { key } }"));
+        documents.admit(&mut first).unwrap();
+        documents
+            .admit(&mut request("{ settings { key } }"))
+            .unwrap();
         assert_eq!(documents.lock().len(), 1);
 
         // A document planted under a text proves the text is not parsed again.
@@ -232,7 +252,7 @@ mod tests {
             .lock()
             .insert("{ settings { key } }".into(), planted.clone());
         let mut again = request("{ settings { key } }");
-        documents.prepare(&mut again);
+        documents.admit(&mut again).unwrap();
         assert_eq!(
             format!("{:?}", parsed(&mut again)),
             format!("{:?}", Some(planted))
@@ -241,19 +261,34 @@ mod tests {
 
     #[test]
     fn a_syntax_error_is_not_cached() {
-        let documents = Documents::default();
-        documents.prepare(&mut request("{ settings { key "));
+        let documents = documents();
+        documents.admit(&mut request("{ settings { key ")).unwrap();
         assert!(documents.lock().is_empty());
     }
 
     #[test]
     fn the_cache_starts_over_when_full() {
-        let documents = Documents::default();
+        let documents = documents();
         for n in 0..=CAPACITY {
-            documents.prepare(&mut request(&format!(
-                "{{ setting(key: \"k{n}\") {{ key }} }}"
-            )));
+            documents
+                .admit(&mut request(&format!(
+                    "{{ setting(key: \"k{n}\") {{ key }} }}"
+                )))
+                .unwrap();
         }
         assert_eq!(documents.lock().len(), 1);
+    }
+
+    #[test]
+    fn a_document_over_the_limits_is_refused_and_not_cached() {
+        let documents = documents();
+        let rule = |query: &str| match documents.admit(&mut request(query)) {
+            Err(Error::BadInput(violation)) => violation.rule.into_owned(),
+            other => format!("{other:?}"),
+        };
+        assert_eq!(rule(&format!("{{ {} }}", "a ".repeat(100))), "maxTokens");
+        assert_eq!(rule("{ a b c d e f g h i j k }"), "maxSelections");
+        assert_eq!(rule("{ a @x b @y c @z }"), "maxDirectives");
+        assert!(documents.lock().is_empty());
     }
 }

@@ -22,6 +22,7 @@ use axum::{
 
 use super::{
     GraphqlState,
+    documents::omit_unprovided_variables,
     errors::{add_missing_codes, server_error},
     graphiql,
     loaders::SettingLoader,
@@ -119,7 +120,7 @@ pub async fn get(State(state): State<GraphqlState>, request: Request) -> Respons
         }
     };
     let mut query = query;
-    if let Err(refused) = resolve_persisted(&state, &mut query).await {
+    if let Err(refused) = admit(&state, &mut query).await {
         return respond(&headers, BatchResponse::Single(refused));
     }
     // A GET must not change anything: a link, an image or a prefetch could send it. A
@@ -151,21 +152,33 @@ async fn execute(
     principal: crate::auth::Principal,
     mut request: BatchRequest,
 ) -> Response {
-    // A persisted query that cannot be resolved answers alone; the rest of a batch still runs.
+    // A request that cannot run answers alone; the rest of a batch still runs.
     let mut refused = Vec::new();
     let requests = match &mut request {
         BatchRequest::Single(one) => std::slice::from_mut(one),
         BatchRequest::Batch(many) => many.as_mut_slice(),
     };
     for (index, one) in requests.iter_mut().enumerate() {
-        if let Err(response) = resolve_persisted(state, one).await {
+        if let Err(response) = admit(state, one).await {
             refused.push((index, response));
         }
     }
     if let (BatchRequest::Single(_), Some((_, response))) = (&request, refused.pop()) {
         return respond(headers, BatchResponse::Single(response));
     }
-    state.documents.prepare(&mut request);
+    // Only queries are stopped at the timeout: a mutation finishes what it started, so that
+    // its answer says what happened.
+    let timeout = request
+        .iter_mut()
+        .all(|one| {
+            let name = one.operation_name.clone();
+            one.parsed_query()
+                .is_ok_and(|document| is_query(document, name.as_deref()))
+        })
+        .then_some(state.execution_timeout);
+    for one in request.iter_mut() {
+        omit_unprovided_variables(one);
+    }
     let loader = Arc::new(DataLoader::new(
         SettingLoader {
             store: state.store.clone(),
@@ -173,32 +186,60 @@ async fn execute(
         tokio::spawn,
     ));
     let request = request.data(principal).data(loader);
-    let response = match (request, refused.is_empty()) {
-        (request, true) => state.schema.execute_batch(request).await,
-        (BatchRequest::Batch(requests), false) => {
-            let mut responses = Vec::new();
-            for (index, request) in requests.into_iter().enumerate() {
-                match refused.iter().position(|(at, _)| *at == index) {
-                    Some(found) => responses.push(refused.swap_remove(found).1),
-                    None => responses.push(state.schema.execute(request).await),
+    let run = async {
+        match (request, refused.is_empty()) {
+            (request, true) => state.schema.execute_batch(request).await,
+            (BatchRequest::Batch(requests), false) => {
+                let mut responses = Vec::new();
+                for (index, request) in requests.into_iter().enumerate() {
+                    match refused.iter().position(|(at, _)| *at == index) {
+                        Some(found) => responses.push(refused.swap_remove(found).1),
+                        None => responses.push(state.schema.execute(request).await),
+                    }
                 }
+                BatchResponse::Batch(responses)
             }
-            BatchResponse::Batch(responses)
+            (request, false) => state.schema.execute_batch(request).await,
         }
-        (request, false) => state.schema.execute_batch(request).await,
+    };
+    let response = match timeout {
+        None => run.await,
+        Some(timeout) => match tokio::time::timeout(timeout, run).await {
+            Ok(response) => response,
+            Err(_) => return error_response(Error::TimedOut { after: timeout }),
+        },
     };
     respond(headers, response)
 }
 
-/// Apollo's automatic persisted queries, before execution (an async-graphql extension would
-/// cost every field of every request): a hash alone takes the document registered under it;
-/// a query with its hash registers it, if the hash is the query's SHA-256.
-async fn resolve_persisted(
+/// Readies one request to run: resolves its persisted query, then judges its document
+/// against the cost limits. The response of a request that cannot run.
+pub(super) async fn admit(
     state: &GraphqlState,
     request: &mut GraphqlRequest,
 ) -> Result<(), async_graphql::Response> {
+    let refuse = |err: Error| async_graphql::Response::from_errors(vec![server_error(&err)]);
+    let register = resolve_persisted(state, request).await?;
+    state.documents.admit(request).map_err(refuse)?;
+    if let Some(hash) = register
+        && let Ok(document) = request.parsed_query()
+    {
+        let document = document.clone();
+        state.persisted.set(hash, document).await;
+    }
+    Ok(())
+}
+
+/// Apollo's automatic persisted queries, before execution (an async-graphql extension would
+/// cost every field of every request): a hash alone takes the document registered under it;
+/// a query with its hash is to be registered, once admitted, if the hash is the query's
+/// SHA-256.
+async fn resolve_persisted(
+    state: &GraphqlState,
+    request: &mut GraphqlRequest,
+) -> Result<Option<String>, async_graphql::Response> {
     let Some(hash) = persisted_hash(request) else {
-        return Ok(());
+        return Ok(None);
     };
     request.extensions.remove("persistedQuery");
     let refuse = |message: &str| {
@@ -208,7 +249,7 @@ async fn resolve_persisted(
         return match state.persisted.get(hash).await {
             Some(document) => {
                 request.set_parsed_query(document);
-                Ok(())
+                Ok(None)
             }
             None => Err(refuse("PersistedQueryNotFound")),
         };
@@ -217,11 +258,7 @@ async fn resolve_persisted(
     if format!("{:x}", sha2::Sha256::digest(request.query.as_bytes())) != hash {
         return Err(refuse("provided sha does not match query"));
     }
-    if let Ok(document) = request.parsed_query() {
-        let document = document.clone();
-        state.persisted.set(hash, document).await;
-    }
-    Ok(())
+    Ok(Some(hash))
 }
 
 /// The executed response in the format the client accepts, every error with its code.
@@ -305,7 +342,7 @@ fn persisted_hash(request: &GraphqlRequest) -> Option<String> {
 }
 
 /// Whether the document's operation (the one named, or its only one) is a query.
-fn is_query(document: &ExecutableDocument, operation_name: Option<&str>) -> bool {
+pub(super) fn is_query(document: &ExecutableDocument, operation_name: Option<&str>) -> bool {
     let kind = match (&document.operations, operation_name) {
         (DocumentOperations::Single(operation), _) => Some(operation.node.ty),
         (DocumentOperations::Multiple(operations), Some(name)) => operations

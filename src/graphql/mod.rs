@@ -1,6 +1,7 @@
 //! The GraphQL interface: schema, resolvers, and the HTTP and WebSocket transports. Resolvers
 //! stay thin: parse the arguments, call one store function, map the result.
 
+mod cost;
 mod documents;
 mod errors;
 mod graphiql;
@@ -47,6 +48,8 @@ pub struct GraphqlState {
     persisted: LruCacheStorage,
     /// How long a WebSocket may stay open before its `connection_init`.
     connection_init_timeout: Duration,
+    /// How long a query may run.
+    execution_timeout: Duration,
 }
 
 impl GraphqlState {
@@ -75,7 +78,11 @@ impl GraphqlState {
             schema,
             auth,
             store,
-            documents: Arc::default(),
+            documents: Arc::new(Documents::new(cost::DocumentLimits {
+                max_tokens: limits.graphql_max_tokens,
+                max_selections: limits.graphql_max_selections,
+                max_directives: limits.graphql_max_directives,
+            })),
             graphiql_html: conveniences
                 .graphiql
                 .then(|| graphiql::page(dev_token).into()),
@@ -83,6 +90,7 @@ impl GraphqlState {
             max_batch: limits.graphql_max_batch,
             persisted,
             connection_init_timeout: limits.graphql_ws_init_timeout,
+            execution_timeout: limits.graphql_execution_timeout,
         }
     }
 }

@@ -56,7 +56,8 @@ pub(super) async fn upgrade(state: GraphqlState, request: Request) -> Response {
     };
     let upgrade = upgrade
         .protocols([TRANSPORT_WS, LEGACY_WS])
-        .max_message_size(state.body_limit.0);
+        .max_message_size(state.body_limit.0)
+        .max_frame_size(state.body_limit.0);
     let protocol = match upgrade.selected_protocol().map(HeaderValue::as_bytes) {
         Some(b"graphql-ws") => Protocol::Legacy,
         _ => Protocol::Transport,
@@ -156,13 +157,28 @@ impl Connection {
         metrics::gauge!("settings_api_websockets_open").increment(1);
         let init_timeout = tokio::time::sleep(self.state.connection_init_timeout);
         tokio::pin!(init_timeout);
+        // Rearmed once `connection_init` is acknowledged, for the token's expiry.
+        let expiry = tokio::time::sleep(std::time::Duration::MAX);
+        tokio::pin!(expiry);
+        let mut expiry_armed = false;
         let closing = loop {
+            if !expiry_armed && let Some(principal) = &self.principal {
+                expiry.as_mut().reset(instant_of(principal.expires_at));
+                expiry_armed = true;
+            }
             tokio::select! {
                 () = &mut init_timeout, if self.principal.is_none() => {
                     break Some(Close::new(4408, "Connection initialisation timeout"));
                 }
+                // What the token allowed ends with it: the client reconnects with a new one.
+                () = &mut expiry, if expiry_armed => {
+                    break Some(Close::new(4403, "Forbidden: the token has expired"));
+                }
                 message = socket.recv() => {
                     let text = match message {
+                        Some(Err(err)) if is_too_big(&err) => {
+                            break Some(Close::new(1009, "the message is larger than the body limit"));
+                        }
                         None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break None,
                         Some(Ok(Message::Text(text))) => text,
                         Some(Ok(Message::Binary(_))) => {
@@ -213,7 +229,7 @@ impl Connection {
                 None => json!({"type": "pong"}),
             }]),
             ClientMessage::Pong { .. } => Ok(Vec::new()),
-            ClientMessage::Subscribe { id, payload } => self.subscribe(id, payload),
+            ClientMessage::Subscribe { id, payload } => self.subscribe(id, payload).await,
             ClientMessage::Complete { id } => {
                 if let Some(handle) = self.finish(&id) {
                     handle.abort();
@@ -249,7 +265,7 @@ impl Connection {
         Ok(vec![json!({"type": "connection_ack"})])
     }
 
-    fn subscribe(&mut self, id: String, operation: Operation) -> Result<Vec<Value>, Close> {
+    async fn subscribe(&mut self, id: String, operation: Operation) -> Result<Vec<Value>, Close> {
         let Some(principal) = self.principal.clone() else {
             return Err(Close::new(4401, "Unauthorized"));
         };
@@ -273,6 +289,15 @@ impl Connection {
                 }
             }
         }
+        // The same limits as over HTTP, before anything runs.
+        if let Err(mut refused) = super::http::admit(&self.state, &mut request).await {
+            super::errors::add_missing_codes_to(&mut refused);
+            return Ok(vec![self.error_message(&id, &refused)]);
+        }
+        let name = request.operation_name.clone();
+        let is_query = request
+            .parsed_query()
+            .is_ok_and(|document| super::http::is_query(document, name.as_deref()));
         // Aliased `setting` fields are read in one query here too.
         let loader = Arc::new(async_graphql::dataloader::DataLoader::new(
             super::loaders::SettingLoader {
@@ -282,7 +307,21 @@ impl Connection {
         ));
         super::documents::omit_unprovided_variables(&mut request);
         let request = request.data(principal).data(loader);
-        let responses = self.state.schema.execute_stream(request);
+        let responses: Pin<Box<dyn Stream<Item = GraphqlResponse> + Send>> = if is_query {
+            // A query has one result, and the execution timeout, as over HTTP.
+            let schema = self.state.schema.clone();
+            let timeout = self.state.execution_timeout;
+            Box::pin(stream::once(async move {
+                match tokio::time::timeout(timeout, schema.execute(request)).await {
+                    Ok(response) => response,
+                    Err(_) => GraphqlResponse::from_errors(vec![super::errors::server_error(
+                        &crate::error::Error::TimedOut { after: timeout },
+                    )]),
+                }
+            }))
+        } else {
+            Box::pin(self.state.schema.execute_stream(request))
+        };
         let (handle, registration) = AbortHandle::new_pair();
         let tagged = id.clone();
         let events = responses
@@ -296,6 +335,15 @@ impl Connection {
         self.running.insert(id, (handle, false));
         metrics::gauge!("settings_api_websocket_operations").increment(1);
         Ok(Vec::new())
+    }
+
+    /// The `error` message that ends operation `id` before it ran.
+    fn error_message(&self, id: &str, response: &GraphqlResponse) -> Value {
+        let errors = serde_json::to_value(&response.errors).unwrap_or_default();
+        match self.protocol {
+            Protocol::Transport => json!({"type": "error", "id": id, "payload": errors}),
+            Protocol::Legacy => json!({"type": "error", "id": id, "payload": {"errors": errors}}),
+        }
     }
 
     /// Forgets the operation `id`; its handle, when it was running.
@@ -324,13 +372,7 @@ impl Connection {
             if let Some(handle) = self.finish(&id) {
                 handle.abort();
             }
-            let errors = serde_json::to_value(&response.errors).unwrap_or_default();
-            return Some(match self.protocol {
-                Protocol::Transport => json!({"type": "error", "id": id, "payload": errors}),
-                Protocol::Legacy => {
-                    json!({"type": "error", "id": id, "payload": {"errors": errors}})
-                }
-            });
+            return Some(self.error_message(&id, &response));
         }
         let payload = serde_json::to_value(&response).unwrap_or_default();
         Some(match self.protocol {
@@ -345,6 +387,24 @@ async fn send_all(socket: &mut WebSocket, replies: Vec<Value>) -> Result<(), axu
         socket.send(Message::Text(reply.to_string().into())).await?;
     }
     Ok(())
+}
+
+/// A message or frame over `max_message_size`.
+fn is_too_big(err: &axum::Error) -> bool {
+    matches!(
+        std::error::Error::source(err).and_then(|inner| inner.downcast_ref::<tungstenite::Error>()),
+        Some(tungstenite::Error::Capacity(_))
+    )
+}
+
+/// The instant of a Unix time in seconds, on tokio's clock.
+fn instant_of(unix_secs: u64) -> tokio::time::Instant {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let left = std::time::Duration::from_secs(unix_secs).saturating_sub(now);
+    // Far enough for any token, and never past what `Instant` can hold.
+    tokio::time::Instant::now() + left.min(std::time::Duration::from_secs(10 * 365 * 24 * 3600))
 }
 
 /// The longest prefix of `text` within `max` bytes, cut at a character boundary.

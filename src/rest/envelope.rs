@@ -158,7 +158,7 @@ impl Problem {
             Error::PreconditionFailed { .. } => Kind::PreconditionFailed,
             Error::PayloadTooLarge { .. } => Kind::PayloadTooLarge,
             Error::RateLimited { .. } => Kind::RateLimited,
-            Error::Unavailable(_) => Kind::Unavailable,
+            Error::Unavailable(_) | Error::TimedOut { .. } => Kind::Unavailable,
             Error::Internal(_) => Kind::Internal,
         };
         let status = match kind {

@@ -209,3 +209,148 @@ both_backends! {
         assert_eq!(history_count(&app, "alice").await, 2000, "nothing of the refused writes");
     }
 }
+
+/// Fragments F0..F{depth} where each spreads the next twice: 2^depth fields once expanded, in
+/// a document of a few hundred bytes.
+fn doubling_fragments(depth: usize) -> String {
+    let mut query = String::from("query { ...F0 }\n");
+    for level in 0..depth {
+        let next = level + 1;
+        query += &format!("fragment F{level} on Query {{ ...F{next} ...F{next} }}\n");
+    }
+    query + &format!("fragment F{depth} on Query {{ settings {{ key }} }}\n")
+}
+
+#[tokio::test]
+async fn documents_beyond_the_cost_limits_are_refused_before_they_run() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let token = app.token("alice");
+    let refused = |query: String, rule: &'static str| {
+        let (app, token) = (&app, &token);
+        async move {
+            let error = app.error(token, &query, json!({})).await;
+            assert_eq!(code(&error), "BAD_USER_INPUT", "{rule}: {error}");
+            assert_eq!(error["extensions"]["field"], "query", "{error}");
+            assert_eq!(error["extensions"]["rule"], rule, "{error}");
+            error
+        }
+    };
+    // The probe of the hardening issue: a DAG of depth 25 is 33 million fields.
+    let error = refused(doubling_fragments(25), "maxSelections").await;
+    assert!(
+        error["message"].as_str().unwrap().contains("at most 2000"),
+        "{error}"
+    );
+    refused(
+        format!("{{ __typename {} }}", "@a ".repeat(300_000)),
+        "maxTokens",
+    )
+    .await;
+    refused(
+        format!(
+            "{{ settings {} {{ key }} }}",
+            "@include(if: true) ".repeat(60)
+        ),
+        "maxDirectives",
+    )
+    .await;
+    refused(
+        "{ ...A } fragment A on Query { ...B } fragment B on Query { ...A }".into(),
+        "fragmentCycle",
+    )
+    .await;
+    // Within the limits the same shapes run: 2^7 spreads of `settings { key }`, directives.
+    let data = app.data(&token, &doubling_fragments(7), json!({})).await;
+    assert_eq!(data["settings"], json!([]));
+    let within = "{ a: settings @include(if: true) @skip(if: false) { key } b: me @include(if: true) { id } }";
+    app.data(&token, within, json!({})).await;
+}
+
+#[tokio::test]
+async fn the_cost_limits_are_configurable() {
+    let options = Options::default()
+        .env("GRAPHQL_MAX_SELECTIONS", "3")
+        .env("GRAPHQL_MAX_TOKENS", "40")
+        .env("GRAPHQL_MAX_DIRECTIVES", "1");
+    let app = TestApp::spawn_with(Backend::Sqlite, options).await.unwrap();
+    let token = app.token("alice");
+    app.data(&token, "{ settings { key value } }", json!({}))
+        .await;
+    let rule = |error: Value| error["extensions"]["rule"].as_str().unwrap().to_owned();
+    let error = app
+        .error(&token, "{ settings { key value version } }", json!({}))
+        .await;
+    assert_eq!(rule(error), "maxSelections");
+    let error = app
+        .error(&token, "{ a: me { id } b: me { id } c: me { id } d: me { id } e: me { id } f: me { id } g: me { id } }", json!({}))
+        .await;
+    assert_eq!(rule(error), "maxTokens");
+    let error = app
+        .error(
+            &token,
+            "{ me @skip(if: false) @include(if: true) { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(rule(error), "maxDirectives");
+}
+
+#[tokio::test]
+async fn a_persisted_query_is_judged_before_it_is_registered() {
+    use sha2::Digest;
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let token = app.token("alice");
+    let query = doubling_fragments(20);
+    let hash = format!("{:x}", sha2::Sha256::digest(query.as_bytes()));
+    let persisted = json!({"persistedQuery": {"version": 1, "sha256Hash": hash}});
+    let (_, body) = app
+        .post_graphql(
+            Some(&token),
+            &json!({"query": query, "extensions": persisted}),
+        )
+        .await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["rule"], "maxSelections",
+        "{body}"
+    );
+    // It was not kept: the hash alone is not found.
+    let (_, body) = app
+        .post_graphql(Some(&token), &json!({"extensions": persisted}))
+        .await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "PERSISTED_QUERY_NOT_FOUND",
+        "{body}"
+    );
+}
+
+/// PostgreSQL only: a table lock held from outside makes a read wait as long as the test
+/// wants, so the timeout is what ends it (SQLite readers do not wait for a lock).
+#[tokio::test]
+async fn a_query_past_the_execution_timeout_is_stopped_with_timeout_and_the_service_goes_on() {
+    use sea_orm::{ConnectionTrait, Database, TransactionTrait};
+    let options = Options::default().env("GRAPHQL_EXECUTION_TIMEOUT_MS", "300");
+    let Some(app) = TestApp::spawn_with(Backend::Postgres, options).await else {
+        return;
+    };
+    let token = app.token("alice");
+    app.set(&token, "theme", json!("dark")).await;
+    let outside = Database::connect(&app.database_url).await.unwrap();
+    let lock = outside.begin().await.unwrap();
+    lock.execute_unprepared("LOCK TABLE settings IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let (status, body) = app.graphql(&token, "{ settings { key } }", json!({})).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(code(&body["errors"][0]), "TIMEOUT", "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("300 ms"),
+        "{body}"
+    );
+    lock.rollback().await.unwrap();
+    // Nothing was left behind: reads and writes go on.
+    app.set(&token, "theme", json!("light")).await;
+    assert_eq!(app.values(&token).await, json!({"theme": "light"}));
+}

@@ -11,6 +11,8 @@ use tokio_tungstenite::{
     tungstenite::{Message, client::IntoClientRequest, http::HeaderValue},
 };
 
+use settings_api::auth::TokenRequest;
+
 use crate::helpers::*;
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -221,4 +223,80 @@ async fn the_legacy_protocol_subscribes_and_closes_with_a_close_frame_on_termina
     );
     send(&mut socket, json!({"type": "connection_terminate"})).await;
     assert_eq!(next(&mut socket).await.unwrap_err().0, 1000);
+}
+
+#[tokio::test]
+async fn a_subscribe_beyond_the_cost_limits_is_an_error_message() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let token = app.token("alice");
+    let mut socket = acknowledged(&app, &token).await;
+    let directives = "@include(if: true) ".repeat(60);
+    let query = format!("subscription {{ settingChanged {directives} {{ key }} }}");
+    send(
+        &mut socket,
+        json!({"type": "subscribe", "id": "costly", "payload": {"query": query}}),
+    )
+    .await;
+    let error = next(&mut socket).await.unwrap();
+    assert_eq!(error["type"], "error", "{error}");
+    assert_eq!(error["id"], "costly", "{error}");
+    assert_eq!(
+        error["payload"][0]["extensions"]["rule"], "maxDirectives",
+        "{error}"
+    );
+    let tokens = format!("{{ __typename {} }}", "@a ".repeat(20_000));
+    send(
+        &mut socket,
+        json!({"type": "subscribe", "id": "long", "payload": {"query": tokens}}),
+    )
+    .await;
+    let error = next(&mut socket).await.unwrap();
+    assert_eq!(
+        error["payload"][0]["extensions"]["rule"], "maxTokens",
+        "{error}"
+    );
+    // The socket goes on.
+    send(&mut socket, json!({"type": "ping"})).await;
+    assert_eq!(next(&mut socket).await, Ok(json!({"type": "pong"})));
+}
+
+#[tokio::test]
+async fn a_message_over_the_body_limit_closes_the_socket() {
+    let options = Options::default().env("MAX_BODY_BYTES", "4096");
+    let app = TestApp::spawn_with(Backend::Sqlite, options).await.unwrap();
+    let token = app.token("alice");
+    let mut socket = acknowledged(&app, &token).await;
+    let padding = "x".repeat(8 * 1024);
+    let big = json!({"type": "subscribe", "id": "big", "payload": {"query": format!("{{ me {{ id }} }} # {padding}")}});
+    // The server may close before the whole message is written.
+    let _ = socket.send(Message::text(big.to_string())).await;
+    let closed = next(&mut socket).await;
+    assert!(
+        matches!(closed, Err((1009, _))),
+        "closed as too big (1009): {closed:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_socket_closes_with_4403_when_its_token_expires() {
+    // The leeway is part of the token's life: none here.
+    let options = Options::default().env("JWT_LEEWAY_SECS", "0");
+    let app = TestApp::spawn_with(Backend::Sqlite, options).await.unwrap();
+    let token = app.token_for(TokenRequest {
+        sub: "alice".into(),
+        ttl: Duration::from_secs(2),
+        ..Default::default()
+    });
+    let mut socket = acknowledged(&app, &token).await;
+    send(
+        &mut socket,
+        json!({"type": "subscribe", "id": "1", "payload": {"query": SUBSCRIBE}}),
+    )
+    .await;
+    // Events stop with the token: the socket closes, and the client reconnects with a new one.
+    // No event was written, so the next message is the close.
+    assert_eq!(
+        next(&mut socket).await,
+        Err((4403, "Forbidden: the token has expired".to_owned()))
+    );
 }
