@@ -24,6 +24,20 @@ pub struct Config {
     pub metrics_token: Option<Secret>,
     pub rate_limit: RateLimit,
     pub shutdown_timeout: Duration,
+    pub connections: ConnectionLimits,
+}
+
+/// What one client connection may hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Most connections open at once (WebSockets included); lowered at start-up to what the
+    /// file-descriptor limit allows.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers; also how long a keep-alive
+    /// connection may stay idle.
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request's body.
+    pub body_timeout: Duration,
 }
 
 /// Requests one user may make: a sustained rate and a burst above it; 0 per minute is off.
@@ -420,6 +434,15 @@ impl Config {
                 .transpose()?
                 .unwrap_or_default(),
             shutdown_timeout: Duration::from_secs(parse_or(&lookup, "SHUTDOWN_TIMEOUT_SECS", 30)?),
+            connections: ConnectionLimits {
+                max_connections: parse_or(&lookup, "MAX_CONNECTIONS", 10_000usize)?.max(1),
+                header_timeout: Duration::from_secs(
+                    parse_or(&lookup, "HTTP_HEADER_TIMEOUT_SECS", 10u64)?.max(1),
+                ),
+                body_timeout: Duration::from_secs(
+                    parse_or(&lookup, "HTTP_BODY_TIMEOUT_SECS", 30u64)?.max(1),
+                ),
+            },
         })
     }
 }
@@ -523,6 +546,7 @@ impl fmt::Debug for Config {
             .field("rest_scopes", &self.rest_scopes)
             .field("cors", &self.cors)
             .field("rate_limit", &self.rate_limit)
+            .field("connections", &self.connections)
             .finish_non_exhaustive()
     }
 }

@@ -4,6 +4,7 @@ pub mod app;
 pub mod auth;
 pub mod catalog;
 pub mod config;
+pub mod connections;
 pub mod entity;
 pub mod error;
 pub mod graphql;

@@ -2,6 +2,7 @@
 //! stopped.
 
 mod routes;
+mod serve;
 mod state;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
@@ -19,6 +20,7 @@ use crate::{
     auth::{Authenticator, Issuer, TokenRequest, UserRateLimiter, Verifier},
     catalog::Catalog,
     config::{AppEnv, Config, HistoryConfig, JwtKey, Secret, redact_url},
+    connections::Connections,
     graphql::GraphqlState,
     rest::{ContractScopes, RestState},
     settings::{Retention, Store, ValueLimits, store_connect},
@@ -34,6 +36,8 @@ pub struct Application {
     /// The token printed for development when no key is configured.
     dev_token: Option<String>,
     limiter: Option<Arc<UserRateLimiter>>,
+    connections: Arc<Connections>,
+    serve_limits: serve::ServeLimits,
 }
 
 impl Application {
@@ -70,6 +74,10 @@ impl Application {
             .with_context(|| format!("cannot listen on BIND_ADDR {}", config.bind_addr))?;
         let local_addr = listener.local_addr()?;
 
+        let connections = Connections::new(connection_cap(
+            config.connections.max_connections,
+            config.database_max_connections,
+        ));
         let limits = &config.limits;
         let store = Arc::new(Store::new(
             db,
@@ -99,6 +107,7 @@ impl Application {
                 config.conveniences,
                 body_limit,
                 dev_token.as_deref(),
+                connections.clone(),
             ),
             rest: RestState {
                 auth,
@@ -112,11 +121,20 @@ impl Application {
             listener,
             store,
             history: config.history.clone(),
-            router: routes::router(state, limits.max_body_bytes, &config.cors),
+            router: routes::router(
+                state,
+                limits.max_body_bytes,
+                &config.cors,
+                config.connections.body_timeout,
+            ),
             local_addr,
             shutdown_timeout: config.shutdown_timeout,
             dev_token,
             limiter,
+            connections,
+            serve_limits: serve::ServeLimits {
+                header_timeout: config.connections.header_timeout,
+            },
         })
     }
 
@@ -146,30 +164,57 @@ impl Application {
         let forgetting = self
             .limiter
             .map(|limiter| tokio::spawn(forget_quiet_users(limiter)));
-        let stopping = Arc::new(tokio::sync::Notify::new());
-        let notify = stopping.clone();
-        let server = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: finishing in-flight requests");
-            notify.notify_one();
-        });
-        let deadline = async {
-            stopping.notified().await;
-            tokio::time::sleep(self.shutdown_timeout).await;
-        };
-        let served = tokio::select! {
-            served = server => served,
-            () = deadline => {
-                tracing::warn!("in-flight requests did not finish within the shutdown timeout");
-                Ok(())
-            }
-        };
+        let connections = self.connections.clone();
+        let server = tokio::spawn(serve::serve(
+            self.listener,
+            self.router,
+            connections.clone(),
+            self.serve_limits,
+        ));
+        shutdown.await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        // Stops accepting, lets every connection finish its request, and closes WebSockets
+        // with 1001.
+        connections.stop();
+        let _ = server.await;
+        if tokio::time::timeout(self.shutdown_timeout, connections.all_closed())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = connections.len(),
+                "connections did not finish within the shutdown timeout"
+            );
+        }
         pruning.abort();
         if let Some(forgetting) = forgetting {
             forgetting.abort();
         }
-        served
+        Ok(())
     }
+}
+
+/// The most connections to allow: `configured`, or fewer when the process may not open that
+/// many files. The soft file-descriptor limit is first raised to the hard one; room is kept
+/// for the database pool, the listener and the files the process opens.
+fn connection_cap(configured: usize, pool: u32) -> usize {
+    let files = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(files) => files,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot read or raise the file-descriptor limit");
+            return configured;
+        }
+    };
+    let reserved = u64::from(pool) + 64;
+    let allowed = usize::try_from(files.saturating_sub(reserved)).unwrap_or(usize::MAX);
+    if allowed < configured {
+        tracing::warn!(
+            file_descriptors = files,
+            max_connections = allowed,
+            "MAX_CONNECTIONS lowered to what the file-descriptor limit allows"
+        );
+    }
+    configured.min(allowed).max(1)
 }
 
 /// Keeps the rate limiter's memory to the users seen lately.

@@ -11,12 +11,20 @@ use axum::{
     routing::get,
 };
 
-use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
+use tower_http::{
+    cors::{AllowHeaders, AllowOrigin, CorsLayer},
+    timeout::RequestBodyTimeoutLayer,
+};
 
 use super::{AppState, MetricsState};
 use crate::{config::CorsOrigins, graphql, rest, settings::Store, telemetry};
 
-pub(super) fn router(state: AppState, body_limit: usize, cors: &CorsOrigins) -> Router {
+pub(super) fn router(
+    state: AppState,
+    body_limit: usize,
+    cors: &CorsOrigins,
+    body_timeout: Duration,
+) -> Router {
     let router = Router::new()
         .merge(graphql::router())
         .route("/health/live", get(live))
@@ -25,7 +33,9 @@ pub(super) fn router(state: AppState, body_limit: usize, cors: &CorsOrigins) -> 
         .route("/openapi.json", get(rest::openapi::document))
         .merge(rest::router())
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(body_limit));
+        .layer(DefaultBodyLimit::max(body_limit))
+        // A body that trickles in is given up, and so is its connection's slot.
+        .layer(RequestBodyTimeoutLayer::new(body_timeout));
     let router = match cors_layer(cors) {
         Some(cors) => router.layer(cors),
         None => router,

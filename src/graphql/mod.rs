@@ -27,6 +27,7 @@ use crate::{
     app::{AppState, BodyLimit},
     auth::Authenticator,
     config::{Conveniences, Limits},
+    connections::Connections,
     settings::Store,
 };
 
@@ -50,6 +51,8 @@ pub struct GraphqlState {
     connection_init_timeout: Duration,
     /// How long a query may run.
     execution_timeout: Duration,
+    /// For WebSockets: to close them with 1001 when the service stops.
+    connections: Arc<Connections>,
 }
 
 impl GraphqlState {
@@ -61,6 +64,7 @@ impl GraphqlState {
         conveniences: Conveniences,
         body_limit: BodyLimit,
         dev_token: Option<&str>,
+        connections: Arc<Connections>,
     ) -> Self {
         let persisted = LruCacheStorage::new(limits.graphql_persisted_queries);
         let mut schema = Schema::build(Query, Mutation, Subscription)
@@ -91,6 +95,7 @@ impl GraphqlState {
             persisted,
             connection_init_timeout: limits.graphql_ws_init_timeout,
             execution_timeout: limits.graphql_execution_timeout,
+            connections,
         }
     }
 }

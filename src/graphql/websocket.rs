@@ -54,6 +54,11 @@ pub(super) async fn upgrade(state: GraphqlState, request: Request) -> Response {
         },
         false => None,
     };
+    // The socket keeps its connection's place under the cap, busy, for as long as it is open.
+    let busy = parts
+        .extensions
+        .get::<crate::connections::Slot>()
+        .map(crate::connections::Slot::busy);
     let upgrade = upgrade
         .protocols([TRANSPORT_WS, LEGACY_WS])
         .max_message_size(state.body_limit.0)
@@ -63,7 +68,12 @@ pub(super) async fn upgrade(state: GraphqlState, request: Request) -> Response {
         _ => Protocol::Transport,
     };
     upgrade
-        .on_upgrade(move |socket| Connection::new(state, protocol, from_header).serve(socket))
+        .on_upgrade(move |socket| async move {
+            Connection::new(state, protocol, from_header)
+                .serve(socket)
+                .await;
+            drop(busy);
+        })
         .into_response()
 }
 
@@ -169,6 +179,9 @@ impl Connection {
             tokio::select! {
                 () = &mut init_timeout, if self.principal.is_none() => {
                     break Some(Close::new(4408, "Connection initialisation timeout"));
+                }
+                () = self.state.connections.stopping() => {
+                    break Some(Close::new(1001, "the server is shutting down"));
                 }
                 // What the token allowed ends with it: the client reconnects with a new one.
                 () = &mut expiry, if expiry_armed => {

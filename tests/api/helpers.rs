@@ -120,6 +120,14 @@ pub struct TestApp {
     pub client: Client,
     pub database_url: String,
     issuer: Issuer,
+    /// Stops the server (SIGTERM's path), and its end.
+    #[allow(clippy::type_complexity)]
+    stop: std::sync::Mutex<
+        Option<(
+            tokio::sync::oneshot::Sender<()>,
+            tokio::task::JoinHandle<std::io::Result<()>>,
+        )>,
+    >,
     _db: TestDb,
 }
 
@@ -237,7 +245,10 @@ impl TestApp {
             .unwrap_or_else(|| JwtKey::Secret(Secret::new(SECRET)));
         let issuer =
             Issuer::new(&jwt, &key, options.private_key.as_deref()).expect("a token issuer");
-        tokio::spawn(app.run_until(std::future::pending()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(app.run_until(async move {
+            let _ = stopped.await;
+        }));
 
         Some(TestApp {
             address,
@@ -247,8 +258,25 @@ impl TestApp {
                 .unwrap(),
             database_url,
             issuer,
+            stop: std::sync::Mutex::new(Some((stop, served))),
             _db: db,
         })
+    }
+
+    /// Starts the shutdown a SIGTERM starts; completes when the server has stopped.
+    pub async fn shut_down(&self) {
+        let (stop, served) = self
+            .stop
+            .lock()
+            .unwrap()
+            .take()
+            .expect("the server is running");
+        stop.send(()).ok();
+        tokio::time::timeout(Duration::from_secs(60), served)
+            .await
+            .expect("the server stops")
+            .expect("the server's task")
+            .expect("the server ran without error");
     }
 
     /// A valid token for `sub` with no email and no roles.
