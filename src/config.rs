@@ -265,6 +265,10 @@ pub struct Limits {
     pub max_value_depth: usize,
     /// Most keys one write may change (a patch's members).
     pub max_keys_per_write: usize,
+    /// Most keys one user may keep in one scope; 0 is no quota.
+    pub quota_keys_per_scope: u64,
+    /// Most bytes of values (their JSON text) one user may keep in one scope; 0 is no quota.
+    pub quota_bytes_per_scope: u64,
     pub graphql_max_depth: usize,
     pub graphql_max_complexity: usize,
     /// Most operations in one batched GraphQL request.
@@ -290,6 +294,8 @@ impl Default for Limits {
             max_value_bytes: 64 * 1024,
             max_value_depth: 32,
             max_keys_per_write: 1000,
+            quota_keys_per_scope: 10_000,
+            quota_bytes_per_scope: 10 * 1024 * 1024,
             graphql_max_depth: 16,
             graphql_max_complexity: 500,
             graphql_max_batch: 10,
@@ -325,6 +331,16 @@ impl Config {
                 defaults.max_keys_per_write,
             )?
             .max(1),
+            quota_keys_per_scope: parse_or(
+                &lookup,
+                "QUOTA_KEYS_PER_SCOPE",
+                defaults.quota_keys_per_scope,
+            )?,
+            quota_bytes_per_scope: parse_or(
+                &lookup,
+                "QUOTA_BYTES_PER_SCOPE",
+                defaults.quota_bytes_per_scope,
+            )?,
             graphql_max_depth: parse_or(&lookup, "GRAPHQL_MAX_DEPTH", defaults.graphql_max_depth)?,
             graphql_max_complexity: parse_or(
                 &lookup,

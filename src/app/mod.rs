@@ -23,7 +23,7 @@ use crate::{
     connections::Connections,
     graphql::GraphqlState,
     rest::{ContractScopes, RestState},
-    settings::{Retention, Store, ValueLimits, store_connect},
+    settings::{Quotas, Retention, Store, ValueLimits, store_connect},
 };
 
 pub struct Application {
@@ -85,6 +85,11 @@ impl Application {
                 max_bytes: limits.max_value_bytes,
                 max_depth: limits.max_value_depth,
                 max_keys: limits.max_keys_per_write,
+                quotas: Quotas {
+                    keys: (limits.quota_keys_per_scope > 0).then_some(limits.quota_keys_per_scope),
+                    bytes: (limits.quota_bytes_per_scope > 0)
+                        .then_some(limits.quota_bytes_per_scope),
+                },
             },
             Arc::new(catalog),
             // Contract 004 is the one that mirrors `locale` to the users table.

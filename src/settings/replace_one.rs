@@ -41,6 +41,12 @@ impl Store {
                 origin.interface.into(),
                 origin.correlation_id.as_str().into(),
                 write.kinds.of_write(true).as_str().into(),
+                // No quota: a bound no scope reaches.
+                (self
+                    .quotas()
+                    .bytes
+                    .map_or(i64::MAX, |q| q.min(i64::MAX as u64) as i64))
+                .into(),
             ],
         );
         let Some(row) = self.db.query_one_raw(statement).await? else {
@@ -88,10 +94,12 @@ impl Store {
 }
 
 /// The statement of [`Store::try_replace_one`]. Parameters: user, scope, key, value, now,
-/// actor, interface, correlation id, and the history kind. The row is locked by `old`; the
-/// update is guarded by the version read, so it writes nothing (and the statement returns no
-/// row) when the row is gone or changed meanwhile, and the write falls back to the
-/// transaction.
+/// actor, interface, correlation id, the history kind, and the byte quota of the scope. The
+/// row is locked by `old`; the update is guarded by the version read, so it writes nothing
+/// (and the statement returns no row) when the row is gone or changed meanwhile, and the
+/// write falls back to the transaction. So it does when a larger value would take the scope
+/// past its byte quota: the transaction then refuses it (`quota.rs`). The scope's size is
+/// summed only for a value that grows.
 const REPLACE_ONE_SQL: &str = r#"
 WITH old AS (
     SELECT value, version, updated_at FROM settings
@@ -101,6 +109,10 @@ WITH old AS (
     UPDATE settings AS s SET value = $4, version = s.version + 1, updated_at = $5
     FROM old
     WHERE s.user_id = $1 AND s.scope = $2 AND s.key = $3 AND s.version = old.version
+      AND (octet_length($4::text) <= octet_length(old.value::text)
+           OR (SELECT sum(octet_length(value::text)) FROM settings
+               WHERE user_id = $1 AND scope = $2)
+              - octet_length(old.value::text) + octet_length($4::text) <= $10)
     RETURNING s.key, s.scope, s.value, s.version, s.created_at, s.updated_at
 ), logged AS (
     INSERT INTO setting_changes

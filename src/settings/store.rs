@@ -120,6 +120,10 @@ impl Store {
         &self.limits
     }
 
+    pub(super) fn quotas(&self) -> super::Quotas {
+        self.limits.quotas
+    }
+
     pub fn backend(&self) -> DbBackend {
         self.db.get_database_backend()
     }

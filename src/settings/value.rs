@@ -13,6 +13,8 @@ pub struct ValueLimits {
     /// Most keys one write may change: every key is a row and a history row in one
     /// transaction, and the database bounds the parameters of one statement.
     pub max_keys: usize,
+    /// What one user may keep in one scope.
+    pub quotas: super::Quotas,
 }
 
 impl ValueLimits {
@@ -110,7 +112,7 @@ fn check_tree(
 }
 
 /// The length of the compact serialization, counted without building the string.
-fn serialized_len(value: &Value) -> usize {
+pub(super) fn serialized_len(value: &Value) -> usize {
     struct Counter(usize);
     impl io::Write for Counter {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -136,6 +138,10 @@ mod tests {
         max_bytes: 64,
         max_depth: 3,
         max_keys: 10,
+        quotas: crate::settings::Quotas {
+            keys: None,
+            bytes: None,
+        },
     };
 
     fn nest(depth: usize) -> Value {

@@ -326,7 +326,10 @@ impl Store {
             },
             |key, value| self.check_value(write.scope, key, value),
         )?;
+        let growth = plan.growth();
         let outcome = self.carry_out(&txn, write, plan).await?;
+        self.check_quotas(&txn, write.user_id, write.scope.as_str(), growth)
+            .await?;
         txn.commit().await?;
         Ok(outcome)
     }

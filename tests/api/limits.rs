@@ -354,3 +354,52 @@ async fn a_query_past_the_execution_timeout_is_stopped_with_timeout_and_the_serv
     app.set(&token, "theme", json!("light")).await;
     assert_eq!(app.values(&token).await, json!({"theme": "light"}));
 }
+
+both_backends! {
+    options = Options::default().env("QUOTA_KEYS_PER_SCOPE", "3");
+    async fn a_write_past_the_key_quota_of_a_scope_is_refused_and_writes_nothing(app) {
+        let token = app.token("alice");
+        for key in ["a", "b", "c"] {
+            app.set(&token, key, json!(1)).await;
+        }
+        let error = app.error(&token, SET, json!({"k": "d", "v": 1})).await;
+        assert_eq!(code(&error), "BAD_USER_INPUT", "{error}");
+        assert_eq!(error["extensions"]["rule"], "quotaKeys", "{error}");
+        assert!(error["message"].as_str().unwrap().contains("at most 3 keys"), "{error}");
+        let patch = "mutation($p: JSON!) { updateSettings(patch: $p) { key } }";
+        let error = app.error(&token, patch, json!({"p": {"a": 2, "e": 1}})).await;
+        assert_eq!(error["extensions"]["rule"], "quotaKeys", "{error}");
+        // Through a legacy route too, in its envelope.
+        let reply = app.rest("PUT", "/settings/user", Some(&token), Some(json!({"f": 1}))).await;
+        assert_eq!(reply.status, 400, "{:?}", reply.body);
+        assert_eq!(app.values(&token).await, json!({"a": 1, "b": 1, "c": 1}));
+        assert_eq!(history_count(&app, "alice").await, 3);
+        // Updating a kept key is fine; so is a patch that removes as many as it adds.
+        app.set(&token, "c", json!(2)).await;
+        app.data(&token, patch, json!({"p": {"a": null, "d": 4}})).await;
+        assert_eq!(app.values(&token).await, json!({"b": 1, "c": 2, "d": 4}));
+        // The quota is per scope.
+        app.data(&token, "mutation { setSetting(scope: \"other\", key: \"x\", value: 1) { key } }", json!({})).await;
+    }
+}
+
+both_backends! {
+    options = Options::default().env("QUOTA_BYTES_PER_SCOPE", "100");
+    async fn a_write_past_the_byte_quota_of_a_scope_is_refused_and_a_smaller_one_applies(app) {
+        let token = app.token("alice");
+        app.set(&token, "big", json!("x".repeat(50))).await;
+        app.set(&token, "small", json!("y".repeat(20))).await;
+        // Growing a stored value past the quota (on PostgreSQL, the one-statement path).
+        let error = app.error(&token, SET, json!({"k": "big", "v": "x".repeat(80)})).await;
+        assert_eq!(code(&error), "BAD_USER_INPUT", "{error}");
+        assert_eq!(error["extensions"]["rule"], "quotaBytes", "{error}");
+        let error = app.error(&token, SET, json!({"k": "new", "v": "z".repeat(40)})).await;
+        assert_eq!(error["extensions"]["rule"], "quotaBytes", "{error}");
+        assert_eq!(app.values(&token).await["big"], json!("x".repeat(50)));
+        assert_eq!(history_count(&app, "alice").await, 2);
+        // Within it: growing a little, and shrinking.
+        app.set(&token, "big", json!("x".repeat(60))).await;
+        app.set(&token, "big", json!("x")).await;
+        app.set(&token, "new", json!("z".repeat(40))).await;
+    }
+}

@@ -1,0 +1,109 @@
+//! Quotas per user and scope: how many keys, and how many bytes of stored JSON text. A write
+//! that would leave the scope over a quota, and that adds to it, is refused and writes
+//! nothing; a write that shrinks an over-quota scope (after the quota was lowered) still
+//! applies.
+
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, Statement};
+
+use super::{Store, plan::Plan, value::serialized_len};
+use crate::error::{Error, Result};
+
+/// The quotas of one user's scope; `None` is no quota.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Quotas {
+    pub keys: Option<u64>,
+    pub bytes: Option<u64>,
+}
+
+/// How much a plan adds to its scope: keys, and bytes of serialized values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Growth {
+    pub keys: i64,
+    pub bytes: i64,
+}
+
+impl Plan {
+    pub(super) fn growth(&self) -> Growth {
+        let size = |value: &serde_json::Value| serialized_len(value) as i64;
+        let written: i64 = self
+            .creates
+            .iter()
+            .chain(&self.updates)
+            .map(|row| size(&row.value))
+            .sum();
+        let replaced: i64 = self
+            .outcomes
+            .iter()
+            .filter_map(|outcome| outcome.before.as_ref())
+            .map(|before| size(&before.value))
+            .sum();
+        Growth {
+            keys: self.creates.len() as i64 - self.removals.len() as i64,
+            bytes: written - replaced,
+        }
+    }
+}
+
+/// The size of a stored value in SQL, as the quota counts it: the bytes of its JSON text.
+pub(super) fn stored_bytes_sql(backend: DbBackend, column: &str) -> String {
+    match backend {
+        DbBackend::Postgres => format!("octet_length({column}::text)"),
+        _ => format!("length(CAST({column} AS BLOB))"),
+    }
+}
+
+impl Store {
+    /// After a plan was carried out in `txn`, before commit: the quota error when the scope
+    /// is now over a quota that the write added to.
+    pub(super) async fn check_quotas(
+        &self,
+        txn: &DatabaseTransaction,
+        user_id: &str,
+        scope: &str,
+        growth: Growth,
+    ) -> Result<()> {
+        let quotas = self.quotas();
+        let keys_matter = quotas.keys.is_some() && growth.keys > 0;
+        let bytes_matter = quotas.bytes.is_some() && growth.bytes > 0;
+        if !keys_matter && !bytes_matter {
+            return Ok(());
+        }
+        let backend = self.backend();
+        let sql = format!(
+            "SELECT count(*) AS keys, CAST(coalesce(sum({}), 0) AS BIGINT) AS bytes FROM settings \
+             WHERE user_id = $1 AND scope = $2",
+            stored_bytes_sql(backend, "value")
+        );
+        let statement =
+            Statement::from_sql_and_values(backend, sql, [user_id.into(), scope.into()]);
+        let row = txn
+            .query_one_raw(statement)
+            .await?
+            .ok_or_else(|| Error::internal(anyhow::anyhow!("an aggregate returned no row")))?;
+        let keys: i64 = row.try_get("", "keys")?;
+        let bytes: i64 = row.try_get("", "bytes")?;
+        if let Some(quota) = quotas.keys.filter(|_| keys_matter)
+            && keys as u64 > quota
+        {
+            return Err(Error::bad_input(
+                "scope",
+                "quotaKeys",
+                format!(
+                    "this write would leave {keys} keys in the scope; a user may keep at most {quota} keys per scope"
+                ),
+            ));
+        }
+        if let Some(quota) = quotas.bytes.filter(|_| bytes_matter)
+            && bytes as u64 > quota
+        {
+            return Err(Error::bad_input(
+                "scope",
+                "quotaBytes",
+                format!(
+                    "this write would leave {bytes} bytes of values in the scope; a user may keep at most {quota} bytes per scope"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
