@@ -69,6 +69,16 @@ impl Store {
             return Ok(());
         }
         let backend = self.backend();
+        // Growing writes of one user's scope take turns from here to their commit, so that two
+        // of them cannot both see room for one. (SQLite has one writer at a time anyway.)
+        if backend == DbBackend::Postgres {
+            let lock = Statement::from_sql_and_values(
+                backend,
+                "SELECT pg_advisory_xact_lock(hashtextextended($1 || chr(1) || $2, 0))",
+                [user_id.into(), scope.into()],
+            );
+            txn.execute_raw(lock).await?;
+        }
         let sql = format!(
             "SELECT count(*) AS keys, CAST(coalesce(sum({}), 0) AS BIGINT) AS bytes FROM settings \
              WHERE user_id = $1 AND scope = $2",

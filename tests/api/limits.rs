@@ -403,3 +403,32 @@ both_backends! {
         app.set(&token, "new", json!("z".repeat(40))).await;
     }
 }
+
+/// PostgreSQL only: concurrent transactions (SQLite has one writer at a time).
+#[tokio::test]
+async fn concurrent_writes_never_pass_the_key_quota() {
+    let options = Options::default().env("QUOTA_KEYS_PER_SCOPE", "5");
+    let Some(app) = TestApp::spawn_with(Backend::Postgres, options).await else {
+        return;
+    };
+    let token = app.token("alice");
+    let patch = "mutation($p: JSON!) { updateSettings(patch: $p) { key } }";
+    let writes = (0..20).map(|n| {
+        let (app, token) = (&app, &token);
+        async move {
+            let (_, body) = app
+                .graphql(token, patch, json!({"p": {format!("k{n}"): n}}))
+                .await;
+            body["errors"][0]["extensions"]["rule"]
+                .as_str()
+                .map(str::to_owned)
+        }
+    });
+    let refused = futures_util::future::join_all(writes).await;
+    assert!(
+        refused.iter().flatten().all(|rule| rule == "quotaKeys"),
+        "{refused:?}"
+    );
+    assert_eq!(refused.iter().filter(|r| r.is_none()).count(), 5);
+    assert_eq!(app.values(&token).await.as_object().unwrap().len(), 5);
+}
