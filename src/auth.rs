@@ -1,6 +1,6 @@
 //! Bearer JWT verification and minting. Every route turns a request into a [`Principal`] here.
 
-use std::{num::NonZeroU32, sync::Arc, time::Duration};
+use std::{net::IpAddr, num::NonZeroU32, sync::Arc, time::Duration};
 
 use governor::{
     Quota, RateLimiter,
@@ -291,6 +291,38 @@ impl Issuer {
 
 /// Requests per user, by the generic cell rate algorithm.
 pub type UserRateLimiter = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>;
+/// Requests per client address, before authentication.
+pub type IpRateLimiter = RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, DefaultClock>;
+
+fn keyed_limiter<K: Clone + Eq + std::hash::Hash>(
+    per_minute: u32,
+    burst: u32,
+) -> Option<Arc<RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock>>> {
+    NonZeroU32::new(per_minute).map(|per_minute| {
+        let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+        Arc::new(RateLimiter::keyed(
+            Quota::per_minute(per_minute).allow_burst(burst),
+        ))
+    })
+}
+
+/// RATE_LIMITED, with the wait, when `key` is over its rate.
+fn check_key<K: Clone + Eq + std::hash::Hash>(
+    limiter: Option<&RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock>>,
+    key: &K,
+    by: &'static str,
+) -> Result<(), Error> {
+    let Some(limiter) = limiter else {
+        return Ok(());
+    };
+    limiter.check_key(key).map_err(|not_until| {
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        metrics::counter!("settings_api_rate_limited_total", "by" => by).increment(1);
+        Error::RateLimited {
+            retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+        }
+    })
+}
 
 /// Turns a request's headers into a [`Principal`], the one way every interface authenticates:
 /// the bearer token is verified, the user's rate checked, and the user's row created on first
@@ -300,51 +332,47 @@ pub struct Authenticator {
     verifier: Arc<Verifier>,
     store: Arc<Store>,
     limiter: Option<Arc<UserRateLimiter>>,
+    ip_limiter: Option<Arc<IpRateLimiter>>,
 }
 
 impl Authenticator {
     pub fn new(verifier: Verifier, store: Arc<Store>, rate: &RateLimit) -> Self {
-        let limiter = NonZeroU32::new(rate.per_minute).map(|per_minute| {
-            let burst = NonZeroU32::new(rate.burst).unwrap_or(NonZeroU32::MIN);
-            Arc::new(RateLimiter::keyed(
-                Quota::per_minute(per_minute).allow_burst(burst),
-            ))
-        });
         Authenticator {
             verifier: Arc::new(verifier),
             store,
-            limiter,
+            limiter: keyed_limiter(rate.per_minute, rate.burst),
+            ip_limiter: keyed_limiter(rate.per_ip_per_minute, rate.per_ip_burst),
         }
     }
 
-    /// The per-user limiter, for the task that forgets users who went quiet.
-    pub fn limiter(&self) -> Option<Arc<UserRateLimiter>> {
-        self.limiter.clone()
+    /// Lets the limiters forget the users and addresses that went quiet.
+    pub fn forget_quiet_callers(&self) {
+        if let Some(limiter) = &self.limiter {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+        if let Some(limiter) = &self.ip_limiter {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
     }
 
     /// The caller of a request, from its `Authorization` header.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, Error> {
+        self.check_client()?;
         let principal = self.verify_headers(headers)?;
         tracing::Span::current().record("user_id", principal.user_id.as_str());
-        self.check_rate(&principal)?;
+        check_key(self.limiter.as_deref(), &principal.user_id, "user")?;
         self.admit(&principal).await?;
         Ok(principal)
     }
 
-    /// RATE_LIMITED, with the wait, when the user is over their rate.
-    fn check_rate(&self, principal: &Principal) -> Result<(), Error> {
-        let Some(limiter) = &self.limiter else {
-            return Ok(());
-        };
-        match limiter.check_key(&principal.user_id) {
-            Ok(()) => Ok(()),
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
-                metrics::counter!("settings_api_rate_limited_total").increment(1);
-                Err(Error::RateLimited {
-                    retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
-                })
-            }
+    /// RATE_LIMITED when the request's client address is over its rate: before the token is
+    /// even looked at, so that a flood of bad tokens is cheap to refuse.
+    pub fn check_client(&self) -> Result<(), Error> {
+        match crate::telemetry::client_ip() {
+            Some(ip) => check_key(self.ip_limiter.as_deref(), &ip, "ip"),
+            None => Ok(()),
         }
     }
 

@@ -41,10 +41,13 @@ pub struct ConnectionLimits {
 }
 
 /// Requests one user may make: a sustained rate and a burst above it; 0 per minute is off.
+/// The same for one client address, counted before authentication.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RateLimit {
     pub per_minute: u32,
     pub burst: u32,
+    pub per_ip_per_minute: u32,
+    pub per_ip_burst: u32,
 }
 
 /// Which browser origins may call the API (`CORS_ALLOWED_ORIGINS`).
@@ -444,6 +447,8 @@ impl Config {
             rate_limit: RateLimit {
                 per_minute: parse_or(&lookup, "RATE_LIMIT_PER_MINUTE", 3000)?,
                 burst: parse_or(&lookup, "RATE_LIMIT_BURST", 100u32)?.max(1),
+                per_ip_per_minute: parse_or(&lookup, "RATE_LIMIT_PER_IP_PER_MINUTE", 30_000)?,
+                per_ip_burst: parse_or(&lookup, "RATE_LIMIT_PER_IP_BURST", 1_000u32)?.max(1),
             },
             rest_scopes: lookup("REST_SCOPES")
                 .map(|text| RestScopes::parse(&text))
@@ -630,6 +635,7 @@ mod tests {
     fn the_rate_limit_is_on_by_default_and_generous() {
         let rate = config(&[]).unwrap().rate_limit;
         assert_eq!((rate.per_minute, rate.burst), (3000, 100));
+        assert_eq!((rate.per_ip_per_minute, rate.per_ip_burst), (30_000, 1_000));
         let off = config(&[("RATE_LIMIT_PER_MINUTE", "0")])
             .unwrap()
             .rate_limit;

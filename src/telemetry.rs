@@ -1,9 +1,13 @@
 //! Logging, metrics, and the per-request span and correlation id.
 
-use std::{sync::Mutex, time::Instant};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Mutex,
+    time::Instant,
+};
 
 use axum::{
-    extract::{MatchedPath, Request},
+    extract::{ConnectInfo, MatchedPath, Request},
     http::{HeaderName, HeaderValue},
     middleware::Next,
     response::Response,
@@ -55,6 +59,12 @@ pub fn metrics() -> Result<PrometheusHandle, String> {
 
 tokio::task_local! {
     static CORRELATION_ID: String;
+    static CLIENT_IP: Option<IpAddr>;
+}
+
+/// The address the request being served came from (the peer of its connection).
+pub fn client_ip() -> Option<IpAddr> {
+    CLIENT_IP.try_with(|ip| *ip).ok().flatten()
 }
 
 /// The correlation id of the request being served, or a fresh one outside a request.
@@ -98,9 +108,13 @@ pub async fn request_span(request: Request, next: Next) -> Response {
         status = Empty,
         latency_ms = Empty,
     );
+    let client_ip = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| peer.ip());
     let started = Instant::now();
     let mut response = CORRELATION_ID
-        .scope(id.clone(), next.run(request))
+        .scope(id.clone(), CLIENT_IP.scope(client_ip, next.run(request)))
         .instrument(span.clone())
         .await;
     let status = response.status().as_u16();

@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 pub use state::{AppState, BodyLimit, MetricsState};
 
 use crate::{
-    auth::{Authenticator, Issuer, TokenRequest, UserRateLimiter, Verifier},
+    auth::{Authenticator, Issuer, TokenRequest, Verifier},
     catalog::Catalog,
     config::{AppEnv, Config, HistoryConfig, JwtKey, Secret, redact_url},
     connections::Connections,
@@ -35,7 +35,8 @@ pub struct Application {
     shutdown_timeout: Duration,
     /// The token printed for development when no key is configured.
     dev_token: Option<String>,
-    limiter: Option<Arc<UserRateLimiter>>,
+    /// For the task that lets the rate limiters forget quiet callers.
+    forgetting: Authenticator,
     connections: Arc<Connections>,
     serve_limits: serve::ServeLimits,
 }
@@ -96,7 +97,7 @@ impl Application {
             scopes.c004.clone(),
         ));
         let auth = Authenticator::new(verifier, store.clone(), &config.rate_limit);
-        let limiter = auth.limiter();
+        let forgetting = auth.clone();
         let metrics = MetricsState {
             handle: crate::telemetry::metrics().map_err(anyhow::Error::msg)?,
             store: store.clone(),
@@ -135,7 +136,7 @@ impl Application {
             local_addr,
             shutdown_timeout: config.shutdown_timeout,
             dev_token,
-            limiter,
+            forgetting,
             connections,
             serve_limits: serve::ServeLimits {
                 header_timeout: config.connections.header_timeout,
@@ -166,9 +167,7 @@ impl Application {
             self.store.clone(),
             self.history.clone(),
         ));
-        let forgetting = self
-            .limiter
-            .map(|limiter| tokio::spawn(forget_quiet_users(limiter)));
+        let forgetting = tokio::spawn(forget_quiet_callers(self.forgetting));
         let connections = self.connections.clone();
         let server = tokio::spawn(serve::serve(
             self.listener,
@@ -192,9 +191,7 @@ impl Application {
             );
         }
         pruning.abort();
-        if let Some(forgetting) = forgetting {
-            forgetting.abort();
-        }
+        forgetting.abort();
         Ok(())
     }
 }
@@ -222,13 +219,12 @@ fn connection_cap(configured: usize, pool: u32) -> usize {
     configured.min(allowed).max(1)
 }
 
-/// Keeps the rate limiter's memory to the users seen lately.
-async fn forget_quiet_users(limiter: Arc<UserRateLimiter>) {
+/// Keeps the rate limiters' memory to the users and addresses seen lately.
+async fn forget_quiet_callers(auth: Authenticator) {
     let mut interval = tokio::time::interval(Duration::from_secs(60));
     loop {
         interval.tick().await;
-        limiter.retain_recent();
-        limiter.shrink_to_fit();
+        auth.forget_quiet_callers();
     }
 }
 

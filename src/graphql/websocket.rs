@@ -46,6 +46,9 @@ pub(super) async fn upgrade(state: GraphqlState, request: Request) -> Response {
         Ok(upgrade) => upgrade,
         Err(rejection) => return rejection.into_response(),
     };
+    if let Err(err) = state.auth.check_client() {
+        return super::http::error_response(err);
+    }
     // A token sent with the upgrade must be valid; without one, `connection_init` brings it.
     let from_header = match parts.headers.contains_key(header::AUTHORIZATION) {
         true => match state.auth.verify_headers(&parts.headers) {

@@ -144,6 +144,7 @@ impl Default for Options {
         // Tests that race hundreds of writes as one user are about lost writes, not about the
         // rate limit, which its own tests turn on (tests/api/rate_limit.rs).
         env.insert("RATE_LIMIT_PER_MINUTE".to_owned(), "0".to_owned());
+        env.insert("RATE_LIMIT_PER_IP_PER_MINUTE".to_owned(), "0".to_owned());
         Options {
             env,
             private_key: None,

@@ -65,3 +65,41 @@ async fn a_rate_of_zero_turns_the_limit_off() {
         app.data(&alice, "{ me { id } }", json!({})).await;
     }
 }
+
+#[tokio::test]
+async fn one_address_over_its_rate_is_refused_before_its_tokens_are_looked_at() {
+    let options = Options::default()
+        .env("RATE_LIMIT_PER_IP_PER_MINUTE", "1")
+        .env("RATE_LIMIT_PER_IP_BURST", "4");
+    let app = TestApp::spawn_with(Backend::Sqlite, options).await.unwrap();
+    let (alice, bob) = (app.token("alice"), app.token("bob"));
+    // Valid and invalid tokens alike count against the address.
+    app.data(&alice, "{ me { id } }", json!({})).await;
+    app.data(&bob, "{ me { id } }", json!({})).await;
+    let forged = app
+        .rest("GET", "/settings/user", Some("not-a-token"), None)
+        .await;
+    assert_eq!(forged.status, 401);
+    let missing = app.rest("GET", "/settings/user", None, None).await;
+    assert_eq!(missing.status, 401);
+    // Past the burst: 429 before the token is checked, with Retry-After, in each envelope.
+    let forged = app
+        .rest("GET", "/settings/user", Some("not-a-token"), None)
+        .await;
+    assert_eq!(forged.status, 429, "{:?}", forged.body);
+    assert!(forged.header("retry-after").is_some());
+    let reply = app
+        .send(
+            app.request("POST", "/graphql", Some(&alice))
+                .json(&json!({"query": "{ me { id } }"})),
+        )
+        .await;
+    assert_eq!(reply.status, 429);
+    assert_eq!(
+        reply.body["errors"][0]["extensions"]["code"],
+        "RATE_LIMITED"
+    );
+    // Health checks are never limited.
+    let live = app.rest("GET", "/health/live", None, None).await;
+    assert_eq!(live.status, 200);
+}
