@@ -144,6 +144,15 @@ impl Error {
         metrics::counter!("settings_api_errors_total", "code" => self.code(), "rule" => rule)
             .increment(1);
         let (message, id) = match self {
+            Error::Unavailable(cause) if refuses_writes(cause) => {
+                let id = correlation_id();
+                tracing::error!(correlation_id = %id, error = %cause, "the database refuses writes");
+                let message = format!(
+                    "the database takes no writes right now (it is read-only or out of space); \
+                     reads still work; retry later (correlation id {id})"
+                );
+                (message, id)
+            }
             Error::Unavailable(cause) => {
                 let id = correlation_id();
                 tracing::error!(correlation_id = %id, error = %cause, "database unavailable");
@@ -207,11 +216,41 @@ fn is_unavailable(err: &DbErr) -> bool {
         | Sqlx::WorkerCrashed => true,
         // SQLSTATE class 08 is a connection exception; 57P0x an administrator or crash shutdown
         // (57P01 terminates the sessions of a database being dropped); 3D000: no such database.
-        Sqlx::Database(db) => db.code().is_some_and(|code| {
-            code.starts_with("08") || code.starts_with("57P0") || code == "3D000"
-        }),
+        Sqlx::Database(db) => {
+            db.code().is_some_and(|code| {
+                code.starts_with("08") || code.starts_with("57P0") || code == "3D000"
+            }) || refuses_writes(err)
+        }
         _ => false,
     }
+}
+
+/// Whether the database refused a write because it takes none now: read-only (PostgreSQL
+/// 25006: a standby or `default_transaction_read_only`; SQLite `SQLITE_READONLY`) or out of
+/// space (PostgreSQL 53100; SQLite `SQLITE_FULL`).
+pub fn refuses_writes(err: &DbErr) -> bool {
+    use sea_orm::{RuntimeErr, sqlx::Error as Sqlx};
+    let (DbErr::Query(RuntimeErr::SqlxError(sqlx)) | DbErr::Exec(RuntimeErr::SqlxError(sqlx))) =
+        err
+    else {
+        return false;
+    };
+    let Sqlx::Database(db) = sqlx.as_ref() else {
+        return false;
+    };
+    let Some(code) = db.code() else {
+        return false;
+    };
+    if db
+        .try_downcast_ref::<sea_orm::sqlx::sqlite::SqliteError>()
+        .is_some()
+    {
+        // SQLite's extended result codes keep the primary code in the low byte.
+        return code
+            .parse::<i32>()
+            .is_ok_and(|code| matches!(code & 0xff, 8 | 13));
+    }
+    matches!(code.as_ref(), "25006" | "53100")
 }
 
 impl From<sea_orm::TransactionError<Error>> for Error {

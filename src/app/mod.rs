@@ -39,6 +39,8 @@ pub struct Application {
     forgetting: Authenticator,
     connections: Arc<Connections>,
     serve_limits: serve::ServeLimits,
+    /// The PostgreSQL URL whose health is watched.
+    health_watch: Option<String>,
 }
 
 impl Application {
@@ -69,6 +71,10 @@ impl Application {
         let verifier = Verifier::new(&config.jwt, &key)?;
 
         let db = connect_and_migrate(&config, config.database_max_connections).await?;
+        // PostgreSQL's health is watched on a connection of its own; an embedded SQLite file
+        // has no outage to watch for.
+        let health_watch = (db.get_database_backend() == sea_orm::DbBackend::Postgres)
+            .then(|| config.database_url.clone());
 
         let listener = TcpListener::bind(config.bind_addr)
             .await
@@ -141,6 +147,7 @@ impl Application {
             serve_limits: serve::ServeLimits {
                 header_timeout: config.connections.header_timeout,
             },
+            health_watch,
         })
     }
 
@@ -168,6 +175,10 @@ impl Application {
             self.history.clone(),
         ));
         let forgetting = tokio::spawn(forget_quiet_callers(self.forgetting));
+        let watching = self.health_watch.map(|url| {
+            let store = self.store.clone();
+            tokio::spawn(async move { store.watch_health(url, Duration::from_secs(1)).await })
+        });
         let connections = self.connections.clone();
         let server = tokio::spawn(serve::serve(
             self.listener,
@@ -192,6 +203,9 @@ impl Application {
         }
         pruning.abort();
         forgetting.abort();
+        if let Some(watching) = watching {
+            watching.abort();
+        }
         Ok(())
     }
 }

@@ -17,7 +17,12 @@ use tower_http::{
 };
 
 use super::{AppState, MetricsState};
-use crate::{config::CorsOrigins, graphql, rest, settings::Store, telemetry};
+use crate::{
+    config::CorsOrigins,
+    graphql, rest,
+    settings::{Readiness, Store},
+    telemetry,
+};
 
 pub(super) fn router(
     state: AppState,
@@ -99,20 +104,29 @@ async fn live() -> impl IntoResponse {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
+/// 200 when the database answers and takes writes; otherwise 503 with what is wrong: an
+/// instance that cannot write should not get traffic, even though it still serves reads.
 async fn ready(State(store): State<Arc<Store>>) -> impl IntoResponse {
-    match store.ping().await {
-        Ok(()) => (
-            StatusCode::OK,
-            Json(serde_json::json!({ "status": "ok", "database": "ok" })),
-        ),
-        Err(err) => {
-            tracing::warn!(error = ?err, "readiness check failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(serde_json::json!({ "status": "unavailable", "database": "unreachable" })),
-            )
+    let (status, database) = match store.readiness().await {
+        Readiness::Ready => (StatusCode::OK, "ok"),
+        Readiness::ReadOnly(reason) => {
+            tracing::warn!(%reason, "readiness check: the database refuses writes");
+            (StatusCode::SERVICE_UNAVAILABLE, "read-only")
         }
-    }
+        Readiness::Unreachable(reason) => {
+            tracing::warn!(%reason, "readiness check: the database does not answer");
+            (StatusCode::SERVICE_UNAVAILABLE, "unreachable")
+        }
+    };
+    let overall = if status == StatusCode::OK {
+        "ok"
+    } else {
+        "unavailable"
+    };
+    (
+        status,
+        Json(serde_json::json!({ "status": overall, "database": database })),
+    )
 }
 
 /// Prometheus metrics: requests by route and status with latency histograms, errors by code

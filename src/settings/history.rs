@@ -81,7 +81,7 @@ impl Store {
             })
             .order_by_desc(setting_change::Column::Id)
             .limit(first + 1)
-            .all(&self.db)
+            .all(self.db()?)
             .await?;
         let more = rows.len() as u64 > first;
         rows.truncate(first as usize);
@@ -106,7 +106,7 @@ impl Store {
                     .filter(setting_change::Column::ChangedAt.lt(cutoff))
                     .limit(u64::from(retention.batch))
                     .into_tuple::<i64>()
-                    .all(&self.db)
+                    .all(self.db()?)
                     .await?;
             }
             if ids.is_empty()
@@ -121,7 +121,7 @@ impl Store {
                 );
                 let statement = Statement::from_string(self.backend(), sql);
                 ids = self
-                    .db
+                    .db()?
                     .query_all_raw(statement)
                     .await?
                     .iter()
@@ -133,7 +133,7 @@ impl Store {
             }
             let deleted = setting_change::Entity::delete_many()
                 .filter(setting_change::Column::Id.is_in(ids))
-                .exec(&self.db)
+                .exec(self.db()?)
                 .await?;
             pruned += deleted.rows_affected;
             // Let writers in between batches.

@@ -2,6 +2,7 @@
 //! store (all SQL is here).
 
 mod events;
+mod health;
 mod history;
 mod merge;
 mod model;
@@ -16,6 +17,7 @@ mod value;
 mod write;
 
 pub use events::ChangeEvent;
+pub use health::Readiness;
 pub use history::{HistoryEntry, Retention};
 pub use merge::merge_patch;
 pub use model::{ChangeKind, Expect, Origin, Setting, User};

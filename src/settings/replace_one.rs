@@ -49,7 +49,7 @@ impl Store {
                 .into(),
             ],
         );
-        let Some(row) = self.db.query_one_raw(statement).await? else {
+        let Some(row) = self.db()?.query_one_raw(statement).await? else {
             return Ok(None);
         };
         let after = Setting {

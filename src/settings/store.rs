@@ -27,7 +27,9 @@ use crate::{
 const KNOWN_USERS_CAPACITY: usize = 100_000;
 
 pub struct Store {
-    pub(super) db: DatabaseConnection,
+    /// Reached through [`Store::db`], which fails at once during a known outage.
+    pub(super) pool: DatabaseConnection,
+    pub(super) health: super::health::Health,
     limits: ValueLimits,
     catalog: Arc<Catalog>,
     /// The scope whose `locale` the users table mirrors (where contract 004 lives).
@@ -83,7 +85,8 @@ impl Store {
         locale_scope: Scope,
     ) -> Self {
         Store {
-            db,
+            pool: db,
+            health: Default::default(),
             limits,
             catalog,
             locale_scope,
@@ -125,7 +128,7 @@ impl Store {
     }
 
     pub fn backend(&self) -> DbBackend {
-        self.db.get_database_backend()
+        self.pool.get_database_backend()
     }
 
     /// The pool's connections: (open, idle).
@@ -133,20 +136,15 @@ impl Store {
         // The getters panic on the other backend: ask the one this pool is.
         match self.backend() {
             DbBackend::Postgres => {
-                let pool = self.db.get_postgres_connection_pool();
+                let pool = self.pool.get_postgres_connection_pool();
                 (pool.size(), pool.num_idle() as u32)
             }
             DbBackend::Sqlite => {
-                let pool = self.db.get_sqlite_connection_pool();
+                let pool = self.pool.get_sqlite_connection_pool();
                 (pool.size(), pool.num_idle() as u32)
             }
             _ => (0, 0),
         }
-    }
-
-    /// Whether the database answers.
-    pub async fn ping(&self) -> Result<()> {
-        self.db.ping().await.map_err(Error::Unavailable)
     }
 
     /// Creates the user's row on first sight and refreshes its email and roles when the token's
@@ -175,7 +173,7 @@ impl Store {
             created_at: Set(now),
             updated_at: Set(now),
         };
-        user::Entity::insert(row)
+        let upserted = user::Entity::insert(row)
             .on_conflict(
                 OnConflict::column(user::Column::Id)
                     .update_columns([user::Column::Email, user::Column::Roles, user::Column::UpdatedAt])
@@ -185,8 +183,18 @@ impl Store {
                     ))
                     .to_owned(),
             )
-            .exec_without_returning(&self.db)
-            .await?;
+            .exec_without_returning(self.db()?)
+            .await;
+        match upserted {
+            Ok(_) => {}
+            // A database that takes no writes still serves reads: the row waits for later,
+            // and writes fail on their own with a clear message.
+            Err(err) if crate::error::refuses_writes(&err) => {
+                tracing::warn!(error = %err, "cannot record the user: the database refuses writes");
+                return Ok(());
+            }
+            Err(err) => return Err(err.into()),
+        }
 
         let mut known = self.known_users.lock().unwrap_or_else(|p| p.into_inner());
         if known.len() >= KNOWN_USERS_CAPACITY {
@@ -204,7 +212,7 @@ impl Store {
     #[tracing::instrument(skip_all, err(level = "debug", Debug))]
     pub async fn user(&self, user_id: &str) -> Result<User> {
         user::Entity::find_by_id(user_id)
-            .one(&self.db)
+            .one(self.db()?)
             .await?
             .map(User::from)
             .ok_or_else(|| Error::NotFound(format!("user `{user_id}` does not exist")))

@@ -133,6 +133,8 @@ pub struct TestApp {
 
 pub struct Options {
     pub env: HashMap<String, String>,
+    /// The PostgreSQL server to create the test database on, instead of TEST_DATABASE_URL's.
+    pub postgres_admin_url: Option<String>,
     /// PEM private key matching a configured public key, for minting test tokens.
     pub private_key: Option<Vec<u8>>,
 }
@@ -147,6 +149,7 @@ impl Default for Options {
         env.insert("RATE_LIMIT_PER_IP_PER_MINUTE".to_owned(), "0".to_owned());
         Options {
             env,
+            postgres_admin_url: None,
             private_key: None,
         }
     }
@@ -205,14 +208,24 @@ impl TestApp {
         let (database_url, db) = match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temporary directory");
-                let url = format!(
-                    "sqlite://{}?mode=rwc",
-                    dir.path().join("settings.db").display()
-                );
+                // A test may bring a file of its own (to reopen it, read-only say).
+                let url = options
+                    .env
+                    .get("DATABASE_URL_OVERRIDE")
+                    .cloned()
+                    .unwrap_or_else(|| {
+                        format!(
+                            "sqlite://{}?mode=rwc",
+                            dir.path().join("settings.db").display()
+                        )
+                    });
                 (url, TestDb::Sqlite(dir))
             }
             Backend::Postgres => {
-                let admin_url = postgres_admin_url()?;
+                let admin_url = match options.postgres_admin_url.clone() {
+                    Some(url) => url,
+                    None => postgres_admin_url()?,
+                };
                 let name = format!("settings_test_{}", uuid::Uuid::new_v4().simple());
                 let admin = Database::connect(&admin_url)
                     .await

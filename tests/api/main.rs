@@ -9,6 +9,7 @@ mod catalog;
 mod connections;
 mod cors;
 mod disconnects;
+mod faults;
 mod graphql_http;
 mod health;
 mod isolation;

@@ -1,0 +1,104 @@
+//! The database's health, as the service sees it: whether it answers (watched on a connection
+//! of its own, so that a busy pool never looks like an outage) and whether it takes writes.
+//! While an outage is known, every request fails at once with `UNAVAILABLE` instead of
+//! waiting for the pool; the watch clears it as soon as the database answers again.
+
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
+
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, Statement};
+
+use super::Store;
+use crate::error::{Error, Result, refuses_writes};
+
+/// How long a health check waits for the database.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+pub(super) struct Health {
+    down: AtomicBool,
+}
+
+/// What `/health/ready` reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    /// The database answers, but refuses writes (read-only, or out of space).
+    ReadOnly(String),
+    Unreachable(String),
+}
+
+impl Store {
+    /// The pool, or `UNAVAILABLE` at once while the database is known to be down.
+    pub(super) fn db(&self) -> Result<&DatabaseConnection> {
+        if self.health.down.load(Ordering::Relaxed) {
+            return Err(Error::Unavailable(DbErr::Custom(
+                "the database did not answer the last health check".into(),
+            )));
+        }
+        Ok(&self.pool)
+    }
+
+    /// Checks the database at `url` every `interval` on a connection of its own, and marks it
+    /// down or up; runs until dropped. A connection that failed a check is closed and a new
+    /// one opened at the next, so that a restarted server is found again.
+    pub async fn watch_health(&self, url: String, interval: Duration) {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut watch: Option<DatabaseConnection> = None;
+        loop {
+            ticks.tick().await;
+            if watch.is_none() {
+                watch = tokio::time::timeout(CHECK_TIMEOUT, super::store::connect(&url, 1))
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+            }
+            let answered = match &watch {
+                Some(db) => matches!(
+                    tokio::time::timeout(CHECK_TIMEOUT, db.ping()).await,
+                    Ok(Ok(()))
+                ),
+                None => false,
+            };
+            if !answered && let Some(db) = watch.take() {
+                // Closing waits for nothing the service needs.
+                tokio::spawn(async move { db.close().await });
+            }
+            let was_down = self.health.down.swap(!answered, Ordering::Relaxed);
+            metrics::gauge!("settings_api_db_up").set(if answered { 1.0 } else { 0.0 });
+            match (was_down, answered) {
+                (false, false) => tracing::error!(
+                    "the database does not answer: failing requests at once until it does"
+                ),
+                (true, true) => tracing::info!("the database answers again"),
+                _ => {}
+            }
+        }
+    }
+
+    /// Whether the database answers and takes writes: a write that changes nothing, which a
+    /// read-only database (a standby, `default_transaction_read_only`, a SQLite file opened
+    /// read-only) still refuses.
+    pub async fn readiness(&self) -> Readiness {
+        let db = match self.db() {
+            Ok(db) => db,
+            Err(err) => return Readiness::Unreachable(err.to_string()),
+        };
+        // No user has an empty id (tokens with one are refused), so this matches no row.
+        let probe = Statement::from_string(
+            db.get_database_backend(),
+            "UPDATE users SET updated_at = updated_at WHERE id = ''",
+        );
+        match tokio::time::timeout(CHECK_TIMEOUT, db.execute_raw(probe)).await {
+            Ok(Ok(_)) => Readiness::Ready,
+            Ok(Err(err)) if refuses_writes(&err) => Readiness::ReadOnly(err.to_string()),
+            Ok(Err(err)) => Readiness::Unreachable(err.to_string()),
+            Err(_) => {
+                Readiness::Unreachable(format!("no answer within {} ms", CHECK_TIMEOUT.as_millis()))
+            }
+        }
+    }
+}
