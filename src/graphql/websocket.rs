@@ -28,6 +28,9 @@ use crate::auth::Principal;
 const TRANSPORT_WS: &str = "graphql-transport-ws";
 const LEGACY_WS: &str = "graphql-ws";
 
+/// The WebSocket's read buffer; a larger message grows it while it is read.
+const READ_BUFFER: usize = 4 * 1024;
+
 /// RFC 6455 allows 123 bytes of reason in a close frame.
 const MAX_CLOSE_REASON: usize = 123;
 
@@ -65,7 +68,12 @@ pub(super) async fn upgrade(state: GraphqlState, request: Request) -> Response {
     let upgrade = upgrade
         .protocols([TRANSPORT_WS, LEGACY_WS])
         .max_message_size(state.body_limit.0)
-        .max_frame_size(state.body_limit.0);
+        .max_frame_size(state.body_limit.0)
+        // An idle subscriber should cost a few KB, not the 128 KiB buffers each way that
+        // tungstenite starts with: reads grow the buffer as a message needs, and each message
+        // is written out at once.
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0);
     let protocol = match upgrade.selected_protocol().map(HeaderValue::as_bytes) {
         Some(b"graphql-ws") => Protocol::Legacy,
         _ => Protocol::Transport,
@@ -314,15 +322,18 @@ impl Connection {
         let is_query = request
             .parsed_query()
             .is_ok_and(|document| super::http::is_query(document, name.as_deref()));
-        // Aliased `setting` fields are read in one query here too.
-        let loader = Arc::new(async_graphql::dataloader::DataLoader::new(
-            super::loaders::SettingLoader {
-                store: self.state.store.clone(),
-            },
-            tokio::spawn,
-        ));
         super::documents::omit_unprovided_variables(&mut request);
-        let request = request.data(principal).data(loader);
+        let mut request = request.data(principal);
+        if is_query {
+            // Aliased `setting` fields are read in one query here too. (Only queries read
+            // through the loader; a subscriber does not carry one.)
+            request = request.data(Arc::new(async_graphql::dataloader::DataLoader::new(
+                super::loaders::SettingLoader {
+                    store: self.state.store.clone(),
+                },
+                tokio::spawn,
+            )));
+        }
         let responses: Pin<Box<dyn Stream<Item = GraphqlResponse> + Send>> = if is_query {
             // A query has one result, and the execution timeout, as over HTTP.
             let schema = self.state.schema.clone();
