@@ -28,8 +28,9 @@ use crate::auth::Principal;
 const TRANSPORT_WS: &str = "graphql-transport-ws";
 const LEGACY_WS: &str = "graphql-ws";
 
-/// The WebSocket's read buffer; a larger message grows it while it is read.
-const READ_BUFFER: usize = 4 * 1024;
+/// The WebSocket's read buffer (each socket holds one); a larger message grows it while it
+/// is read.
+const READ_BUFFER: usize = 1024;
 
 /// RFC 6455 allows 123 bytes of reason in a close frame.
 const MAX_CLOSE_REASON: usize = 123;
@@ -210,7 +211,9 @@ impl Connection {
                         }
                         Some(Ok(_)) => continue,
                     };
-                    match self.handle(&text).await {
+                    // Boxed: the handler's future would otherwise sit in every idle
+                    // socket's state.
+                    match Box::pin(self.handle(&text)).await {
                         Ok(replies) => {
                             if send_all(&mut socket, replies).await.is_err() {
                                 break None;

@@ -78,3 +78,35 @@ async fn with_a_metrics_token_only_its_bearer_reads_the_metrics() {
     assert_eq!(scraped.status(), 200);
     assert!(scraped.text().await.unwrap().contains("settings_api_"));
 }
+
+#[tokio::test]
+async fn limits_connections_and_rate_denials_are_counted() {
+    let options = Options::default()
+        .env("RATE_LIMIT_PER_IP_PER_MINUTE", "1")
+        .env("RATE_LIMIT_PER_IP_BURST", "3");
+    let app = TestApp::spawn_with(Backend::Sqlite, options).await.unwrap();
+    let token = app.token("metrics-limits");
+    let costly = format!("{{ __typename {} }}", "@a ".repeat(20_000));
+    app.error(&token, &costly, json!({})).await;
+    for _ in 0..3 {
+        app.rest("GET", "/settings/user", Some(&token), None).await;
+    }
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let rule = r#"settings_api_errors_total{code="BAD_USER_INPUT",rule="maxTokens"}"#;
+    assert!(sample(&text, rule).is_some_and(|n| n >= 1.0), "{text}");
+    let denied = r#"settings_api_rate_limited_total{by="ip"}"#;
+    assert!(sample(&text, denied).is_some_and(|n| n >= 1.0), "{text}");
+    // The scrape's own connection is open.
+    assert!(
+        sample(&text, "settings_api_connections_open").is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+}
