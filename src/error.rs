@@ -50,6 +50,9 @@ pub enum Error {
     RateLimited { retry_after_secs: u64 },
     #[error("the database is unavailable")]
     Unavailable(#[source] DbErr),
+    /// A feed cursor older than the retained history: take a new snapshot.
+    #[error("{0}")]
+    CursorExpired(String),
     /// A query ran past the execution timeout and was stopped.
     #[error("the operation did not finish within {} ms and was stopped; ask for less at a time", .after.as_millis())]
     TimedOut { after: std::time::Duration },
@@ -110,6 +113,7 @@ impl Error {
             Error::RateLimited { .. } => "RATE_LIMITED",
             Error::Unavailable(_) => "UNAVAILABLE",
             Error::TimedOut { .. } => "TIMEOUT",
+            Error::CursorExpired(_) => "CURSOR_EXPIRED",
             Error::Internal(_) => "INTERNAL",
         }
     }
@@ -127,6 +131,7 @@ impl Error {
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Unavailable(_) | Error::TimedOut { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::CursorExpired(_) => StatusCode::GONE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

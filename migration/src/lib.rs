@@ -6,6 +6,7 @@ mod m20261122_000001_create_users;
 mod m20261122_000002_create_settings;
 mod m20261122_000003_create_org_defaults;
 mod m20261122_000004_create_setting_changes;
+mod m20261201_000005_change_feed;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_create_settings::Migration),
             Box::new(m20261122_000003_create_org_defaults::Migration),
             Box::new(m20261122_000004_create_setting_changes::Migration),
+            Box::new(m20261201_000005_change_feed::Migration),
         ]
     }
 }

@@ -19,6 +19,8 @@ pub struct Model {
     pub interface: String,
     pub correlation_id: String,
     pub changed_at: DateTimeUtc,
+    /// The change's place in its user's feed; positions follow commit order per user.
+    pub position: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -17,6 +17,11 @@ pub struct Model {
     pub settings_id: Uuid,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// The last position handed out in the user's change feed.
+    pub feed_position: i64,
+    /// The last feed position pruned away with a key's latest change: a cursor at or before
+    /// it has expired.
+    pub feed_expired_through: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

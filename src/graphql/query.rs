@@ -9,12 +9,13 @@ use base64::Engine;
 
 use super::{
     loaders::{SettingId, SettingLoader},
+    subscription::SettingEvent,
     types::{EffectiveSetting, Setting, SettingChange, SettingDefinition, UserObject},
 };
 use crate::{
     auth::{Access, Principal},
     error::Error,
-    settings::{Key, Scope, Store},
+    settings::{Cursor, Key, MAX_FEED_PAGE, Scope, Store},
 };
 
 const MAX_HISTORY_PAGE: i32 = 100;
@@ -91,8 +92,76 @@ pub(super) async fn effective_of(
         .collect())
 }
 
+/// The caller's settings in a scope and the cursor of the feed they reflect.
+#[derive(async_graphql::SimpleObject)]
+pub struct SettingsSnapshot {
+    pub settings: Vec<Setting>,
+    /// Pass it as `since` to `changes` or `settingChanged` for what commits after this read.
+    pub cursor: String,
+}
+
+/// A page of the caller's change feed.
+#[derive(async_graphql::SimpleObject)]
+pub struct SettingChangeFeed {
+    /// In commit order; a removed key comes with `setting: null`.
+    pub changes: Vec<SettingEvent>,
+    /// Where the next page starts.
+    pub cursor: String,
+    /// Whether more changes follow: ask again with `cursor`.
+    pub has_more: bool,
+}
+
 #[Object]
 impl Query {
+    /// The caller's settings in `scope` and the cursor they are current at, in one consistent
+    /// read: the start of delta sync.
+    async fn snapshot(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default)] scope: String,
+    ) -> Result<SettingsSnapshot> {
+        let (principal, store) = caller(ctx, Access::Read)?;
+        let snapshot = store
+            .snapshot(&principal.user_id, &Scope::parse(scope)?)
+            .await?;
+        Ok(SettingsSnapshot {
+            settings: snapshot.settings.into_iter().map(Setting::from).collect(),
+            cursor: snapshot.cursor.encode(),
+        })
+    }
+
+    /// The caller's changes committed after `since` (a cursor), oldest first, from every
+    /// interface: creates, updates, removals (with `setting: null`), resets and reverts. In
+    /// `scope` only, or every scope when it is omitted; at most `first` (up to 1000) a page.
+    /// A cursor older than the retained history is `CURSOR_EXPIRED`: take a new snapshot.
+    async fn changes(
+        &self,
+        ctx: &Context<'_>,
+        since: String,
+        scope: Option<String>,
+        #[graphql(default = 100)] first: i32,
+    ) -> Result<SettingChangeFeed> {
+        let (principal, store) = caller(ctx, Access::Read)?;
+        let since = Cursor::parse(&since, "since")?;
+        let scope = scope.map(Scope::parse).transpose()?;
+        if !(1..=MAX_FEED_PAGE as i32).contains(&first) {
+            return Err(Error::bad_input(
+                "first",
+                "range",
+                format!("`first` must be between 1 and {MAX_FEED_PAGE}"),
+            )
+            .into());
+        }
+        let page = store
+            .changes_since(&principal.user_id, since, scope.as_ref(), first as u64)
+            .await?;
+        Ok(SettingChangeFeed {
+            changes: page.changes.iter().map(SettingEvent::from).collect(),
+            cursor: page.cursor.encode(),
+            has_more: page.has_more,
+        })
+    }
+
     /// The caller's settings in `scope` (default `""`), ordered by key; only `keys` when given.
     async fn settings(
         &self,

@@ -11,7 +11,7 @@ use super::{
 use crate::{
     auth::Access,
     error::Error,
-    settings::{ChangeEvent, Scope},
+    settings::{ChangeEvent, Cursor, Scope},
 };
 
 pub struct Subscription;
@@ -19,6 +19,9 @@ pub struct Subscription;
 /// A change of one of the caller's settings, as it committed.
 #[derive(SimpleObject)]
 pub struct SettingEvent {
+    /// The change's place in the caller's feed: pass it as `since` to `changes` or
+    /// `settingChanged` to get what came after it.
+    pub cursor: String,
     pub key: String,
     pub scope: String,
     pub kind: ChangeKind,
@@ -36,13 +39,14 @@ pub struct SettingEvent {
 impl From<&ChangeEvent> for SettingEvent {
     fn from(change: &ChangeEvent) -> Self {
         SettingEvent {
+            cursor: Cursor(change.position).encode(),
             key: change.key.clone(),
             scope: change.scope.clone(),
             kind: change.kind.into(),
             version: change.version,
             setting: change.setting.clone().map(Setting::from),
             actor: change.actor.clone(),
-            interface: change.interface.to_owned(),
+            interface: change.interface.clone(),
             changed_at: DateTime(change.changed_at),
         }
     }

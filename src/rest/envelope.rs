@@ -153,7 +153,7 @@ impl Problem {
             Error::Unauthenticated(_) => Kind::Unauthenticated,
             Error::Forbidden(_) => Kind::Forbidden,
             Error::BadInput(_) => Kind::BadInput,
-            Error::NotFound(_) => Kind::NotFound,
+            Error::NotFound(_) | Error::CursorExpired(_) => Kind::NotFound,
             Error::Conflict { .. } => Kind::Conflict,
             Error::PreconditionFailed { .. } => Kind::PreconditionFailed,
             Error::PayloadTooLarge { .. } => Kind::PayloadTooLarge,

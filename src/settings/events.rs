@@ -13,6 +13,8 @@ pub const BACKLOG: usize = 4096;
 /// One committed change of one setting.
 #[derive(Clone, Debug)]
 pub struct ChangeEvent {
+    /// Its place in the user's feed.
+    pub position: i64,
     pub user_id: String,
     pub scope: String,
     pub key: String,
@@ -22,7 +24,7 @@ pub struct ChangeEvent {
     /// The setting after the change; `None` when it was removed.
     pub setting: Option<Setting>,
     pub actor: String,
-    pub interface: &'static str,
+    pub interface: String,
     pub changed_at: DateTime<Utc>,
 }
 

@@ -1,15 +1,17 @@
 //! Reading and pruning the change history of settings.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
-    Statement,
+    Statement, prelude::Expr,
 };
 use serde_json::Value;
 
 use super::{ChangeKind, Key, Scope, Store};
 use crate::{
-    entity::setting_change,
+    entity::{setting_change, user},
     error::{Error, Result},
 };
 
@@ -98,16 +100,26 @@ impl Store {
         let mut pruned = 0;
         loop {
             let mut ids = Vec::new();
+            // Pruning by age can take a key's latest change: the feed before the newest such
+            // position has expired for its user (by count, the newest changes always stay).
+            let mut expired: HashMap<String, i64> = HashMap::new();
             if let Some(days) = retention.keep_days {
                 let cutoff = Utc::now() - chrono::Duration::days(i64::from(days));
-                ids = setting_change::Entity::find()
+                let rows = setting_change::Entity::find()
                     .select_only()
                     .column(setting_change::Column::Id)
+                    .column(setting_change::Column::UserId)
+                    .column(setting_change::Column::Position)
                     .filter(setting_change::Column::ChangedAt.lt(cutoff))
                     .limit(u64::from(retention.batch))
-                    .into_tuple::<i64>()
+                    .into_tuple::<(i64, String, Option<i64>)>()
                     .all(self.db()?)
                     .await?;
+                for (id, user_id, position) in rows {
+                    ids.push(id);
+                    let through = expired.entry(user_id).or_default();
+                    *through = (*through).max(position.unwrap_or_default());
+                }
             }
             if ids.is_empty()
                 && let Some(keep) = retention.keep_versions
@@ -136,6 +148,14 @@ impl Store {
                 .exec(self.db()?)
                 .await?;
             pruned += deleted.rows_affected;
+            for (user_id, through) in expired {
+                user::Entity::update_many()
+                    .col_expr(user::Column::FeedExpiredThrough, Expr::value(through))
+                    .filter(user::Column::Id.eq(user_id))
+                    .filter(user::Column::FeedExpiredThrough.lt(through))
+                    .exec(self.db()?)
+                    .await?;
+            }
             // Let writers in between batches.
             tokio::task::yield_now().await;
         }

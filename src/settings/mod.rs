@@ -2,6 +2,7 @@
 //! store (all SQL is here).
 
 mod events;
+mod feed;
 mod health;
 mod history;
 mod merge;
@@ -17,6 +18,7 @@ mod value;
 mod write;
 
 pub use events::ChangeEvent;
+pub use feed::{Cursor, FeedPage, MAX_PAGE as MAX_FEED_PAGE, Snapshot};
 pub use health::Readiness;
 pub use history::{HistoryEntry, Retention};
 pub use merge::merge_patch;

@@ -136,4 +136,6 @@ pub struct Outcome {
     pub key: String,
     pub before: Option<Setting>,
     pub after: Option<Setting>,
+    /// The change's position in the user's feed, once written.
+    pub position: i64,
 }

@@ -238,6 +238,7 @@ pub(super) fn plan(input: Input<'_>, check: impl Fn(&str, &Value) -> Result<()>)
                     key: row.key.clone(),
                     before: Some(row.clone()),
                     after: None,
+                    position: 0,
                 });
             }
             (Some(value), existing) => {
@@ -268,6 +269,7 @@ pub(super) fn plan(input: Input<'_>, check: impl Fn(&str, &Value) -> Result<()>)
                     key,
                     before: existing.cloned(),
                     after: None,
+                    position: 0,
                 });
             }
         }

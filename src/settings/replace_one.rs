@@ -61,6 +61,7 @@ impl Store {
             created_at: row.try_get("", "created_at")?,
             updated_at: row.try_get("", "updated_at")?,
         };
+        let position: i64 = row.try_get("", "position")?;
         let before = Setting {
             version: row.try_get("", "old_version")?,
             value: row.try_get("", "old_value")?,
@@ -71,6 +72,7 @@ impl Store {
             key: after.key.clone(),
             before: Some(before),
             after: Some(after),
+            position,
         }]))
     }
 
@@ -114,14 +116,22 @@ WITH old AS (
                WHERE user_id = $1 AND scope = $2)
               - octet_length(old.value::text) + octet_length($4::text) <= $10)
     RETURNING s.key, s.scope, s.value, s.version, s.created_at, s.updated_at
+), bump AS (
+    UPDATE users SET feed_position = feed_position + 1
+    WHERE id = $1 AND EXISTS (SELECT 1 FROM saved)
+    RETURNING feed_position
 ), logged AS (
     INSERT INTO setting_changes
         (user_id, scope, key, kind, version, old_value, new_value, actor, interface,
-         correlation_id, changed_at)
-    SELECT $1, $2, $3, $9, saved.version, old.value, saved.value, $6, $7, $8, $5
-    FROM saved, old
+         correlation_id, changed_at, position)
+    SELECT $1, $2, $3, $9, saved.version, old.value, saved.value, $6, $7, $8, $5,
+        bump.feed_position
+    FROM saved, old, bump
+), notified AS (
+    SELECT pg_notify('settings_feed', $1 || ' ' || bump.feed_position) FROM bump
 )
 SELECT saved.key, saved.scope, saved.value, saved.version, saved.created_at, saved.updated_at,
-    old.version AS old_version, old.value AS old_value, old.updated_at AS old_updated_at
-FROM saved, old
+    old.version AS old_version, old.value AS old_value, old.updated_at AS old_updated_at,
+    bump.feed_position AS position
+FROM saved, old, bump, notified
 "#;

@@ -10,8 +10,10 @@ use std::{
 
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr,
-    EntityTrait, prelude::Expr, sea_query::OnConflict,
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr, EntityTrait,
+    prelude::Expr,
+    sea_query::OnConflict,
 };
 use serde_json::Value;
 use uuid::Uuid;
@@ -172,6 +174,8 @@ impl Store {
             settings_id: Set(Uuid::new_v4()),
             created_at: Set(now),
             updated_at: Set(now),
+            feed_position: NotSet,
+            feed_expired_through: NotSet,
         };
         let upserted = user::Entity::insert(row)
             .on_conflict(

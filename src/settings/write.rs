@@ -479,10 +479,30 @@ impl Store {
                 .await?;
         }
         if !plan.history.is_empty() {
-            let history = plan
-                .history
-                .into_iter()
-                .map(|h| setting_change::ActiveModel {
+            // The feed positions, under the user's row lock until commit: a later position
+            // can only commit after this one.
+            let count = plan.history.len() as i64;
+            let bumped = user::Entity::update_many()
+                .col_expr(
+                    user::Column::FeedPosition,
+                    Expr::col(user::Column::FeedPosition).add(count),
+                )
+                .filter(user::Column::Id.eq(user_id))
+                .exec_with_returning(txn)
+                .await?;
+            let last = bumped
+                .first()
+                .map(|user| user.feed_position)
+                .ok_or_else(|| {
+                    Error::internal(anyhow::anyhow!("a write for a user without a row"))
+                })?;
+            let first = last - count + 1;
+            for (offset, outcome) in outcomes.iter_mut().enumerate() {
+                outcome.position = first + offset as i64;
+            }
+            self.notify_feed(txn, user_id, last).await?;
+            let history = plan.history.into_iter().enumerate().map(|(offset, h)| {
+                setting_change::ActiveModel {
                     id: NotSet,
                     user_id: Set(user_id.to_owned()),
                     scope: Set(scope.as_str().to_owned()),
@@ -495,12 +515,34 @@ impl Store {
                     interface: Set(origin.interface.to_owned()),
                     correlation_id: Set(origin.correlation_id.clone()),
                     changed_at: Set(now),
-                });
+                    position: Set(Some(first + offset as i64)),
+                }
+            });
             setting_change::Entity::insert_many(history)
                 .exec_without_returning(txn)
                 .await?;
         }
         Ok(outcomes)
+    }
+
+    /// On PostgreSQL, tells every instance's feed listener at commit that the user's feed
+    /// reached `position` (the feed itself is read from the table).
+    async fn notify_feed(
+        &self,
+        txn: &DatabaseTransaction,
+        user_id: &str,
+        position: i64,
+    ) -> Result<()> {
+        if self.backend() != sea_orm::DbBackend::Postgres {
+            return Ok(());
+        }
+        let statement = sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "SELECT pg_notify('settings_feed', $1 || ' ' || $2)",
+            [user_id.into(), position.to_string().into()],
+        );
+        sea_orm::ConnectionTrait::execute_raw(txn, statement).await?;
+        Ok(())
     }
 
     /// Tells subscribers what a committed write changed.
@@ -523,6 +565,7 @@ impl Store {
             };
             // No receiver left is not an error: nobody is listening.
             let _ = self.changes.send(Arc::new(ChangeEvent {
+                position: outcome.position,
                 user_id: write.user_id.to_owned(),
                 scope: write.scope.as_str().to_owned(),
                 key: outcome.key.clone(),
@@ -530,7 +573,7 @@ impl Store {
                 version,
                 setting: outcome.after.clone(),
                 actor: write.origin.actor.clone(),
-                interface: write.origin.interface,
+                interface: write.origin.interface.to_owned(),
                 changed_at,
             }));
         }

@@ -10,6 +10,7 @@ mod connections;
 mod cors;
 mod disconnects;
 mod faults;
+mod feed;
 mod graphql_http;
 mod health;
 mod isolation;
