@@ -175,6 +175,11 @@ impl Application {
             self.history.clone(),
         ));
         let forgetting = tokio::spawn(forget_quiet_callers(self.forgetting));
+        // Other instances' changes, for this one's subscribers (PostgreSQL).
+        let listening = self
+            .health_watch
+            .is_some()
+            .then(|| tokio::spawn(self.store.clone().deliver_other_instances_changes()));
         let watching = self.health_watch.map(|url| {
             let store = self.store.clone();
             tokio::spawn(async move { store.watch_health(url, Duration::from_secs(1)).await })
@@ -205,6 +210,9 @@ impl Application {
         forgetting.abort();
         if let Some(watching) = watching {
             watching.abort();
+        }
+        if let Some(listening) = listening {
+            listening.abort();
         }
         Ok(())
     }

@@ -145,6 +145,7 @@ async fn metrics(State(metrics): State<MetricsState>, headers: HeaderMap) -> Res
                 .into_response();
         }
     }
+    ::metrics::gauge!("settings_api_subscribers").set(metrics.store.subscribers() as f64);
     let (open, idle) = metrics.store.pool_connections();
     ::metrics::gauge!("settings_api_db_pool_connections", "state" => "idle").set(idle);
     ::metrics::gauge!("settings_api_db_pool_connections", "state" => "in_use")

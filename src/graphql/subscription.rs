@@ -1,8 +1,9 @@
 //! Live sync: every committed change of the caller's settings, from any device or route.
 
+use std::sync::Arc;
+
 use async_graphql::{Context, Result, SimpleObject, Subscription as SubscriptionRoot};
-use futures_util::{Stream, stream};
-use tokio::sync::broadcast::error::RecvError;
+use futures_util::{Stream, StreamExt};
 
 use super::{
     query::{caller, parse_keys},
@@ -10,8 +11,7 @@ use super::{
 };
 use crate::{
     auth::Access,
-    error::Error,
-    settings::{ChangeEvent, Cursor, Scope},
+    settings::{ChangeEvent, Cursor, Scope, Store},
 };
 
 pub struct Subscription;
@@ -54,53 +54,39 @@ impl From<&ChangeEvent> for SettingEvent {
 
 #[SubscriptionRoot]
 impl Subscription {
-    /// Every change of the caller's settings in `scope` (only `keys`, when given) from the moment
-    /// of subscribing, through GraphQL or any REST route, in commit order per setting. Changes
-    /// are delivered by the instance that committed them: run one instance, or subscribe to
-    /// each. A subscriber that falls far behind gets an error and the stream ends: read the
-    /// settings again and resubscribe.
+    /// Every change of the caller's settings in `scope` (only `keys`, when given), through
+    /// GraphQL or any REST route, on whichever instance it committed, in commit order. From
+    /// the moment of subscribing; or, with `since` (a cursor from `snapshot`, `changes` or an
+    /// event), first what committed after it, then live, with no gap and no duplicate. A
+    /// `since` older than the retained history is `CURSOR_EXPIRED`: take a new snapshot.
     async fn setting_changed(
         &self,
         ctx: &Context<'_>,
         #[graphql(default)] scope: String,
         keys: Option<Vec<String>>,
+        since: Option<String>,
     ) -> Result<impl Stream<Item = Result<SettingEvent>> + use<>> {
-        let (principal, store) = caller(ctx, Access::Read)?;
+        let (principal, _) = caller(ctx, Access::Read)?;
+        let store = ctx.data::<Arc<Store>>()?.clone();
         let scope = Scope::parse(scope)?;
         let keys = parse_keys(keys)?;
-        let user_id = principal.user_id.clone();
+        let since = since
+            .map(|text| Cursor::parse(&text, "since"))
+            .transpose()?;
         let wanted = move |change: &ChangeEvent| {
-            change.user_id == user_id
-                && change.scope == scope.as_str()
+            change.scope == scope.as_str()
                 && keys
                     .as_ref()
                     .is_none_or(|keys| keys.iter().any(|k| k.as_str() == change.key))
         };
-        let receiver = store.subscribe();
-        Ok(stream::unfold(Some(receiver), move |receiver| {
-            let wanted = wanted.clone();
-            async move {
-                let mut receiver = receiver?;
-                loop {
-                    match receiver.recv().await {
-                        Ok(change) if wanted(&change) => {
-                            return Some((Ok(SettingEvent::from(change.as_ref())), Some(receiver)));
-                        }
-                        Ok(_) => {}
-                        Err(RecvError::Lagged(missed)) => {
-                            let err = Error::Conflict {
-                                message: format!(
-                                    "this subscription fell behind and missed {missed} changes: \
-                                     read the settings again and resubscribe"
-                                ),
-                                current_version: None,
-                            };
-                            return Some((Err(err.into()), None));
-                        }
-                        Err(RecvError::Closed) => return None,
-                    }
-                }
-            }
+        let changes = store.follow(&principal.user_id, since).await?;
+        Ok(changes.filter_map(move |change| {
+            let event = match change {
+                Ok(change) if wanted(&change) => Some(Ok(SettingEvent::from(change.as_ref()))),
+                Ok(_) => None,
+                Err(err) => Some(Err(err.into())),
+            };
+            std::future::ready(event)
         }))
     }
 }

@@ -71,6 +71,11 @@ pub struct FeedPage {
 }
 
 impl Store {
+    /// Where the user's feed ends now.
+    pub(super) async fn feed_end(&self, user_id: &str) -> Result<i64> {
+        Ok(feed_state(self.db()?, user_id).await?.0)
+    }
+
     /// The user's settings in `scope` and the cursor of the feed they reflect, in one
     /// consistent read.
     #[tracing::instrument(skip_all, err(level = "debug", Debug))]

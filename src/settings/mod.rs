@@ -5,6 +5,7 @@ mod events;
 mod feed;
 mod health;
 mod history;
+mod listen;
 mod merge;
 mod model;
 mod names;

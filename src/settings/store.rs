@@ -38,8 +38,8 @@ pub struct Store {
     pub(super) locale_scope: Scope,
     /// Users whose row already holds the claims last seen, by a hash of those claims.
     known_users: Mutex<HashMap<String, u64>>,
-    /// Every committed change, for subscribers.
-    pub(super) changes: super::events::Changes,
+    /// Committed changes, for this process's subscribers.
+    pub(super) hub: super::events::Hub,
 }
 
 /// Opens a pool. SQLite gets one connection: it serializes writers anyway, and a single
@@ -93,14 +93,8 @@ impl Store {
             catalog,
             locale_scope,
             known_users: Mutex::new(HashMap::new()),
-            changes: super::events::channel(),
+            hub: super::events::Hub::default(),
         }
-    }
-
-    /// Every change committed from now on, in commit order per setting. A receiver that falls
-    /// more than `events::BACKLOG` changes behind is told how many it missed.
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<super::ChangeEvent>> {
-        self.changes.subscribe()
     }
 
     pub fn catalog(&self) -> &Catalog {

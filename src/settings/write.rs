@@ -547,9 +547,6 @@ impl Store {
 
     /// Tells subscribers what a committed write changed.
     fn publish(&self, write: &Write<'_>, outcomes: &[Outcome]) {
-        if self.changes.receiver_count() == 0 {
-            return;
-        }
         for outcome in outcomes {
             let (kind, version, changed_at) = match (&outcome.before, &outcome.after) {
                 (_, None) => (
@@ -563,8 +560,7 @@ impl Store {
                     after.updated_at,
                 ),
             };
-            // No receiver left is not an error: nobody is listening.
-            let _ = self.changes.send(Arc::new(ChangeEvent {
+            self.hub.publish(Arc::new(ChangeEvent {
                 position: outcome.position,
                 user_id: write.user_id.to_owned(),
                 scope: write.scope.as_str().to_owned(),

@@ -86,7 +86,12 @@ pub(crate) use on_both_backends;
 /// A database that exists for one test only.
 enum TestDb {
     Sqlite(#[allow(dead_code)] tempfile::TempDir),
-    Postgres { admin_url: String, name: String },
+    Postgres {
+        admin_url: String,
+        name: String,
+    },
+    /// Another test app's: it drops it.
+    Borrowed,
 }
 
 impl Drop for TestDb {
@@ -220,6 +225,14 @@ impl TestApp {
                         )
                     });
                 (url, TestDb::Sqlite(dir))
+            }
+            // Another instance on a database a test already made.
+            Backend::Postgres if options.env.contains_key("DATABASE_URL_OVERRIDE") => {
+                postgres_admin_url()?;
+                (
+                    options.env["DATABASE_URL_OVERRIDE"].clone(),
+                    TestDb::Borrowed,
+                )
             }
             Backend::Postgres => {
                 let admin_url = match options.postgres_admin_url.clone() {

@@ -218,3 +218,183 @@ both_backends! {
         wait_until_listening(&app, &mut socket, &app.token("alice"), "").await;
     }
 }
+
+const RESUMING: &str = "subscription($since: String) {
+    settingChanged(since: $since) { cursor key kind setting { value } }
+}";
+
+async fn subscribe_since(socket: &mut Socket, id: &str, since: Option<&str>) {
+    let payload = json!({"query": RESUMING, "variables": {"since": since}});
+    send(
+        socket,
+        json!({"id": id, "type": "subscribe", "payload": payload}),
+    )
+    .await;
+}
+
+/// The next `settingChanged` event.
+async fn next_event(socket: &mut Socket) -> Value {
+    let message = next(socket).await.expect("the socket stays open");
+    assert_eq!(message["type"], "next", "{message}");
+    message["payload"]["data"]["settingChanged"].clone()
+}
+
+async fn snapshot_cursor(app: &TestApp, token: &str) -> String {
+    app.data(token, "{ snapshot { cursor } }", json!({})).await["snapshot"]["cursor"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+both_backends! {
+    async fn a_subscriber_resuming_with_since_gets_exactly_what_it_missed_then_live_changes(app) {
+        let token = app.token("alice");
+        let cursor = snapshot_cursor(&app, &token).await;
+        // Offline: changes it has not seen, a removal among them.
+        app.set(&token, "a", json!(1)).await;
+        app.set(&token, "b", json!(2)).await;
+        app.data(&token, r#"mutation { deleteSetting(key: "a") }"#, json!({})).await;
+
+        let mut socket = open(&app, Some(&token)).await;
+        init(&mut socket, json!({})).await;
+        subscribe_since(&mut socket, "1", Some(&cursor)).await;
+        let replayed = [next_event(&mut socket).await, next_event(&mut socket).await, next_event(&mut socket).await];
+        let seen: Vec<(&str, &str)> = replayed.iter().map(|e| (e["key"].as_str().unwrap(), e["kind"].as_str().unwrap())).collect();
+        assert_eq!(seen, [("a", "CREATE"), ("b", "CREATE"), ("a", "DELETE")]);
+        assert_eq!(replayed[2]["setting"], Value::Null);
+        // Then live, with nothing twice at the seam.
+        app.set(&token, "c", json!(3)).await;
+        let live = next_event(&mut socket).await;
+        assert_eq!((live["key"].as_str(), live["kind"].as_str()), (Some("c"), Some("CREATE")));
+        // Its cursor resumes after it: a second subscription from there sees only what follows.
+        subscribe_since(&mut socket, "2", live["cursor"].as_str()).await;
+        app.set(&token, "d", json!(4)).await;
+        let (mut from_one, mut from_two) = (None, None);
+        for _ in 0..2 {
+            let message = next(&mut socket).await.unwrap();
+            let key = message["payload"]["data"]["settingChanged"]["key"].clone();
+            match message["id"].as_str() {
+                Some("1") => from_one = Some(key),
+                Some("2") => from_two = Some(key),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!((from_one, from_two), (Some(json!("d")), Some(json!("d"))));
+    }
+
+    async fn a_since_cursor_that_is_not_one_is_an_error_message(app) {
+        let token = app.token("alice");
+        let mut socket = open(&app, Some(&token)).await;
+        init(&mut socket, json!({})).await;
+        subscribe_since(&mut socket, "1", Some("nonsense")).await;
+        let message = next(&mut socket).await.unwrap();
+        assert_eq!(message["type"], "next", "{message}");
+        assert_eq!(message["payload"]["errors"][0]["extensions"]["rule"], "cursor", "{message}");
+    }
+}
+
+/// A second instance on the same PostgreSQL database as `app`, its connections named `name`.
+async fn second_instance(app: &TestApp, name: &str) -> TestApp {
+    let separator = if app.database_url.contains('?') {
+        '&'
+    } else {
+        '?'
+    };
+    let url = format!("{}{separator}application_name={name}", app.database_url);
+    TestApp::spawn_with(
+        Backend::Postgres,
+        Options::default().env("DATABASE_URL_OVERRIDE", &url),
+    )
+    .await
+    .expect("the second instance starts")
+}
+
+#[tokio::test]
+async fn a_change_committed_on_one_instance_reaches_a_subscriber_on_another() {
+    let Some(a) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    let b = second_instance(&a, "instance-b").await;
+    let token = a.token("alice");
+    let cursor = snapshot_cursor(&a, &token).await;
+    let mut socket = open(&b, Some(&token)).await;
+    init(&mut socket, json!({})).await;
+    // With `since`, the subscription is certainly listening once the first event came.
+    subscribe_since(&mut socket, "1", Some(&cursor)).await;
+    a.set(&token, "theme", json!("dark")).await;
+    let event = next_event(&mut socket).await;
+    assert_eq!(event["key"], "theme");
+    // A REST write on A too.
+    a.rest(
+        "PUT",
+        "/settings/user",
+        Some(&token),
+        Some(json!({"rest": 1})),
+    )
+    .await;
+    assert_eq!(next_event(&mut socket).await["key"], "rest");
+}
+
+#[tokio::test]
+async fn every_change_arrives_exactly_once_across_a_dropped_listener() {
+    use sea_orm::ConnectionTrait;
+    let Some(a) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    let b = second_instance(&a, "instance-b").await;
+    let token = a.token("alice");
+    let start = snapshot_cursor(&a, &token).await;
+    let mut socket = open(&b, Some(&token)).await;
+    init(&mut socket, json!({})).await;
+    subscribe_since(&mut socket, "1", Some(&start)).await;
+    a.set(&token, "k0", json!(0)).await;
+    assert_eq!(next_event(&mut socket).await["key"], "k0");
+
+    let admin = sea_orm::Database::connect(std::env::var("TEST_DATABASE_URL").unwrap())
+        .await
+        .unwrap();
+    let b_connections = admin
+        .query_one_raw(sea_orm::Statement::from_string(
+            admin.get_database_backend(),
+            "SELECT COUNT(*) AS n FROM pg_stat_activity WHERE application_name = 'instance-b'",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<i64>("", "n")
+        .unwrap();
+    assert!(b_connections >= 2, "B's pool and its listener: {b_connections}");
+    let writes = async {
+        for n in 1..=60 {
+            a.set(&token, &format!("k{n}"), json!(n)).await;
+            if n % 20 == 10 {
+                // B's connections, its listener among them, go away in the middle of the burst.
+                admin
+                    .execute_unprepared(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                         WHERE application_name = 'instance-b'",
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    let received = async {
+        let mut keys = Vec::new();
+        while keys.len() < 60 {
+            keys.push(
+                next_event(&mut socket).await["key"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            );
+        }
+        keys
+    };
+    let ((), keys) = futures_util::future::join(writes, received).await;
+    let expected: Vec<String> = (1..=60).map(|n| format!("k{n}")).collect();
+    assert_eq!(keys, expected, "each change once, in commit order");
+    // And nothing more comes.
+    let extra = tokio::time::timeout(Duration::from_millis(500), socket.next()).await;
+    assert!(extra.is_err(), "no duplicate: {extra:?}");
+}
