@@ -13,7 +13,7 @@ use async_graphql::{
     parser::types::{DocumentOperations, ExecutableDocument, OperationType},
 };
 use axum::{
-    Json,
+    Extension, Json,
     body::Bytes,
     extract::{Query, Request, State, rejection::BytesRejection},
     http::{HeaderMap, HeaderValue, StatusCode, header},
@@ -26,15 +26,16 @@ use super::{
     errors::{add_missing_codes, server_error},
     graphiql,
     loaders::SettingLoader,
-    websocket,
+    sse, websocket,
 };
-use crate::error::Error;
+use crate::{connections::Slot, error::Error};
 
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
 
 /// `POST /graphql`.
 pub async fn post(
     State(state): State<GraphqlState>,
+    slot: Option<Extension<Slot>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -68,6 +69,18 @@ pub async fn post(
             ));
         }
     };
+    if sse::wanted(&headers) {
+        return match request {
+            BatchRequest::Single(request) => {
+                sse::respond(state, principal, request, slot.map(|Extension(slot)| slot)).await
+            }
+            BatchRequest::Batch(_) => error_response(Error::bad_input(
+                "body",
+                "eventStream",
+                "an event stream carries one operation, not a batch",
+            )),
+        };
+    }
     let max_batch = state.max_batch;
     if let BatchRequest::Batch(requests) = &request
         && requests.len() > max_batch
@@ -354,7 +367,7 @@ pub(super) fn is_query(document: &ExecutableDocument, operation_name: Option<&st
     kind.is_none_or(|kind| kind == OperationType::Query)
 }
 
-fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
+pub(super) fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
     headers
         .get_all(header::ACCEPT)
         .iter()

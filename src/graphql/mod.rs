@@ -9,6 +9,7 @@ mod http;
 mod loaders;
 mod mutation;
 mod query;
+mod sse;
 mod subscription;
 mod types;
 mod websocket;

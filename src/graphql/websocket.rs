@@ -428,7 +428,7 @@ fn is_too_big(err: &axum::Error) -> bool {
 }
 
 /// The instant of a Unix time in seconds, on tokio's clock.
-fn instant_of(unix_secs: u64) -> tokio::time::Instant {
+pub(super) fn instant_of(unix_secs: u64) -> tokio::time::Instant {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();

@@ -28,6 +28,7 @@ mod rest_common;
 mod rest_seed_examples;
 mod schema;
 mod settings;
+mod sse;
 mod subscriptions;
 mod versions;
 mod websocket_protocol;

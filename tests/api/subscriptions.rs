@@ -363,7 +363,10 @@ async fn every_change_arrives_exactly_once_across_a_dropped_listener() {
         .unwrap()
         .try_get::<i64>("", "n")
         .unwrap();
-    assert!(b_connections >= 2, "B's pool and its listener: {b_connections}");
+    assert!(
+        b_connections >= 2,
+        "B's pool and its listener: {b_connections}"
+    );
     let writes = async {
         for n in 1..=60 {
             a.set(&token, &format!("k{n}"), json!(n)).await;

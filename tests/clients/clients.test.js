@@ -10,6 +10,7 @@ import { PersistedQueryLink } from '@apollo/client/link/persisted-queries';
 import { Client as UrqlClient, cacheExchange, fetchExchange } from '@urql/core';
 import { GraphQLClient } from 'graphql-request';
 import { createClient as createWsClient } from 'graphql-ws';
+import { createClient as createSseClient } from 'graphql-sse';
 
 import { startServer } from './server.js';
 
@@ -165,6 +166,45 @@ test('graphql-ws: subscribe, write over HTTP, receive the change', async () => {
     assert.deepEqual(message.data.settingChanged.setting, { value: 'live' });
   } finally {
     await client.dispose();
+  }
+});
+
+test('graphql-sse: a subscription over Server-Sent Events resumes from a snapshot', async () => {
+  const http = new GraphQLClient(server.url, { headers: { authorization: `Bearer ${token}` } });
+  const { snapshot } = await http.request('{ snapshot { cursor } }');
+  // Written before subscribing: the subscription replays it from the cursor.
+  await http.request('mutation { setSetting(key: "sse", value: "offline") { version } }');
+  const client = createSseClient({
+    url: server.url,
+    headers: { authorization: `Bearer ${token}` },
+  });
+  try {
+    const values = [];
+    await new Promise((resolve, reject) => {
+      const stop = client.subscribe(
+        {
+          query: 'subscription($since: String) { settingChanged(since: $since, keys: ["sse"]) { key setting { value } } }',
+          variables: { since: snapshot.cursor },
+        },
+        {
+          next: (message) => {
+            if (message.errors) return reject(new Error(JSON.stringify(message.errors)));
+            values.push(message.data.settingChanged.setting.value);
+            if (values.length === 1) {
+              http.request('mutation { setSetting(key: "sse", value: "live") { version } }').catch(reject);
+            } else {
+              stop();
+              resolve();
+            }
+          },
+          error: reject,
+          complete: () => {},
+        },
+      );
+    });
+    assert.deepEqual(values, ['offline', 'live']);
+  } finally {
+    client.dispose();
   }
 });
 

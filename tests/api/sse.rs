@@ -1,0 +1,96 @@
+//! GraphQL over Server-Sent Events (graphql-sse, distinct connections mode).
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+/// Opens an event stream for `query`; the response, to read events from.
+async fn stream(
+    app: &TestApp,
+    token: Option<&str>,
+    query: &str,
+    variables: Value,
+) -> reqwest::Response {
+    let mut request = app
+        .client
+        .post(app.url("/graphql"))
+        .header("accept", "text/event-stream")
+        .json(&json!({"query": query, "variables": variables}));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap()
+}
+
+/// The next event (its name and data), skipping keep-alive comments.
+async fn next_event(response: &mut reqwest::Response, buffer: &mut String) -> (String, String) {
+    loop {
+        if let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let (mut event, mut data) = (String::new(), String::new());
+            for line in block.lines() {
+                if let Some(name) = line.strip_prefix("event:") {
+                    event = name.trim().to_owned();
+                } else if let Some(text) = line.strip_prefix("data:") {
+                    data.push_str(text.trim_start());
+                }
+            }
+            if !event.is_empty() {
+                return (event, data);
+            }
+            continue;
+        }
+        let chunk = tokio::time::timeout(Duration::from_secs(10), response.chunk())
+            .await
+            .expect("an event in time")
+            .unwrap()
+            .expect("the stream stays open");
+        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+}
+
+both_backends! {
+    async fn a_subscription_over_server_sent_events_delivers_changes(app) {
+        let token = app.token("alice");
+        let cursor = app.data(&token, "{ snapshot { cursor } }", json!({})).await["snapshot"]["cursor"].clone();
+        let mut response = stream(&app, Some(&token), "subscription($s: String) { settingChanged(since: $s) { key kind setting { value } } }", json!({"s": cursor})).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        app.set(&token, "theme", json!("dark")).await;
+        let mut buffer = String::new();
+        let (event, data) = next_event(&mut response, &mut buffer).await;
+        assert_eq!(event, "next");
+        let data: Value = serde_json::from_str(&data).unwrap();
+        assert_eq!(data["data"]["settingChanged"], json!({"key": "theme", "kind": "CREATE", "setting": {"value": "dark"}}));
+        app.rest("PUT", "/settings/user", Some(&token), Some(json!({"rest": 1}))).await;
+        let (_, data) = next_event(&mut response, &mut buffer).await;
+        assert_eq!(serde_json::from_str::<Value>(&data).unwrap()["data"]["settingChanged"]["key"], "rest");
+    }
+
+    async fn a_query_over_server_sent_events_is_one_next_then_complete(app) {
+        let token = app.token("alice");
+        app.set(&token, "theme", json!("dark")).await;
+        let mut response = stream(&app, Some(&token), "{ settings { key value } }", json!({})).await;
+        let mut buffer = String::new();
+        let (event, data) = next_event(&mut response, &mut buffer).await;
+        assert_eq!(event, "next");
+        assert_eq!(serde_json::from_str::<Value>(&data).unwrap()["data"]["settings"], json!([{"key": "theme", "value": "dark"}]));
+        assert_eq!(next_event(&mut response, &mut buffer).await.0, "complete");
+    }
+
+    async fn errors_before_execution_come_as_a_next_event_and_a_missing_token_as_401(app) {
+        let token = app.token("alice");
+        let costly = format!("subscription {{ settingChanged {} {{ key }} }}", "@include(if: true) ".repeat(60));
+        let mut response = stream(&app, Some(&token), &costly, json!({})).await;
+        let mut buffer = String::new();
+        let (event, data) = next_event(&mut response, &mut buffer).await;
+        assert_eq!(event, "next");
+        let data: Value = serde_json::from_str(&data).unwrap();
+        assert_eq!(data["errors"][0]["extensions"]["rule"], "maxDirectives", "{data}");
+        assert_eq!(next_event(&mut response, &mut buffer).await.0, "complete");
+        let refused = stream(&app, None, "subscription { settingChanged { key } }", json!({})).await;
+        assert_eq!(refused.status(), 401);
+    }
+}
