@@ -50,8 +50,9 @@ pub struct Hub {
 
 struct UserChannel {
     sender: broadcast::Sender<Arc<ChangeEvent>>,
-    /// The newest position sent on the channel.
-    delivered: i64,
+    /// The newest position sent on the channel; `None` until its first subscriber has read
+    /// where the feed stands.
+    delivered: Option<i64>,
 }
 
 impl Hub {
@@ -59,17 +60,27 @@ impl Hub {
         self.users.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A receiver of the user's changes from now on; `at` is where the feed stood when the
-    /// caller last looked, for a channel opened now.
-    fn subscribe(&self, user_id: &str, at: i64) -> broadcast::Receiver<Arc<ChangeEvent>> {
+    /// A receiver of the user's changes from now on.
+    fn subscribe(&self, user_id: &str) -> broadcast::Receiver<Arc<ChangeEvent>> {
         let mut users = self.lock();
+        // Users whose subscribers all left go now and then, so the map stays to those followed.
+        if users.len() >= 1024 && users.len().is_power_of_two() {
+            users.retain(|_, channel| channel.sender.receiver_count() > 0);
+        }
         let channel = users
             .entry(user_id.to_owned())
             .or_insert_with(|| UserChannel {
                 sender: broadcast::channel(BACKLOG).0,
-                delivered: at,
+                delivered: None,
             });
         channel.sender.subscribe()
+    }
+
+    /// The feed stood at `position` when a subscriber looked, after subscribing.
+    fn advance(&self, user_id: &str, position: i64) {
+        if let Some(channel) = self.lock().get_mut(user_id) {
+            channel.delivered = Some(channel.delivered.map_or(position, |d| d.max(position)));
+        }
     }
 
     /// Sends a committed change to the user's subscribers, unless one at or after its position
@@ -83,10 +94,13 @@ impl Hub {
             users.remove(&event.user_id);
             return;
         }
-        if event.position <= channel.delivered {
+        if channel
+            .delivered
+            .is_some_and(|delivered| event.position <= delivered)
+        {
             return;
         }
-        channel.delivered = event.position;
+        channel.delivered = Some(event.position);
         let _ = channel.sender.send(event);
     }
 
@@ -99,7 +113,10 @@ impl Hub {
             users.remove(user_id);
             return None;
         }
-        (position > channel.delivered).then_some(channel.delivered)
+        {
+            let delivered = channel.delivered?;
+            (position > delivered).then_some(delivered)
+        }
     }
 
     /// Every user with subscribers here, and what they were sent.
@@ -108,7 +125,7 @@ impl Hub {
         users.retain(|_, channel| channel.sender.receiver_count() > 0);
         users
             .iter()
-            .map(|(user, channel)| (user.clone(), channel.delivered))
+            .filter_map(|(user, channel)| Some((user.clone(), channel.delivered?)))
             .collect()
     }
 
@@ -136,9 +153,10 @@ impl Store {
         user_id: &str,
         since: Option<Cursor>,
     ) -> Result<impl Stream<Item = Result<Arc<ChangeEvent>>> + Send + use<>> {
-        let end = self.feed_end(user_id).await?;
         // Subscribed before anything is read, so that nothing commits unseen in between.
-        let receiver = self.hub.subscribe(user_id, end);
+        let receiver = self.hub.subscribe(user_id);
+        let end = self.feed_end(user_id).await?;
+        self.hub.advance(user_id, end);
         let last = match since {
             Some(cursor) => {
                 // Refuses an expired or foreign cursor now, before the stream starts.
@@ -153,8 +171,9 @@ impl Store {
             receiver,
             last,
             pending: VecDeque::new(),
-            // Replay up to the feed's end first when a cursor was given.
-            behind: since.is_some(),
+            // Read the table once first: up to the feed's end when a cursor was given, and in
+            // any case whatever committed while the channel was being set up.
+            behind: true,
         };
         Ok(stream::unfold(Some(state), |state| async move {
             let mut state = state?;
@@ -209,5 +228,52 @@ impl Follow {
                 Err(RecvError::Closed) => return Ok(None),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(position: i64) -> Arc<ChangeEvent> {
+        Arc::new(ChangeEvent {
+            position,
+            user_id: "alice".into(),
+            scope: String::new(),
+            key: "k".into(),
+            kind: ChangeKind::Update,
+            version: 1,
+            setting: None,
+            actor: "alice".into(),
+            interface: "graphql".into(),
+            changed_at: Utc::now(),
+        })
+    }
+
+    #[test]
+    fn a_channel_sends_each_position_once_and_only_to_its_user() {
+        let hub = Hub::default();
+        let mut alice = hub.subscribe("alice");
+        let mut bob = hub.subscribe("bob");
+        // Before the subscriber has read where the feed stands, changes still go out.
+        hub.publish(event(3));
+        hub.advance("alice", 2);
+        hub.publish(event(3));
+        hub.publish(event(2));
+        hub.publish(event(4));
+        assert_eq!(alice.try_recv().unwrap().position, 3);
+        assert_eq!(alice.try_recv().unwrap().position, 4);
+        assert!(alice.try_recv().is_err());
+        assert!(bob.try_recv().is_err());
+        // The listener reads from what was sent, only for followed users.
+        assert_eq!(hub.behind("alice", 6), Some(4));
+        assert_eq!(hub.behind("alice", 4), None);
+        assert_eq!(hub.behind("carol", 9), None);
+        drop(alice);
+        assert_eq!(
+            hub.behind("alice", 6),
+            None,
+            "nobody follows alice any more"
+        );
     }
 }
