@@ -272,6 +272,8 @@ pub struct Limits {
     pub quota_keys_per_scope: u64,
     /// Most bytes of values (their JSON text) one user may keep in one scope; 0 is no quota.
     pub quota_bytes_per_scope: u64,
+    /// About how much memory the settings cache may hold, in MiB; 0 turns it off.
+    pub settings_cache_mb: u64,
     pub graphql_max_depth: usize,
     pub graphql_max_complexity: usize,
     /// Most operations in one batched GraphQL request.
@@ -299,6 +301,7 @@ impl Default for Limits {
             max_keys_per_write: 1000,
             quota_keys_per_scope: 10_000,
             quota_bytes_per_scope: 10 * 1024 * 1024,
+            settings_cache_mb: 32,
             graphql_max_depth: 16,
             graphql_max_complexity: 500,
             graphql_max_batch: 10,
@@ -344,6 +347,7 @@ impl Config {
                 "QUOTA_BYTES_PER_SCOPE",
                 defaults.quota_bytes_per_scope,
             )?,
+            settings_cache_mb: parse_or(&lookup, "SETTINGS_CACHE_MB", defaults.settings_cache_mb)?,
             graphql_max_depth: parse_or(&lookup, "GRAPHQL_MAX_DEPTH", defaults.graphql_max_depth)?,
             graphql_max_complexity: parse_or(
                 &lookup,

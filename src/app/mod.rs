@@ -86,22 +86,26 @@ impl Application {
             config.database_max_connections,
         ));
         let limits = &config.limits;
-        let store = Arc::new(Store::new(
-            db,
-            ValueLimits {
-                max_bytes: limits.max_value_bytes,
-                max_depth: limits.max_value_depth,
-                max_keys: limits.max_keys_per_write,
-                quotas: Quotas {
-                    keys: (limits.quota_keys_per_scope > 0).then_some(limits.quota_keys_per_scope),
-                    bytes: (limits.quota_bytes_per_scope > 0)
-                        .then_some(limits.quota_bytes_per_scope),
+        let store = Arc::new(
+            Store::new(
+                db,
+                ValueLimits {
+                    max_bytes: limits.max_value_bytes,
+                    max_depth: limits.max_value_depth,
+                    max_keys: limits.max_keys_per_write,
+                    quotas: Quotas {
+                        keys: (limits.quota_keys_per_scope > 0)
+                            .then_some(limits.quota_keys_per_scope),
+                        bytes: (limits.quota_bytes_per_scope > 0)
+                            .then_some(limits.quota_bytes_per_scope),
+                    },
                 },
-            },
-            Arc::new(catalog),
-            // Contract 004 is the one that mirrors `locale` to the users table.
-            scopes.c004.clone(),
-        ));
+                Arc::new(catalog),
+                // Contract 004 is the one that mirrors `locale` to the users table.
+                scopes.c004.clone(),
+            )
+            .with_cache(limits.settings_cache_mb * 1024 * 1024),
+        );
         let auth = Authenticator::new(verifier, store.clone(), &config.rate_limit);
         let forgetting = auth.clone();
         let metrics = MetricsState {

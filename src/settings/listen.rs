@@ -21,7 +21,12 @@ impl Store {
         let pool = self.pool.get_postgres_connection_pool().clone();
         let mut retry = Duration::from_millis(100);
         loop {
-            match self.listen_once(&pool).await {
+            let listened = self.listen_once(&pool).await;
+            // Other instances' writes may go unheard until listening again.
+            if let Some(cache) = &self.cache {
+                cache.set_coherent(false);
+            }
+            match listened {
                 Ok(()) => retry = Duration::from_millis(100),
                 Err(err) => {
                     tracing::warn!(error = %err, "the change listener lost the database; reconnecting");
@@ -36,7 +41,11 @@ impl Store {
     async fn listen_once(&self, pool: &sea_orm::sqlx::PgPool) -> Result<(), anyhow::Error> {
         let mut listener = PgListener::connect_with(pool).await?;
         listener.listen(CHANNEL).await?;
-        // Listening now: whatever committed while this instance was not is in the table.
+        // Listening now: whatever committed while this instance was not is in the table, and
+        // may have changed what the cache holds.
+        if let Some(cache) = &self.cache {
+            cache.set_coherent(true);
+        }
         for (user_id, delivered) in self.hub.followed() {
             self.deliver_from(&user_id, delivered).await?;
         }
@@ -44,15 +53,16 @@ impl Store {
             let Some(notification) = listener.try_recv().await? else {
                 return Ok(()); // The connection dropped: listen again, then catch up.
             };
-            let Some((user_id, position)) = notification
-                .payload()
-                .rsplit_once(' ')
-                .and_then(|(user, position)| Some((user, position.parse::<i64>().ok()?)))
+            let Ok((user_id, scope, position)) =
+                serde_json::from_str::<(String, String, i64)>(notification.payload())
             else {
                 continue;
             };
-            if let Some(delivered) = self.hub.behind(user_id, position) {
-                self.deliver_from(user_id, delivered).await?;
+            if let Some(cache) = &self.cache {
+                cache.invalidate(&user_id, &scope);
+            }
+            if let Some(delivered) = self.hub.behind(&user_id, position) {
+                self.deliver_from(&user_id, delivered).await?;
             }
         }
     }

@@ -1,7 +1,7 @@
 //! Reading settings: stored values, organisation defaults, and the effective value of each
 //! key through the layers.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QueryTrait};
 use serde_json::Value;
@@ -16,6 +16,34 @@ impl Store {
     /// The user's settings in `scope`, ordered by key; only `keys` when given.
     #[tracing::instrument(skip_all, err(level = "debug", Debug))]
     pub async fn list(
+        &self,
+        user_id: &str,
+        scope: &Scope,
+        keys: Option<&[Key]>,
+    ) -> Result<Vec<Setting>> {
+        if let Some(cache) = &self.cache {
+            let all = match cache.get(user_id, scope.as_str()) {
+                Some(all) => all,
+                None => {
+                    let generation = cache.generation(user_id);
+                    let all = Arc::new(self.read_list(user_id, scope, None).await?);
+                    cache.put(user_id, scope.as_str(), generation, all.clone());
+                    all
+                }
+            };
+            return Ok(match keys {
+                None => all.as_ref().clone(),
+                Some(keys) => all
+                    .iter()
+                    .filter(|setting| keys.iter().any(|key| key.as_str() == setting.key))
+                    .cloned()
+                    .collect(),
+            });
+        }
+        self.read_list(user_id, scope, keys).await
+    }
+
+    async fn read_list(
         &self,
         user_id: &str,
         scope: &Scope,

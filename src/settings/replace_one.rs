@@ -128,7 +128,8 @@ WITH old AS (
         bump.feed_position
     FROM saved, old, bump
 ), notified AS (
-    SELECT pg_notify('settings_feed', $1 || ' ' || bump.feed_position) FROM bump
+    SELECT pg_notify('settings_feed', json_build_array($1, $2, bump.feed_position)::text)
+    FROM bump
 )
 SELECT saved.key, saved.scope, saved.value, saved.version, saved.created_at, saved.updated_at,
     old.version AS old_version, old.value AS old_value, old.updated_at AS old_updated_at,

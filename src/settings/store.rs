@@ -40,6 +40,8 @@ pub struct Store {
     known_users: Mutex<HashMap<String, u64>>,
     /// Committed changes, for this process's subscribers.
     pub(super) hub: super::events::Hub,
+    /// The users' settings per scope, when the cache is on.
+    pub(super) cache: Option<super::cache::SettingsCache>,
 }
 
 /// Opens a pool. SQLite gets one connection: it serializes writers anyway, and a single
@@ -94,7 +96,21 @@ impl Store {
             locale_scope,
             known_users: Mutex::new(HashMap::new()),
             hub: super::events::Hub::default(),
+            cache: None,
         }
+    }
+
+    /// Keeps up to about `bytes` of settings in memory for reads; 0 reads every time. On
+    /// PostgreSQL the cache stays off until the change listener runs
+    /// ([`Store::deliver_other_instances_changes`]), which keeps it coherent across instances.
+    pub fn with_cache(mut self, bytes: u64) -> Self {
+        self.cache = super::cache::SettingsCache::new(bytes);
+        if let Some(cache) = &self.cache
+            && self.backend() == DbBackend::Postgres
+        {
+            cache.set_coherent(false);
+        }
+        self
     }
 
     pub fn catalog(&self) -> &Catalog {

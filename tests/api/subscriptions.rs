@@ -401,3 +401,49 @@ async fn every_change_arrives_exactly_once_across_a_dropped_listener() {
     let extra = tokio::time::timeout(Duration::from_millis(500), socket.next()).await;
     assert!(extra.is_err(), "no duplicate: {extra:?}");
 }
+
+/// Reads `key` on `app` until it is `expected` (at most 10 s): another instance's write shows
+/// once its notification arrives. Failed reads count as not yet.
+async fn until_value(app: &TestApp, token: &str, key: &str, expected: Value) {
+    let query = "query($k: [String!]) { settings(keys: $k) { value } }";
+    let mut seen = Value::Null;
+    for _ in 0..100 {
+        // A pooled connection the database dropped fails once.
+        let (_, body) = app.graphql(token, query, json!({"k": [key]})).await;
+        seen = body["data"]["settings"][0]["value"].clone();
+        if seen == expected {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{key} stayed {seen}, not {expected}");
+}
+
+#[tokio::test]
+async fn the_read_cache_of_one_instance_follows_the_writes_of_another() {
+    use sea_orm::ConnectionTrait;
+    let Some(a) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    let b = second_instance(&a, "instance-b").await;
+    let token = a.token("alice");
+    a.set(&token, "theme", json!("dark")).await;
+    // B reads (and keeps) the value, A changes it, B sees the change.
+    until_value(&b, &token, "theme", json!("dark")).await;
+    until_value(&b, &token, "theme", json!("dark")).await;
+    a.set(&token, "theme", json!("light")).await;
+    until_value(&b, &token, "theme", json!("light")).await;
+    // B's listener drops; a write meanwhile still shows on B.
+    let admin = sea_orm::Database::connect(std::env::var("TEST_DATABASE_URL").unwrap())
+        .await
+        .unwrap();
+    admin
+        .execute_unprepared(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = 'instance-b'",
+        )
+        .await
+        .unwrap();
+    a.set(&token, "theme", json!("system")).await;
+    until_value(&b, &token, "theme", json!("system")).await;
+}

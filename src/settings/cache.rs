@@ -1,0 +1,153 @@
+//! A per-instance cache of each user's settings per scope, bounded in entries (moka), kept
+//! coherent by the change feed: this instance's writes invalidate at commit, and on
+//! PostgreSQL every other instance's writes invalidate as soon as their notification arrives
+//! (`listen.rs`). A read that raced a write never stores what it read: each user hashes to a
+//! generation that every invalidation bumps, and a read keeps its result only if the
+//! generation did not move while it read. When the listening connection drops, the whole
+//! cache is dropped, since notifications may have been missed.
+
+use std::{
+    hash::{DefaultHasher, Hash, Hasher},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+};
+
+use moka::sync::Cache;
+
+use super::Setting;
+
+const STRIPES: usize = 1024;
+
+pub(super) struct SettingsCache {
+    entries: Cache<(String, String), Arc<Vec<Setting>>>,
+    generations: Box<[AtomicU64]>,
+    /// Off while other instances' changes cannot be heard (PostgreSQL without a listening
+    /// connection): reads then go to the database.
+    coherent: AtomicBool,
+}
+
+impl SettingsCache {
+    /// A cache of about `bytes` of settings; `None` for 0: every read goes to the database.
+    pub fn new(bytes: u64) -> Option<Self> {
+        (bytes > 0).then(|| SettingsCache {
+            entries: Cache::builder()
+                .max_capacity(bytes)
+                .weigher(
+                    |(user, scope): &(String, String), settings: &Arc<Vec<Setting>>| {
+                        let size: usize = settings
+                            .iter()
+                            .map(|s| s.key.len() + super::value::serialized_len(&s.value) + 160)
+                            .sum();
+                        u32::try_from(user.len() + scope.len() + 64 + size).unwrap_or(u32::MAX)
+                    },
+                )
+                .build(),
+            generations: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            coherent: AtomicBool::new(true),
+        })
+    }
+
+    /// Whether other instances' changes are heard; dropping everything when they no longer are.
+    pub fn set_coherent(&self, coherent: bool) {
+        self.coherent.store(coherent, Ordering::Release);
+        if !coherent {
+            self.clear();
+        }
+    }
+
+    fn stripe(&self, user_id: &str) -> &AtomicU64 {
+        let mut hasher = DefaultHasher::new();
+        user_id.hash(&mut hasher);
+        &self.generations[hasher.finish() as usize % STRIPES]
+    }
+
+    /// What a read must present to store its result.
+    pub fn generation(&self, user_id: &str) -> u64 {
+        self.stripe(user_id).load(Ordering::Acquire)
+    }
+
+    pub fn get(&self, user_id: &str, scope: &str) -> Option<Arc<Vec<Setting>>> {
+        if !self.coherent.load(Ordering::Acquire) {
+            return None;
+        }
+        let hit = self.entries.get(&(user_id.to_owned(), scope.to_owned()));
+        metrics::counter!("settings_api_cache_lookups_total", "result" => if hit.is_some() { "hit" } else { "miss" })
+            .increment(1);
+        hit
+    }
+
+    /// Stores a read, unless the user's settings changed since `generation` was taken.
+    pub fn put(&self, user_id: &str, scope: &str, generation: u64, settings: Arc<Vec<Setting>>) {
+        if self.coherent.load(Ordering::Acquire) && self.generation(user_id) == generation {
+            self.entries
+                .insert((user_id.to_owned(), scope.to_owned()), settings);
+            // An invalidation that came between the check and the insert removes it again.
+            if self.generation(user_id) != generation {
+                self.entries
+                    .invalidate(&(user_id.to_owned(), scope.to_owned()));
+            }
+        }
+    }
+
+    /// The user's settings in `scope` changed.
+    pub fn invalidate(&self, user_id: &str, scope: &str) {
+        self.stripe(user_id).fetch_add(1, Ordering::AcqRel);
+        self.entries
+            .invalidate(&(user_id.to_owned(), scope.to_owned()));
+    }
+
+    /// Anything may have changed.
+    pub fn clear(&self) {
+        for generation in self.generations.iter() {
+            generation.fetch_add(1, Ordering::AcqRel);
+        }
+        self.entries.invalidate_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(value: i64) -> Arc<Vec<Setting>> {
+        Arc::new(vec![Setting {
+            user_id: "alice".into(),
+            key: "k".into(),
+            scope: String::new(),
+            value: value.into(),
+            version: 1,
+            created_at: chrono::Utc::now(),
+            updated_at: chrono::Utc::now(),
+        }])
+    }
+
+    #[test]
+    fn a_read_that_raced_a_write_is_not_kept() {
+        let cache = SettingsCache::new(1 << 20).unwrap();
+        let before = cache.generation("alice");
+        // A write commits and invalidates while the read is in flight.
+        cache.invalidate("alice", "");
+        cache.put("alice", "", before, list(1));
+        assert!(cache.get("alice", "").is_none());
+        // A read that did not race is kept, until the next write.
+        let now = cache.generation("alice");
+        cache.put("alice", "", now, list(2));
+        assert_eq!(cache.get("alice", "").unwrap()[0].value, 2);
+        cache.invalidate("alice", "");
+        assert!(cache.get("alice", "").is_none());
+    }
+
+    #[test]
+    fn clearing_drops_everything_and_refuses_reads_taken_before() {
+        let cache = SettingsCache::new(1 << 20).unwrap();
+        let before = cache.generation("bob");
+        cache.put("alice", "", cache.generation("alice"), list(1));
+        cache.clear();
+        assert!(cache.get("alice", "").is_none());
+        cache.put("bob", "", before, list(1));
+        assert!(cache.get("bob", "").is_none());
+        assert!(SettingsCache::new(0).is_none());
+    }
+}
