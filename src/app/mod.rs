@@ -180,10 +180,12 @@ impl Application {
         ));
         let forgetting = tokio::spawn(forget_quiet_callers(self.forgetting));
         // Other instances' changes, for this one's subscribers (PostgreSQL).
-        let listening = self
-            .health_watch
-            .is_some()
-            .then(|| tokio::spawn(self.store.clone().deliver_other_instances_changes()));
+        let listening = self.health_watch.is_some().then(|| {
+            (
+                tokio::spawn(self.store.clone().deliver_other_instances_changes()),
+                tokio::spawn(self.store.clone().send_notices()),
+            )
+        });
         let watching = self.health_watch.map(|url| {
             let store = self.store.clone();
             tokio::spawn(async move { store.watch_health(url, Duration::from_secs(1)).await })
@@ -215,8 +217,9 @@ impl Application {
         if let Some(watching) = watching {
             watching.abort();
         }
-        if let Some(listening) = listening {
+        if let Some((listening, notifying)) = listening {
             listening.abort();
+            notifying.abort();
         }
         Ok(())
     }

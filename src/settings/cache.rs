@@ -43,6 +43,8 @@ impl SettingsCache {
                         u32::try_from(user.len() + scope.len() + 64 + size).unwrap_or(u32::MAX)
                     },
                 )
+                // The bound on staleness should a notification of another instance be lost.
+                .time_to_live(std::time::Duration::from_secs(60))
                 .build(),
             generations: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
             coherent: AtomicBool::new(true),

@@ -1,9 +1,13 @@
-//! Changes committed by other instances, on PostgreSQL: every write notifies the channel
-//! `settings_feed` at commit with its user and feed position (a small payload); this instance
-//! reads the changes its subscribers have not seen from the table and hands them to the hub.
-//! When the listening connection or the database drops, it reconnects, listens again, and
-//! then reads whatever committed meanwhile, so nothing is lost; positions keep anything from
-//! coming twice.
+//! Changes committed by other instances, on PostgreSQL. After each commit the writing
+//! instance notifies the channel `settings_feed` with the user, scope and feed position (a
+//! small payload; notifications of many writes go together, so that notifying costs little
+//! under load and never holds up a write's commit); every instance drops those settings from
+//! its cache and reads the changes its subscribers have not seen from the table. When the
+//! listening connection or the database drops, it reconnects, listens again, and then reads
+//! whatever committed meanwhile, so nothing is lost; positions keep anything from coming
+//! twice. A notification is lost only if its instance dies between a commit and sending it:
+//! subscribers then get the change with the user's next one, and the cache forgets it within
+//! its time to live.
 
 use std::{sync::Arc, time::Duration};
 
@@ -13,6 +17,14 @@ use super::{Cursor, Store};
 use crate::error::Result;
 
 const CHANNEL: &str = "settings_feed";
+
+/// PostgreSQL's limit on a payload is 8000 bytes.
+const MAX_PAYLOAD: usize = 7900;
+
+/// Commits waiting to be notified; beyond this many (the database is away) they are dropped.
+pub(super) const NOTIFY_BACKLOG: usize = 65_536;
+
+pub(super) type Notice = (String, String, i64);
 
 impl Store {
     /// Runs until dropped: listens, and delivers other instances' changes to this instance's
@@ -53,17 +65,63 @@ impl Store {
             let Some(notification) = listener.try_recv().await? else {
                 return Ok(()); // The connection dropped: listen again, then catch up.
             };
-            let Ok((user_id, scope, position)) =
-                serde_json::from_str::<(String, String, i64)>(notification.payload())
-            else {
+            let Ok(notices) = serde_json::from_str::<Vec<Notice>>(notification.payload()) else {
                 continue;
             };
-            if let Some(cache) = &self.cache {
-                cache.invalidate(&user_id, &scope);
+            for (user_id, scope, position) in notices {
+                if let Some(cache) = &self.cache {
+                    cache.invalidate(&user_id, &scope);
+                }
+                if let Some(delivered) = self.hub.behind(&user_id, position) {
+                    self.deliver_from(&user_id, delivered).await?;
+                }
             }
-            if let Some(delivered) = self.hub.behind(&user_id, position) {
-                self.deliver_from(&user_id, delivered).await?;
+        }
+    }
+
+    /// Queues the notice of a commit for the other instances (PostgreSQL only).
+    pub(super) fn notify_other_instances(&self, user_id: &str, scope: &str, position: i64) {
+        if let Some(sender) = &self.notices
+            && sender
+                .try_send((user_id.to_owned(), scope.to_owned(), position))
+                .is_err()
+        {
+            metrics::counter!("settings_api_notices_dropped_total").increment(1);
+        }
+    }
+
+    /// Runs until dropped: sends the queued notices, as many together as fit one payload.
+    pub async fn send_notices(self: Arc<Self>) {
+        let Some(mut queue) = self.take_notice_queue() else {
+            return;
+        };
+        let mut batch: Vec<Notice> = Vec::new();
+        while let Some(first) = queue.recv().await {
+            batch.push(first);
+            while batch.len() < 256
+                && let Ok(next) = queue.try_recv()
+            {
+                batch.push(next);
             }
+            for payload in payloads(&batch) {
+                let statement = sea_orm::Statement::from_sql_and_values(
+                    sea_orm::DbBackend::Postgres,
+                    "SELECT pg_notify('settings_feed', $1)",
+                    [payload.into()],
+                );
+                let sent = match self.db() {
+                    Ok(db) => sea_orm::ConnectionTrait::execute_raw(db, statement)
+                        .await
+                        .map(|_| ())
+                        .map_err(crate::error::Error::from),
+                    Err(err) => Err(err),
+                };
+                if let Err(err) = sent {
+                    metrics::counter!("settings_api_notices_dropped_total").increment(1);
+                    tracing::warn!(error = %err, "could not notify the other instances of a change");
+                }
+            }
+            batch.clear();
         }
     }
 
@@ -81,5 +139,46 @@ impl Store {
                 return Ok(());
             }
         }
+    }
+}
+
+/// The notices as JSON arrays of `[user, scope, position]`, each within the payload limit.
+fn payloads(notices: &[Notice]) -> Vec<String> {
+    let mut payloads = Vec::new();
+    let mut current: Vec<&Notice> = Vec::new();
+    let mut size = 2;
+    for notice in notices {
+        let one = serde_json::to_string(notice).unwrap_or_default().len() + 1;
+        if !current.is_empty() && size + one > MAX_PAYLOAD {
+            payloads.push(serde_json::to_string(&current).unwrap_or_default());
+            current.clear();
+            size = 2;
+        }
+        current.push(notice);
+        size += one;
+    }
+    if !current.is_empty() {
+        payloads.push(serde_json::to_string(&current).unwrap_or_default());
+    }
+    payloads
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notices_go_together_within_the_payload_limit() {
+        let notices: Vec<Notice> = (0..1000)
+            .map(|n| (format!("user-{n}"), "scope".to_owned(), n))
+            .collect();
+        let payloads = payloads(&notices);
+        assert!(payloads.len() > 1);
+        let mut back = Vec::new();
+        for payload in &payloads {
+            assert!(payload.len() <= MAX_PAYLOAD, "{}", payload.len());
+            back.extend(serde_json::from_str::<Vec<Notice>>(payload).unwrap());
+        }
+        assert_eq!(back, notices);
     }
 }

@@ -127,12 +127,9 @@ WITH old AS (
     SELECT $1, $2, $3, $9, saved.version, old.value, saved.value, $6, $7, $8, $5,
         bump.feed_position
     FROM saved, old, bump
-), notified AS (
-    SELECT pg_notify('settings_feed', json_build_array($1, $2, bump.feed_position)::text)
-    FROM bump
 )
 SELECT saved.key, saved.scope, saved.value, saved.version, saved.created_at, saved.updated_at,
     old.version AS old_version, old.value AS old_value, old.updated_at AS old_updated_at,
     bump.feed_position AS position
-FROM saved, old, bump, notified
+FROM saved, old, bump
 "#;

@@ -42,6 +42,10 @@ pub struct Store {
     pub(super) hub: super::events::Hub,
     /// The users' settings per scope, when the cache is on.
     pub(super) cache: Option<super::cache::SettingsCache>,
+    /// Commits to tell the other instances about (PostgreSQL), and the queue's receiving end
+    /// until the sender task takes it.
+    pub(super) notices: Option<tokio::sync::mpsc::Sender<super::listen::Notice>>,
+    notice_queue: Mutex<Option<tokio::sync::mpsc::Receiver<super::listen::Notice>>>,
 }
 
 /// Opens a pool. SQLite gets one connection: it serializes writers anyway, and a single
@@ -88,7 +92,16 @@ impl Store {
         catalog: Arc<Catalog>,
         locale_scope: Scope,
     ) -> Self {
+        let (notices, notice_queue) = match db.get_database_backend() {
+            DbBackend::Postgres => {
+                let (sender, receiver) = tokio::sync::mpsc::channel(super::listen::NOTIFY_BACKLOG);
+                (Some(sender), Some(receiver))
+            }
+            _ => (None, None),
+        };
         Store {
+            notices,
+            notice_queue: Mutex::new(notice_queue),
             pool: db,
             health: Default::default(),
             limits,
@@ -98,6 +111,15 @@ impl Store {
             hub: super::events::Hub::default(),
             cache: None,
         }
+    }
+
+    pub(super) fn take_notice_queue(
+        &self,
+    ) -> Option<tokio::sync::mpsc::Receiver<super::listen::Notice>> {
+        self.notice_queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     /// Keeps up to about `bytes` of settings in memory for reads; 0 reads every time. On

@@ -500,7 +500,6 @@ impl Store {
             for (offset, outcome) in outcomes.iter_mut().enumerate() {
                 outcome.position = first + offset as i64;
             }
-            self.notify_feed(txn, user_id, scope.as_str(), last).await?;
             let history = plan.history.into_iter().enumerate().map(|(offset, h)| {
                 setting_change::ActiveModel {
                     id: NotSet,
@@ -525,33 +524,15 @@ impl Store {
         Ok(outcomes)
     }
 
-    /// On PostgreSQL, tells every instance's feed listener at commit that the user's feed
-    /// reached `position` with a change in `scope` (the feed itself is read from the table).
-    async fn notify_feed(
-        &self,
-        txn: &DatabaseTransaction,
-        user_id: &str,
-        scope: &str,
-        position: i64,
-    ) -> Result<()> {
-        if self.backend() != sea_orm::DbBackend::Postgres {
-            return Ok(());
-        }
-        let statement = sea_orm::Statement::from_sql_and_values(
-            sea_orm::DbBackend::Postgres,
-            "SELECT pg_notify('settings_feed', json_build_array($1::text, $2::text, $3::bigint)::text)",
-            [user_id.into(), scope.into(), position.into()],
-        );
-        sea_orm::ConnectionTrait::execute_raw(txn, statement).await?;
-        Ok(())
-    }
-
     /// Tells subscribers what a committed write changed.
     fn publish(&self, write: &Write<'_>, outcomes: &[Outcome]) {
         if let Some(cache) = &self.cache
             && !outcomes.is_empty()
         {
             cache.invalidate(write.user_id, write.scope.as_str());
+        }
+        if let Some(last) = outcomes.iter().map(|outcome| outcome.position).max() {
+            self.notify_other_instances(write.user_id, write.scope.as_str(), last);
         }
         for outcome in outcomes {
             let (kind, version, changed_at) = match (&outcome.before, &outcome.after) {
