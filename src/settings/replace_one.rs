@@ -41,12 +41,11 @@ impl Store {
                 origin.interface.into(),
                 origin.correlation_id.as_str().into(),
                 write.kinds.of_write(true).as_str().into(),
-                // No quota: a bound no scope reaches.
-                (self
-                    .quotas()
+                // NULL without a quota: nothing is summed.
+                self.quotas()
                     .bytes
-                    .map_or(i64::MAX, |q| q.min(i64::MAX as u64) as i64))
-                .into(),
+                    .map(|q| q.min(i64::MAX as u64) as i64)
+                    .into(),
             ],
         );
         let Some(row) = self.db()?.query_one_raw(statement).await? else {
@@ -101,7 +100,7 @@ impl Store {
 /// (and the statement returns no row) when the row is gone or changed meanwhile, and the
 /// write falls back to the transaction. So it does when a larger value would take the scope
 /// past its byte quota: the transaction then refuses it (`quota.rs`). The scope's size is
-/// summed only for a value that grows.
+/// summed only for a value that grows, and only under a byte quota.
 const REPLACE_ONE_SQL: &str = r#"
 WITH old AS (
     SELECT value, version, updated_at FROM settings
@@ -111,7 +110,8 @@ WITH old AS (
     UPDATE settings AS s SET value = $4, version = s.version + 1, updated_at = $5
     FROM old
     WHERE s.user_id = $1 AND s.scope = $2 AND s.key = $3 AND s.version = old.version
-      AND (octet_length($4::text) <= octet_length(old.value::text)
+      AND ($10::bigint IS NULL
+           OR octet_length($4::text) <= octet_length(old.value::text)
            OR (SELECT sum(octet_length(value::text)) FROM settings
                WHERE user_id = $1 AND scope = $2)
               - octet_length(old.value::text) + octet_length($4::text) <= $10)
