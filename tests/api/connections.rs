@@ -155,18 +155,13 @@ async fn shutdown_closes_websockets_with_1001() {
 /// shutdown timeout, and the server stops anyway.
 #[tokio::test]
 async fn shutdown_ends_within_its_timeout_while_a_request_is_stuck() {
-    use sea_orm::{ConnectionTrait, Database, TransactionTrait};
     let options = Options::default().env("SHUTDOWN_TIMEOUT_SECS", "1");
     let Some(app) = TestApp::spawn_with(Backend::Postgres, options).await else {
         return;
     };
     let token = app.token("alice");
     app.set(&token, "theme", json!("dark")).await;
-    let outside = Database::connect(&app.database_url).await.unwrap();
-    let lock = outside.begin().await.unwrap();
-    lock.execute_unprepared("LOCK TABLE settings IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    let lock = app.lock_settings_table().await;
     let stuck = tokio::spawn({
         let (client, url) = (app.client.clone(), app.url("/graphql"));
         async move {
@@ -182,5 +177,5 @@ async fn shutdown_ends_within_its_timeout_while_a_request_is_stuck() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     app.shut_down().await;
     assert!(!stuck.is_finished(), "the stuck request is still waiting");
-    lock.rollback().await.unwrap();
+    lock.release().await;
 }

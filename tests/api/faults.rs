@@ -232,6 +232,25 @@ async fn a_stopped_database_fails_requests_at_once_and_the_service_recovers_when
     app.set(&token, "theme", json!("light")).await;
 }
 
+/// A write is UNAVAILABLE, and says the database takes no writes.
+async fn writes_are_refused_as_read_only(app: &TestApp, token: &str) {
+    let error = app
+        .error(
+            token,
+            "mutation { setSetting(key: \"theme\", value: \"light\") { version } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code(&error), "UNAVAILABLE", "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("read-only or out of space"),
+        "{error}"
+    );
+}
+
 fn database_name(app: &TestApp) -> String {
     let path = app.database_url.rsplit('/').next().unwrap();
     path.split('?').next().unwrap().to_owned()
@@ -277,21 +296,7 @@ async fn a_read_only_postgresql_database_serves_reads_and_refuses_writes_clearly
     let bob = app.token("bob");
     assert_eq!(app.values(&bob).await, json!({}));
     // Writes fail with UNAVAILABLE (503 on REST), saying why.
-    let error = app
-        .error(
-            &token,
-            "mutation { setSetting(key: \"theme\", value: \"light\") { version } }",
-            json!({}),
-        )
-        .await;
-    assert_eq!(code(&error), "UNAVAILABLE", "{error}");
-    assert!(
-        error["message"]
-            .as_str()
-            .unwrap()
-            .contains("read-only or out of space"),
-        "{error}"
-    );
+    writes_are_refused_as_read_only(&app, &token).await;
     // Contract 004 answers 503 in its envelope (others answer what their documents list).
     let reply = app
         .rest(
@@ -352,19 +357,5 @@ async fn a_sqlite_file_opened_read_only_serves_reads_and_refuses_writes_clearly(
     );
     assert_eq!(app.values(&token).await, json!({"theme": "dark"}));
     assert_eq!(app.values(&app.token("bob")).await, json!({}));
-    let error = app
-        .error(
-            &token,
-            "mutation { setSetting(key: \"theme\", value: \"light\") { version } }",
-            json!({}),
-        )
-        .await;
-    assert_eq!(code(&error), "UNAVAILABLE", "{error}");
-    assert!(
-        error["message"]
-            .as_str()
-            .unwrap()
-            .contains("read-only or out of space"),
-        "{error}"
-    );
+    writes_are_refused_as_read_only(&app, &token).await;
 }

@@ -136,6 +136,18 @@ pub struct TestApp {
     _db: TestDb,
 }
 
+/// See [`TestApp::lock_settings_table`].
+pub struct TableLock {
+    _db: sea_orm::DatabaseConnection,
+    txn: sea_orm::DatabaseTransaction,
+}
+
+impl TableLock {
+    pub async fn release(self) {
+        self.txn.rollback().await.unwrap();
+    }
+}
+
 pub struct Options {
     pub env: HashMap<String, String>,
     /// The PostgreSQL server to create the test database on, instead of TEST_DATABASE_URL's.
@@ -264,7 +276,7 @@ impl TestApp {
         let jwt = config.jwt.clone();
         let app = Application::build(config)
             .await
-            .expect("the application starts");
+            .unwrap_or_else(|err| panic!("the application starts: {err:#}"));
         let address = format!("http://{}", app.local_addr());
         let key = jwt
             .key
@@ -288,6 +300,18 @@ impl TestApp {
             stop: std::sync::Mutex::new(Some((stop, served))),
             _db: db,
         })
+    }
+
+    /// PostgreSQL only: takes `LOCK TABLE settings` in a transaction from outside the service,
+    /// so that any statement of the service on that table waits until it is released.
+    pub async fn lock_settings_table(&self) -> TableLock {
+        use sea_orm::TransactionTrait;
+        let db = Database::connect(&self.database_url).await.unwrap();
+        let txn = db.begin().await.unwrap();
+        txn.execute_unprepared("LOCK TABLE settings IN ACCESS EXCLUSIVE MODE")
+            .await
+            .unwrap();
+        TableLock { _db: db, txn }
     }
 
     /// Starts the shutdown a SIGTERM starts; completes when the server has stopped.

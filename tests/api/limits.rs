@@ -327,18 +327,13 @@ async fn a_persisted_query_is_judged_before_it_is_registered() {
 /// wants, so the timeout is what ends it (SQLite readers do not wait for a lock).
 #[tokio::test]
 async fn a_query_past_the_execution_timeout_is_stopped_with_timeout_and_the_service_goes_on() {
-    use sea_orm::{ConnectionTrait, Database, TransactionTrait};
     let options = Options::default().env("GRAPHQL_EXECUTION_TIMEOUT_MS", "300");
     let Some(app) = TestApp::spawn_with(Backend::Postgres, options).await else {
         return;
     };
     let token = app.token("alice");
     app.set(&token, "theme", json!("dark")).await;
-    let outside = Database::connect(&app.database_url).await.unwrap();
-    let lock = outside.begin().await.unwrap();
-    lock.execute_unprepared("LOCK TABLE settings IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    let lock = app.lock_settings_table().await;
     let (status, body) = app.graphql(&token, "{ settings { key } }", json!({})).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(code(&body["errors"][0]), "TIMEOUT", "{body}");
@@ -349,7 +344,7 @@ async fn a_query_past_the_execution_timeout_is_stopped_with_timeout_and_the_serv
             .contains("300 ms"),
         "{body}"
     );
-    lock.rollback().await.unwrap();
+    lock.release().await;
     // Nothing was left behind: reads and writes go on.
     app.set(&token, "theme", json!("light")).await;
     assert_eq!(app.values(&token).await, json!({"theme": "light"}));

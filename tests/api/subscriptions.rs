@@ -309,18 +309,24 @@ async fn second_instance(app: &TestApp, name: &str) -> TestApp {
     .expect("the second instance starts")
 }
 
+/// Instance B beside `a`, and a socket on B subscribed to `token`'s changes from now.
+async fn subscribed_on_second_instance(a: &TestApp, token: &str) -> (TestApp, Socket) {
+    let b = second_instance(a, "instance-b").await;
+    let cursor = snapshot_cursor(a, token).await;
+    let mut socket = open(&b, Some(token)).await;
+    init(&mut socket, json!({})).await;
+    // With `since`, the subscription is certainly listening once the first event came.
+    subscribe_since(&mut socket, "1", Some(&cursor)).await;
+    (b, socket)
+}
+
 #[tokio::test]
 async fn a_change_committed_on_one_instance_reaches_a_subscriber_on_another() {
     let Some(a) = TestApp::spawn(Backend::Postgres).await else {
         return;
     };
-    let b = second_instance(&a, "instance-b").await;
     let token = a.token("alice");
-    let cursor = snapshot_cursor(&a, &token).await;
-    let mut socket = open(&b, Some(&token)).await;
-    init(&mut socket, json!({})).await;
-    // With `since`, the subscription is certainly listening once the first event came.
-    subscribe_since(&mut socket, "1", Some(&cursor)).await;
+    let (_b, mut socket) = subscribed_on_second_instance(&a, &token).await;
     a.set(&token, "theme", json!("dark")).await;
     let event = next_event(&mut socket).await;
     assert_eq!(event["key"], "theme");
@@ -341,12 +347,8 @@ async fn every_change_arrives_exactly_once_across_a_dropped_listener() {
     let Some(a) = TestApp::spawn(Backend::Postgres).await else {
         return;
     };
-    let b = second_instance(&a, "instance-b").await;
     let token = a.token("alice");
-    let start = snapshot_cursor(&a, &token).await;
-    let mut socket = open(&b, Some(&token)).await;
-    init(&mut socket, json!({})).await;
-    subscribe_since(&mut socket, "1", Some(&start)).await;
+    let (_b, mut socket) = subscribed_on_second_instance(&a, &token).await;
     a.set(&token, "k0", json!(0)).await;
     assert_eq!(next_event(&mut socket).await["key"], "k0");
 
