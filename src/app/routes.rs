@@ -148,8 +148,14 @@ async fn metrics(State(metrics): State<MetricsState>, headers: HeaderMap) -> Res
     ::metrics::gauge!("settings_api_subscribers").set(metrics.store.subscribers() as f64);
     let (open, idle) = metrics.store.pool_connections();
     ::metrics::gauge!("settings_api_db_pool_connections", "state" => "idle").set(idle);
-    ::metrics::gauge!("settings_api_db_pool_connections", "state" => "in_use")
-        .set(open.saturating_sub(idle));
+    let in_use = open.saturating_sub(idle);
+    ::metrics::gauge!("settings_api_db_pool_connections", "state" => "in_use").set(in_use);
+    // Operations under way beyond the connections in use are waiting for one.
+    let waiting = metrics
+        .store
+        .operations_in_flight()
+        .saturating_sub(u64::from(in_use));
+    ::metrics::gauge!("settings_api_db_pool_waiting").set(waiting as f64);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         metrics.handle.render(),

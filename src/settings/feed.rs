@@ -73,14 +73,14 @@ pub struct FeedPage {
 impl Store {
     /// Where the user's feed ends now.
     pub(super) async fn feed_end(&self, user_id: &str) -> Result<i64> {
-        Ok(feed_state(self.db()?, user_id).await?.0)
+        Ok(feed_state(&*self.db()?, user_id).await?.0)
     }
 
     /// The user's settings in `scope` and the cursor of the feed they reflect, in one
     /// consistent read.
     #[tracing::instrument(skip_all, err(level = "debug", Debug))]
     pub async fn snapshot(&self, user_id: &str, scope: &Scope) -> Result<Snapshot> {
-        let db = self.db()?;
+        let db = &*self.db()?;
         let txn = match self.backend() {
             DbBackend::Postgres => {
                 db.begin_with_config(
@@ -117,7 +117,7 @@ impl Store {
         scope: Option<&Scope>,
         first: u64,
     ) -> Result<FeedPage> {
-        let db = self.db()?;
+        let db = &*self.db()?;
         // The feed's end first: every position up to it has committed (each was handed out
         // after the one before it committed), so reading up to it misses nothing.
         let (end, expired_through) = feed_state(db, user_id).await?;

@@ -4,7 +4,7 @@
 //! waiting for the pool; the watch clears it as soon as the database answers again.
 
 use std::{
-    sync::atomic::{AtomicBool, Ordering},
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
     time::Duration,
 };
 
@@ -19,6 +19,27 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Default)]
 pub(super) struct Health {
     down: AtomicBool,
+    in_flight: AtomicU64,
+}
+
+/// The pool, for one database operation (see [`Store::db`]).
+pub(super) struct InFlight<'a> {
+    pool: &'a DatabaseConnection,
+    counter: &'a AtomicU64,
+}
+
+impl std::ops::Deref for InFlight<'_> {
+    type Target = DatabaseConnection;
+
+    fn deref(&self) -> &DatabaseConnection {
+        self.pool
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// What `/health/ready` reports.
@@ -31,14 +52,24 @@ pub enum Readiness {
 }
 
 impl Store {
-    /// The pool, or `UNAVAILABLE` at once while the database is known to be down.
-    pub(super) fn db(&self) -> Result<&DatabaseConnection> {
+    /// The pool, or `UNAVAILABLE` at once while the database is known to be down. The guard
+    /// counts the operation as in flight until it drops (the pool's `waiting` metric).
+    pub(super) fn db(&self) -> Result<InFlight<'_>> {
         if self.health.down.load(Ordering::Relaxed) {
             return Err(Error::Unavailable(DbErr::Custom(
                 "the database did not answer the last health check".into(),
             )));
         }
-        Ok(&self.pool)
+        self.health.in_flight.fetch_add(1, Ordering::Relaxed);
+        Ok(InFlight {
+            pool: &self.pool,
+            counter: &self.health.in_flight,
+        })
+    }
+
+    /// Database operations under way: those holding a connection and those waiting for one.
+    pub fn operations_in_flight(&self) -> u64 {
+        self.health.in_flight.load(Ordering::Relaxed)
     }
 
     /// Checks the database at `url` every `interval` on a connection of its own, and marks it

@@ -83,7 +83,7 @@ impl Store {
             })
             .order_by_desc(setting_change::Column::Id)
             .limit(first + 1)
-            .all(self.db()?)
+            .all(&*self.db()?)
             .await?;
         let more = rows.len() as u64 > first;
         rows.truncate(first as usize);
@@ -113,7 +113,7 @@ impl Store {
                     .filter(setting_change::Column::ChangedAt.lt(cutoff))
                     .limit(u64::from(retention.batch))
                     .into_tuple::<(i64, String, Option<i64>)>()
-                    .all(self.db()?)
+                    .all(&*self.db()?)
                     .await?;
                 for (id, user_id, position) in rows {
                     ids.push(id);
@@ -145,7 +145,7 @@ impl Store {
             }
             let deleted = setting_change::Entity::delete_many()
                 .filter(setting_change::Column::Id.is_in(ids))
-                .exec(self.db()?)
+                .exec(&*self.db()?)
                 .await?;
             pruned += deleted.rows_affected;
             for (user_id, through) in expired {
@@ -153,7 +153,7 @@ impl Store {
                     .col_expr(user::Column::FeedExpiredThrough, Expr::value(through))
                     .filter(user::Column::Id.eq(user_id))
                     .filter(user::Column::FeedExpiredThrough.lt(through))
-                    .exec(self.db()?)
+                    .exec(&*self.db()?)
                     .await?;
             }
             // Let writers in between batches.

@@ -110,7 +110,7 @@ impl Store {
                     [payload.into()],
                 );
                 let sent = match self.db() {
-                    Ok(db) => sea_orm::ConnectionTrait::execute_raw(db, statement)
+                    Ok(db) => sea_orm::ConnectionTrait::execute_raw(&*db, statement)
                         .await
                         .map(|_| ())
                         .map_err(crate::error::Error::from),

@@ -55,7 +55,7 @@ impl Store {
                 query.filter(setting::Column::Key.is_in(keys.iter().map(Key::as_str)))
             })
             .order_by_asc(setting::Column::Key)
-            .all(self.db()?)
+            .all(&*self.db()?)
             .await?;
         Ok(rows.into_iter().map(Setting::from).collect())
     }
@@ -67,7 +67,7 @@ impl Store {
             scope.as_str().to_owned(),
             key.as_str().to_owned(),
         ))
-        .one(self.db()?)
+        .one(&*self.db()?)
         .await?;
         Ok(row.map(Setting::from))
     }
@@ -75,7 +75,7 @@ impl Store {
     /// Organisation defaults by key.
     #[tracing::instrument(skip_all, err(level = "debug", Debug))]
     pub async fn org_defaults(&self) -> Result<BTreeMap<String, Value>> {
-        let rows = org_default::Entity::find().all(self.db()?).await?;
+        let rows = org_default::Entity::find().all(&*self.db()?).await?;
         Ok(rows.into_iter().map(|row| (row.key, row.value)).collect())
     }
 
@@ -130,7 +130,7 @@ impl Store {
             })
             // The default scope first, so that a value in `scope` overrides it.
             .order_by_asc(setting::Column::Scope)
-            .all(self.db()?)
+            .all(&*self.db()?)
             .await?;
         for row in rows {
             let setting = Setting::from(row);

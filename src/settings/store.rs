@@ -219,7 +219,7 @@ impl Store {
                     ))
                     .to_owned(),
             )
-            .exec_without_returning(self.db()?)
+            .exec_without_returning(&*self.db()?)
             .await;
         match upserted {
             Ok(_) => {}
@@ -248,7 +248,7 @@ impl Store {
     #[tracing::instrument(skip_all, err(level = "debug", Debug))]
     pub async fn user(&self, user_id: &str) -> Result<User> {
         user::Entity::find_by_id(user_id)
-            .one(self.db()?)
+            .one(&*self.db()?)
             .await?
             .map(User::from)
             .ok_or_else(|| Error::NotFound(format!("user `{user_id}` does not exist")))

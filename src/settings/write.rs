@@ -219,7 +219,7 @@ impl Store {
             .filter(setting_change::Column::Version.eq(to_version))
             .filter(setting_change::Column::NewValue.is_not_null())
             .order_by_desc(setting_change::Column::Id)
-            .one(self.db()?)
+            .one(&*self.db()?)
             .await?
             .and_then(|change| change.new_value)
             .ok_or_else(|| {
@@ -254,7 +254,7 @@ impl Store {
         }
         let Some(value) = value else {
             org_default::Entity::delete_by_id(key.as_str())
-                .exec(self.db()?)
+                .exec(&*self.db()?)
                 .await?;
             return Ok(());
         };
@@ -277,7 +277,7 @@ impl Store {
                     ])
                     .to_owned(),
             )
-            .exec_without_returning(self.db()?)
+            .exec_without_returning(&*self.db()?)
             .await?;
         Ok(())
     }

@@ -104,6 +104,10 @@ async fn limits_connections_and_rate_denials_are_counted() {
     assert!(sample(&text, rule).is_some_and(|n| n >= 1.0), "{text}");
     let denied = r#"settings_api_rate_limited_total{by="ip"}"#;
     assert!(sample(&text, denied).is_some_and(|n| n >= 1.0), "{text}");
+    assert!(
+        sample(&text, "settings_api_db_pool_waiting").is_some(),
+        "{text}"
+    );
     // The scrape's own connection is open.
     assert!(
         sample(&text, "settings_api_connections_open").is_some_and(|n| n >= 1.0),
