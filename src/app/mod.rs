@@ -219,6 +219,8 @@ impl Application {
         }
         if let Some((listening, notifying)) = listening {
             listening.abort();
+            // The other instances should hear of the last writes (a rolling restart).
+            self.store.flush_notices(Duration::from_secs(1)).await;
             notifying.abort();
         }
         Ok(())

@@ -9,7 +9,10 @@
 //! subscribers then get the change with the user's next one, and the cache forgets it within
 //! its time to live.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 
 use sea_orm::sqlx::postgres::PgListener;
 
@@ -81,12 +84,25 @@ impl Store {
 
     /// Queues the notice of a commit for the other instances (PostgreSQL only).
     pub(super) fn notify_other_instances(&self, user_id: &str, scope: &str, position: i64) {
-        if let Some(sender) = &self.notices
-            && sender
-                .try_send((user_id.to_owned(), scope.to_owned(), position))
-                .is_err()
+        let Some(sender) = &self.notices else {
+            return;
+        };
+        match sender.try_send((user_id.to_owned(), scope.to_owned(), position)) {
+            Ok(()) => {
+                self.notices_pending.fetch_add(1, Ordering::AcqRel);
+            }
+            Err(_) => metrics::counter!("settings_api_notices_dropped_total").increment(1),
+        }
+    }
+
+    /// Waits (at most `limit`) until every queued notice was sent: before the process exits,
+    /// so that the other instances hear of this one's last writes.
+    pub async fn flush_notices(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.notices_pending.load(Ordering::Acquire) > 0
+            && tokio::time::Instant::now() < deadline
         {
-            metrics::counter!("settings_api_notices_dropped_total").increment(1);
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
@@ -121,6 +137,8 @@ impl Store {
                     tracing::warn!(error = %err, "could not notify the other instances of a change");
                 }
             }
+            self.notices_pending
+                .fetch_sub(batch.len(), Ordering::AcqRel);
             batch.clear();
         }
     }

@@ -46,6 +46,8 @@ pub struct Store {
     /// until the sender task takes it.
     pub(super) notices: Option<tokio::sync::mpsc::Sender<super::listen::Notice>>,
     notice_queue: Mutex<Option<tokio::sync::mpsc::Receiver<super::listen::Notice>>>,
+    /// Notices queued or being sent.
+    pub(super) notices_pending: std::sync::atomic::AtomicUsize,
 }
 
 /// Opens a pool. SQLite gets one connection: it serializes writers anyway, and a single
@@ -102,6 +104,7 @@ impl Store {
         Store {
             notices,
             notice_queue: Mutex::new(notice_queue),
+            notices_pending: Default::default(),
             pool: db,
             health: Default::default(),
             limits,

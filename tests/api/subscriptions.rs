@@ -449,3 +449,24 @@ async fn the_read_cache_of_one_instance_follows_the_writes_of_another() {
     a.set(&token, "theme", json!("system")).await;
     until_value(&b, &token, "theme", json!("system")).await;
 }
+
+#[tokio::test]
+async fn the_last_writes_of_an_instance_that_stops_still_reach_the_others() {
+    let Some(a) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    let token = a.token("alice");
+    let (b, mut socket) = subscribed_on_second_instance(&a, &token).await;
+    until_value(&b, &token, "theme", Value::Null).await;
+    for n in 0..20 {
+        a.set(&token, &format!("k{n}"), json!(n)).await;
+    }
+    a.set(&token, "theme", json!("last")).await;
+    a.shut_down().await;
+    // B's cache and its subscriber both hear of every one.
+    until_value(&b, &token, "theme", json!("last")).await;
+    for n in 0..20 {
+        assert_eq!(next_event(&mut socket).await["key"], format!("k{n}"));
+    }
+    assert_eq!(next_event(&mut socket).await["key"], "theme");
+}
