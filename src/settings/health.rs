@@ -16,6 +16,9 @@ use crate::error::{Error, Result, refuses_writes};
 /// How long a health check waits for the database.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Failed checks in a row that make an outage.
+const FAILURES_TO_TRIP: u32 = 2;
+
 #[derive(Default)]
 pub(super) struct Health {
     down: AtomicBool,
@@ -73,12 +76,15 @@ impl Store {
     }
 
     /// Checks the database at `url` every `interval` on a connection of its own, and marks it
-    /// down or up; runs until dropped. A connection that failed a check is closed and a new
-    /// one opened at the next, so that a restarted server is found again.
+    /// down after [`FAILURES_TO_TRIP`] failed checks in a row (one slow answer on a busy
+    /// machine is not an outage), up at the first that succeeds; runs until dropped. A
+    /// connection that failed a check is closed and a new one opened at the next, so that a
+    /// restarted server is found again.
     pub async fn watch_health(&self, url: String, interval: Duration) {
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut watch: Option<DatabaseConnection> = None;
+        let mut failures = 0;
         loop {
             ticks.tick().await;
             if watch.is_none() {
@@ -98,13 +104,15 @@ impl Store {
                 // Closing waits for nothing the service needs.
                 tokio::spawn(async move { db.close().await });
             }
-            let was_down = self.health.down.swap(!answered, Ordering::Relaxed);
-            metrics::gauge!("settings_api_db_up").set(if answered { 1.0 } else { 0.0 });
-            match (was_down, answered) {
-                (false, false) => tracing::error!(
+            failures = if answered { 0 } else { failures + 1 };
+            let down = failures >= FAILURES_TO_TRIP;
+            let was_down = self.health.down.swap(down, Ordering::Relaxed);
+            metrics::gauge!("settings_api_db_up").set(if down { 0.0 } else { 1.0 });
+            match (was_down, down) {
+                (false, true) => tracing::error!(
                     "the database does not answer: failing requests at once until it does"
                 ),
-                (true, true) => tracing::info!("the database answers again"),
+                (true, false) => tracing::info!("the database answers again"),
                 _ => {}
             }
         }
