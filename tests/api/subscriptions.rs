@@ -236,7 +236,9 @@ async fn subscribe_since(socket: &mut Socket, id: &str, since: Option<&str>) {
 async fn next_event(socket: &mut Socket) -> Value {
     let message = next(socket).await.expect("the socket stays open");
     assert_eq!(message["type"], "next", "{message}");
-    message["payload"]["data"]["settingChanged"].clone()
+    let event = message["payload"]["data"]["settingChanged"].clone();
+    assert!(event.is_object(), "{message}");
+    event
 }
 
 async fn snapshot_cursor(app: &TestApp, token: &str) -> String {
@@ -293,31 +295,49 @@ both_backends! {
     }
 }
 
-/// A second instance on the same PostgreSQL database as `app`, its connections named `name`.
-async fn second_instance(app: &TestApp, name: &str) -> TestApp {
+/// A second instance on the same PostgreSQL database as `app`, and the `application_name`
+/// of its connections, unique to this test (tests run side by side on one server).
+async fn second_instance(app: &TestApp) -> (TestApp, String) {
+    let name = format!("instance-b-{}", uuid::Uuid::new_v4().simple());
     let separator = if app.database_url.contains('?') {
         '&'
     } else {
         '?'
     };
     let url = format!("{}{separator}application_name={name}", app.database_url);
-    TestApp::spawn_with(
+    let b = TestApp::spawn_with(
         Backend::Postgres,
         Options::default().env("DATABASE_URL_OVERRIDE", &url),
     )
     .await
-    .expect("the second instance starts")
+    .expect("the second instance starts");
+    (b, name)
+}
+
+/// Ends every connection of the instance named `name`.
+async fn terminate_connections_of(name: &str) {
+    use sea_orm::ConnectionTrait;
+    let admin = sea_orm::Database::connect(std::env::var("TEST_DATABASE_URL").unwrap())
+        .await
+        .unwrap();
+    admin
+        .execute_unprepared(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{name}'"
+        ))
+        .await
+        .unwrap();
+    admin.close().await.ok();
 }
 
 /// Instance B beside `a`, and a socket on B subscribed to `token`'s changes from now.
-async fn subscribed_on_second_instance(a: &TestApp, token: &str) -> (TestApp, Socket) {
-    let b = second_instance(a, "instance-b").await;
+async fn subscribed_on_second_instance(a: &TestApp, token: &str) -> (TestApp, Socket, String) {
+    let (b, name) = second_instance(a).await;
     let cursor = snapshot_cursor(a, token).await;
     let mut socket = open(&b, Some(token)).await;
     init(&mut socket, json!({})).await;
     // With `since`, the subscription is certainly listening once the first event came.
     subscribe_since(&mut socket, "1", Some(&cursor)).await;
-    (b, socket)
+    (b, socket, name)
 }
 
 #[tokio::test]
@@ -326,7 +346,7 @@ async fn a_change_committed_on_one_instance_reaches_a_subscriber_on_another() {
         return;
     };
     let token = a.token("alice");
-    let (_b, mut socket) = subscribed_on_second_instance(&a, &token).await;
+    let (_b, mut socket, _) = subscribed_on_second_instance(&a, &token).await;
     a.set(&token, "theme", json!("dark")).await;
     let event = next_event(&mut socket).await;
     assert_eq!(event["key"], "theme");
@@ -348,7 +368,7 @@ async fn every_change_arrives_exactly_once_across_a_dropped_listener() {
         return;
     };
     let token = a.token("alice");
-    let (_b, mut socket) = subscribed_on_second_instance(&a, &token).await;
+    let (_b, mut socket, name) = subscribed_on_second_instance(&a, &token).await;
     a.set(&token, "k0", json!(0)).await;
     assert_eq!(next_event(&mut socket).await["key"], "k0");
 
@@ -358,7 +378,7 @@ async fn every_change_arrives_exactly_once_across_a_dropped_listener() {
     let b_connections = admin
         .query_one_raw(sea_orm::Statement::from_string(
             admin.get_database_backend(),
-            "SELECT COUNT(*) AS n FROM pg_stat_activity WHERE application_name = 'instance-b'",
+            format!("SELECT COUNT(*) AS n FROM pg_stat_activity WHERE application_name = '{name}'"),
         ))
         .await
         .unwrap()
@@ -374,13 +394,7 @@ async fn every_change_arrives_exactly_once_across_a_dropped_listener() {
             a.set(&token, &format!("k{n}"), json!(n)).await;
             if n % 20 == 10 {
                 // B's connections, its listener among them, go away in the middle of the burst.
-                admin
-                    .execute_unprepared(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                         WHERE application_name = 'instance-b'",
-                    )
-                    .await
-                    .unwrap();
+                terminate_connections_of(&name).await;
             }
         }
     };
@@ -423,11 +437,10 @@ async fn until_value(app: &TestApp, token: &str, key: &str, expected: Value) {
 
 #[tokio::test]
 async fn the_read_cache_of_one_instance_follows_the_writes_of_another() {
-    use sea_orm::ConnectionTrait;
     let Some(a) = TestApp::spawn(Backend::Postgres).await else {
         return;
     };
-    let b = second_instance(&a, "instance-b").await;
+    let (b, name) = second_instance(&a).await;
     let token = a.token("alice");
     a.set(&token, "theme", json!("dark")).await;
     // B reads (and keeps) the value, A changes it, B sees the change.
@@ -436,16 +449,7 @@ async fn the_read_cache_of_one_instance_follows_the_writes_of_another() {
     a.set(&token, "theme", json!("light")).await;
     until_value(&b, &token, "theme", json!("light")).await;
     // B's listener drops; a write meanwhile still shows on B.
-    let admin = sea_orm::Database::connect(std::env::var("TEST_DATABASE_URL").unwrap())
-        .await
-        .unwrap();
-    admin
-        .execute_unprepared(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE application_name = 'instance-b'",
-        )
-        .await
-        .unwrap();
+    terminate_connections_of(&name).await;
     a.set(&token, "theme", json!("system")).await;
     until_value(&b, &token, "theme", json!("system")).await;
 }
@@ -456,7 +460,7 @@ async fn the_last_writes_of_an_instance_that_stops_still_reach_the_others() {
         return;
     };
     let token = a.token("alice");
-    let (b, mut socket) = subscribed_on_second_instance(&a, &token).await;
+    let (b, mut socket, _) = subscribed_on_second_instance(&a, &token).await;
     until_value(&b, &token, "theme", Value::Null).await;
     for n in 0..20 {
         a.set(&token, &format!("k{n}"), json!(n)).await;
