@@ -5,7 +5,6 @@ use async_graphql::{
     connection::{Connection, Edge},
     dataloader::DataLoader,
 };
-use base64::Engine;
 
 use super::{
     loaders::{SettingId, SettingLoader},
@@ -15,25 +14,20 @@ use super::{
 use crate::{
     auth::{Access, Principal},
     error::Error,
-    settings::{Cursor, Key, MAX_FEED_PAGE, Scope, Store},
+    settings::{Cursor, Key, MAX_FEED_PAGE, Scope, Store, decode_opaque, encode_opaque},
 };
 
 const MAX_HISTORY_PAGE: i32 = 100;
 const CURSOR_PREFIX: &str = "change:";
 
 fn encode_cursor(id: i64) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{CURSOR_PREFIX}{id}"))
+    encode_opaque(CURSOR_PREFIX, id)
 }
 
 fn decode_cursor(cursor: &str) -> Result<i64, Error> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|text| text.strip_prefix(CURSOR_PREFIX)?.parse().ok())
-        .ok_or_else(|| {
-            Error::bad_input("after", "cursor", "`after` is not a cursor of this history")
-        })
+    decode_opaque(CURSOR_PREFIX, cursor).ok_or_else(|| {
+        Error::bad_input("after", "cursor", "`after` is not a cursor of this history")
+    })
 }
 
 /// Most keys one `keys:` argument may name.

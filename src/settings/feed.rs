@@ -27,10 +27,27 @@ pub struct Cursor(pub i64);
 
 const CURSOR_PREFIX: &str = "feed1:";
 
+/// An opaque cursor for a number: base64 of `prefix` and the number, so that cursors of one
+/// kind are not taken for another's.
+pub fn encode_opaque(prefix: &str, number: i64) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{prefix}{number}"))
+}
+
+/// The number of a cursor made by [`encode_opaque`] with `prefix`.
+pub fn decode_opaque(prefix: &str, text: &str) -> Option<i64> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .ok()?;
+    String::from_utf8(bytes)
+        .ok()?
+        .strip_prefix(prefix)?
+        .parse()
+        .ok()
+}
+
 impl Cursor {
     pub fn encode(self) -> String {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(format!("{CURSOR_PREFIX}{}", self.0))
+        encode_opaque(CURSOR_PREFIX, self.0)
     }
 
     pub fn parse(text: &str, field: &str) -> Result<Cursor> {
@@ -41,13 +58,7 @@ impl Cursor {
                 "not a cursor of this service: pass the `cursor` a snapshot, a page of changes or an event gave",
             )
         };
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(text)
-            .map_err(|_| invalid())?;
-        let text = String::from_utf8(bytes).map_err(|_| invalid())?;
-        let position = text
-            .strip_prefix(CURSOR_PREFIX)
-            .and_then(|n| n.parse::<i64>().ok())
+        let position = decode_opaque(CURSOR_PREFIX, text)
             .filter(|n| *n >= 0)
             .ok_or_else(invalid)?;
         Ok(Cursor(position))

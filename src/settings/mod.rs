@@ -20,7 +20,9 @@ mod value;
 mod write;
 
 pub use events::ChangeEvent;
-pub use feed::{Cursor, FeedPage, MAX_PAGE as MAX_FEED_PAGE, Snapshot};
+pub use feed::{
+    Cursor, FeedPage, MAX_PAGE as MAX_FEED_PAGE, Snapshot, decode_opaque, encode_opaque,
+};
 pub use health::Readiness;
 pub use history::{HistoryEntry, Retention};
 pub use merge::merge_patch;
