@@ -155,16 +155,10 @@ impl Store {
     ) -> Result<impl Stream<Item = Result<Arc<ChangeEvent>>> + Send + use<>> {
         // Subscribed before anything is read, so that nothing commits unseen in between.
         let receiver = self.hub.subscribe(user_id);
-        let end = self.feed_end(user_id).await?;
+        // Refuses an expired or foreign cursor now, before the stream starts.
+        let end = self.feed_end(user_id, since).await?;
         self.hub.advance(user_id, end);
-        let last = match since {
-            Some(cursor) => {
-                // Refuses an expired or foreign cursor now, before the stream starts.
-                self.changes_since(user_id, cursor, None, 1).await?;
-                cursor.0
-            }
-            None => end,
-        };
+        let last = since.map_or(end, |cursor| cursor.0);
         let state = Follow {
             store: self.clone(),
             user_id: user_id.to_owned(),

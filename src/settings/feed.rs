@@ -82,9 +82,14 @@ pub struct FeedPage {
 }
 
 impl Store {
-    /// Where the user's feed ends now.
-    pub(super) async fn feed_end(&self, user_id: &str) -> Result<i64> {
-        Ok(feed_state(&*self.db()?, user_id).await?.0)
+    /// Where the user's feed ends now; with `since`, also refuses that cursor as
+    /// [`Store::changes_since`] would.
+    pub(super) async fn feed_end(&self, user_id: &str, since: Option<Cursor>) -> Result<i64> {
+        let (end, expired_through) = feed_state(&*self.db()?, user_id).await?;
+        if let Some(since) = since {
+            check_cursor(since, end, expired_through)?;
+        }
+        Ok(end)
     }
 
     /// The user's settings in `scope` and the cursor of the feed they reflect, in one
@@ -132,18 +137,7 @@ impl Store {
         // The feed's end first: every position up to it has committed (each was handed out
         // after the one before it committed), so reading up to it misses nothing.
         let (end, expired_through) = feed_state(db, user_id).await?;
-        if since.0 < expired_through {
-            return Err(Error::CursorExpired(
-                "the history this cursor needs has been pruned: take a new snapshot".into(),
-            ));
-        }
-        if since.0 > end {
-            return Err(Error::bad_input(
-                "since",
-                "cursor",
-                "the cursor is ahead of the feed: it belongs to another user or database",
-            ));
-        }
+        check_cursor(since, end, expired_through)?;
         let mut rows = setting_change::Entity::find()
             .filter(setting_change::Column::UserId.eq(user_id))
             .filter(setting_change::Column::Position.gt(since.0))
@@ -227,6 +221,23 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// A cursor the feed can continue from: not behind its pruned history, not past its end.
+fn check_cursor(since: Cursor, end: i64, expired_through: i64) -> Result<()> {
+    if since.0 < expired_through {
+        return Err(Error::CursorExpired(
+            "the history this cursor needs has been pruned: take a new snapshot".into(),
+        ));
+    }
+    if since.0 > end {
+        return Err(Error::bad_input(
+            "since",
+            "cursor",
+            "the cursor is ahead of the feed: it belongs to another user or database",
+        ));
+    }
+    Ok(())
 }
 
 /// The user's feed end and the position through which it has expired; a user without a row
