@@ -94,3 +94,30 @@ both_backends! {
         assert_eq!(refused.status(), 401);
     }
 }
+
+both_backends! {
+    options = Options::default()
+        .env("HISTORY_KEEP_DAYS", "1")
+        .env("HISTORY_KEEP_VERSIONS", "0")
+        .env("HISTORY_PRUNE_INTERVAL_SECS", "1");
+    async fn a_subscription_resuming_behind_the_pruned_history_is_cursor_expired(app) {
+        let token = app.token("alice");
+        let old = app.data(&token, "{ snapshot { cursor } }", json!({})).await["snapshot"]["cursor"].clone();
+        app.set(&token, "theme", json!("dark")).await;
+        app.execute_sql("UPDATE setting_changes SET changed_at = '2001-01-01 00:00:00+00'").await;
+        for _ in 0..100 {
+            if history_count(&app, "alice").await == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(history_count(&app, "alice").await, 0, "the history was pruned");
+        let mut response = stream(&app, Some(&token), "subscription($s: String) { settingChanged(since: $s) { key } }", json!({"s": old})).await;
+        let mut buffer = String::new();
+        let (event, data) = next_event(&mut response, &mut buffer).await;
+        assert_eq!(event, "next");
+        let data: Value = serde_json::from_str(&data).unwrap();
+        assert_eq!(data["errors"][0]["extensions"]["code"], "CURSOR_EXPIRED", "{data}");
+        assert_eq!(next_event(&mut response, &mut buffer).await.0, "complete");
+    }
+}
