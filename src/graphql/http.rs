@@ -4,11 +4,8 @@
 //! a request that could not run; `application/json` otherwise, always 200, as older clients
 //! expect.
 
-use std::sync::Arc;
-
 use async_graphql::{
     BatchRequest, BatchResponse, Request as GraphqlRequest,
-    dataloader::DataLoader,
     extensions::apollo_persisted_queries::CacheStorage,
     parser::types::{DocumentOperations, ExecutableDocument, OperationType},
 };
@@ -24,9 +21,7 @@ use super::{
     GraphqlState,
     documents::omit_unprovided_variables,
     errors::{add_missing_codes, server_error},
-    graphiql,
-    loaders::SettingLoader,
-    sse, websocket,
+    graphiql, sse, websocket,
 };
 use crate::{connections::Slot, error::Error};
 
@@ -192,13 +187,7 @@ async fn execute(
     for one in request.iter_mut() {
         omit_unprovided_variables(one);
     }
-    let loader = Arc::new(DataLoader::new(
-        SettingLoader {
-            store: state.store.clone(),
-        },
-        tokio::spawn,
-    ));
-    let request = request.data(principal).data(loader);
+    let request = request.data(principal).data(state.setting_loader());
     let run = async {
         match (request, refused.is_empty()) {
             (request, true) => state.schema.execute_batch(request).await,

@@ -101,6 +101,18 @@ impl GraphqlState {
     }
 }
 
+impl GraphqlState {
+    /// A request's batch loader of `setting` fields, which `Query.setting` reads through.
+    fn setting_loader(&self) -> Arc<async_graphql::dataloader::DataLoader<loaders::SettingLoader>> {
+        Arc::new(async_graphql::dataloader::DataLoader::new(
+            loaders::SettingLoader {
+                store: self.store.clone(),
+            },
+            tokio::spawn,
+        ))
+    }
+}
+
 /// `/graphql` (POST: any operation; GET: a query, GraphiQL for a browser, or a WebSocket) and
 /// GraphiQL's assets.
 pub fn router() -> Router<AppState> {

@@ -5,7 +5,7 @@
 //! and cost checks as every other transport; errors found before execution come as a `next`
 //! event, as the protocol asks. The stream ends when the token expires or the service stops.
 
-use std::{convert::Infallible, sync::Arc, time::Duration};
+use std::{convert::Infallible, time::Duration};
 
 use async_graphql::{Request as GraphqlRequest, Response as GraphqlResponse};
 use axum::{
@@ -46,12 +46,7 @@ pub(super) async fn respond(
                     .parsed_query()
                     .is_ok_and(|document| super::http::is_query(document, name.as_deref()));
                 if is_query {
-                    request = request.data(Arc::new(async_graphql::dataloader::DataLoader::new(
-                        super::loaders::SettingLoader {
-                            store: state.store.clone(),
-                        },
-                        tokio::spawn,
-                    )));
+                    request = request.data(state.setting_loader());
                 }
                 let results = state.schema.execute_stream(request);
                 let connections = state.connections.clone();

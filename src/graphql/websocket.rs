@@ -4,7 +4,7 @@
 //! upgrade's `Authorization` header or in the `connection_init` payload, as
 //! `{"Authorization": "Bearer …"}` or `{"headers": {"Authorization": "Bearer …"}}`.
 
-use std::{collections::HashMap, pin::Pin, sync::Arc};
+use std::{collections::HashMap, pin::Pin};
 
 use async_graphql::{Request as GraphqlRequest, Response as GraphqlResponse};
 use axum::{
@@ -330,12 +330,7 @@ impl Connection {
         if is_query {
             // Aliased `setting` fields are read in one query here too. (Only queries read
             // through the loader; a subscriber does not carry one.)
-            request = request.data(Arc::new(async_graphql::dataloader::DataLoader::new(
-                super::loaders::SettingLoader {
-                    store: self.state.store.clone(),
-                },
-                tokio::spawn,
-            )));
+            request = request.data(self.state.setting_loader());
         }
         let responses: Pin<Box<dyn Stream<Item = GraphqlResponse> + Send>> = if is_query {
             // A query has one result, and the execution timeout, as over HTTP.
