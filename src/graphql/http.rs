@@ -187,7 +187,7 @@ async fn execute(
     for one in request.iter_mut() {
         omit_unprovided_variables(one);
     }
-    let request = request.data(principal).data(state.setting_loader());
+    let request = request.data(principal).data(state.store_loader());
     let run = async {
         match (request, refused.is_empty()) {
             (request, true) => state.schema.execute_batch(request).await,

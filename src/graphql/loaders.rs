@@ -1,4 +1,4 @@
-//! Batches the single-setting reads of one request into one query per scope.
+//! Batches the reads of one request: `setting` fields into one query per scope.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -17,11 +17,11 @@ pub struct SettingId {
     pub key: Key,
 }
 
-pub struct SettingLoader {
+pub struct StoreLoader {
     pub store: Arc<Store>,
 }
 
-impl Loader<SettingId> for SettingLoader {
+impl Loader<SettingId> for StoreLoader {
     type Value = Setting;
     type Error = Arc<Error>;
 

@@ -102,10 +102,10 @@ impl GraphqlState {
 }
 
 impl GraphqlState {
-    /// A request's batch loader of `setting` fields, which `Query.setting` reads through.
-    fn setting_loader(&self) -> Arc<async_graphql::dataloader::DataLoader<loaders::SettingLoader>> {
+    /// A request's batch loader, which `Query.setting` reads through.
+    fn store_loader(&self) -> Arc<async_graphql::dataloader::DataLoader<loaders::StoreLoader>> {
         Arc::new(async_graphql::dataloader::DataLoader::new(
-            loaders::SettingLoader {
+            loaders::StoreLoader {
                 store: self.store.clone(),
             },
             tokio::spawn,

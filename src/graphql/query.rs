@@ -7,7 +7,7 @@ use async_graphql::{
 };
 
 use super::{
-    loaders::{SettingId, SettingLoader},
+    loaders::{SettingId, StoreLoader},
     subscription::SettingEvent,
     types::{EffectiveSetting, Setting, SettingChange, SettingDefinition, UserObject},
 };
@@ -181,7 +181,7 @@ impl Query {
             key: Key::parse(key, "key")?,
         };
         // Aliased `setting` fields of one request are read in one query.
-        let loader = ctx.data::<Arc<DataLoader<SettingLoader>>>()?;
+        let loader = ctx.data::<Arc<DataLoader<StoreLoader>>>()?;
         let setting = loader
             .load_one(id)
             .await

@@ -46,7 +46,7 @@ pub(super) async fn respond(
                     .parsed_query()
                     .is_ok_and(|document| super::http::is_query(document, name.as_deref()));
                 if is_query {
-                    request = request.data(state.setting_loader());
+                    request = request.data(state.store_loader());
                 }
                 let results = state.schema.execute_stream(request);
                 let connections = state.connections.clone();

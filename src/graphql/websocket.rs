@@ -330,7 +330,7 @@ impl Connection {
         if is_query {
             // Aliased `setting` fields are read in one query here too. (Only queries read
             // through the loader; a subscriber does not carry one.)
-            request = request.data(self.state.setting_loader());
+            request = request.data(self.state.store_loader());
         }
         let responses: Pin<Box<dyn Stream<Item = GraphqlResponse> + Send>> = if is_query {
             // A query has one result, and the execution timeout, as over HTTP.
