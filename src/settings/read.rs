@@ -1,7 +1,10 @@
 //! Reading settings: stored values, organisation defaults, and the effective value of each
 //! key through the layers.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QueryTrait};
 use serde_json::Value;
@@ -91,6 +94,18 @@ impl Store {
         scope: &Scope,
         keys: Option<&[Key]>,
     ) -> Result<Vec<Effective>> {
+        let mut effective = self.effective_many(&[user_id], scope, keys).await?;
+        Ok(effective.remove(user_id).unwrap_or_default())
+    }
+
+    /// [`Store::effective`] of several users at once, in two queries whatever their number.
+    #[tracing::instrument(skip_all, err(level = "debug", Debug))]
+    pub async fn effective_many(
+        &self,
+        user_ids: &[&str],
+        scope: &Scope,
+        keys: Option<&[Key]>,
+    ) -> Result<HashMap<String, Vec<Effective>>> {
         let wanted = |key: &str| keys.is_none_or(|keys| keys.iter().any(|k| k.as_str() == key));
         let catalog = self.catalog();
         let known_and_accepted = |key: &str, value: &Value| {
@@ -103,13 +118,13 @@ impl Store {
                 .get(scope.as_str(), key)
                 .is_none_or(|definition| definition.accepts(value))
         };
-        let mut layers: BTreeMap<String, Effective> = BTreeMap::new();
+        let mut base: BTreeMap<String, Effective> = BTreeMap::new();
         for definition in catalog
             .definitions(scope.as_str())
             .into_iter()
             .filter(|d| wanted(&d.key))
         {
-            layers.insert(
+            base.insert(
                 definition.key.clone(),
                 Effective::new(&definition.key, definition.default.clone(), Source::Default),
             );
@@ -120,10 +135,10 @@ impl Store {
             .into_iter()
             .filter(|(key, value)| wanted(key) && known_and_accepted(key, value))
         {
-            layers.insert(key.clone(), Effective::new(&key, value, Source::Org));
+            base.insert(key.clone(), Effective::new(&key, value, Source::Org));
         }
         let rows = setting::Entity::find()
-            .filter(setting::Column::UserId.eq(user_id))
+            .filter(setting::Column::UserId.is_in(user_ids.iter().copied()))
             .filter(setting::Column::Scope.is_in([Scope::default().as_str(), scope.as_str()]))
             .apply_if(keys, |query, keys| {
                 query.filter(setting::Column::Key.is_in(keys.iter().map(Key::as_str)))
@@ -132,6 +147,10 @@ impl Store {
             .order_by_asc(setting::Column::Scope)
             .all(&*self.db()?)
             .await?;
+        let mut layers: HashMap<String, BTreeMap<String, Effective>> = user_ids
+            .iter()
+            .map(|&user_id| (user_id.to_owned(), base.clone()))
+            .collect();
         for row in rows {
             let setting = Setting::from(row);
             let own = setting.scope == scope.as_str();
@@ -143,6 +162,9 @@ impl Store {
             } else {
                 Source::User
             };
+            let Some(layers) = layers.get_mut(&setting.user_id) else {
+                continue;
+            };
             layers.insert(
                 setting.key.clone(),
                 Effective {
@@ -153,7 +175,10 @@ impl Store {
                 },
             );
         }
-        Ok(layers.into_values().collect())
+        Ok(layers
+            .into_iter()
+            .map(|(user_id, layers)| (user_id, layers.into_values().collect()))
+            .collect())
     }
 }
 
