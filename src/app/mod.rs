@@ -159,6 +159,11 @@ impl Application {
         self.local_addr
     }
 
+    /// The store the application serves, for embedding and tests.
+    pub fn store(&self) -> Arc<Store> {
+        self.store.clone()
+    }
+
     pub fn dev_token(&self) -> Option<&str> {
         self.dev_token.as_deref()
     }

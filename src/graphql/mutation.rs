@@ -10,7 +10,7 @@ use super::{
 use crate::{
     auth::{Access, Principal},
     error::Error,
-    settings::{Expect, Key, Origin, Preconditions, Scope},
+    settings::{Expect, Key, Origin, Preconditions, Scope, Store},
 };
 
 fn origin(principal: &Principal) -> Origin {
@@ -19,6 +19,20 @@ fn origin(principal: &Principal) -> Origin {
         "graphql",
         crate::telemetry::correlation_id(),
     )
+}
+
+/// Whose settings a write changes: the caller's, or with `userId` another user's, for an
+/// administrator; NOT_FOUND for a user never seen.
+async fn acting_on<'a>(
+    principal: &'a Principal,
+    store: &Store,
+    user_id: Option<&'a str>,
+) -> Result<&'a str, Error> {
+    let id = principal.acting_on(user_id)?;
+    if id != principal.user_id {
+        store.user(id).await?;
+    }
+    Ok(id)
 }
 
 /// `expectedVersion`: a version the setting must be at; 0 means it must not exist yet.
@@ -68,6 +82,8 @@ impl Mutation {
     /// Creates or replaces one setting. Its `version` starts at 1 and grows by one per write.
     /// With `expectedVersion`, the write happens only if the setting is at that version (0: only
     /// if it does not exist yet); otherwise the error is `CONFLICT` with `currentVersion`.
+    /// `userId` names another user, for administrators: the history records the administrator
+    /// as the actor.
     async fn set_setting(
         &self,
         ctx: &Context<'_>,
@@ -75,20 +91,15 @@ impl Mutation {
         value: Json<Value>,
         #[graphql(default)] scope: String,
         expected_version: Option<i32>,
+        user_id: Option<String>,
     ) -> Result<Setting> {
         let (principal, store) = caller(ctx, Access::Write)?;
+        let user_id = acting_on(principal, store, user_id.as_deref()).await?;
         let key = Key::parse(key, "key")?;
         let scope = Scope::parse(scope)?;
         let expect = expectation(expected_version)?;
         let (setting, _created) = store
-            .set(
-                &origin(principal),
-                &principal.user_id,
-                &scope,
-                &key,
-                value.0,
-                expect,
-            )
+            .set(&origin(principal), user_id, &scope, &key, value.0, expect)
             .await?;
         Ok(setting.into())
     }
@@ -98,46 +109,48 @@ impl Mutation {
     /// Returns the settings created or changed, ordered by key. `expectedVersions` maps keys of
     /// the patch to the version each must be at (0: must not exist); on a mismatch nothing is
     /// written and the error is `CONFLICT`.
+    /// `userId` names another user, for administrators: the history records the administrator
+    /// as the actor.
     async fn update_settings(
         &self,
         ctx: &Context<'_>,
         patch: Json<Value>,
         #[graphql(default)] scope: String,
         expected_versions: Option<Json<Value>>,
+        user_id: Option<String>,
     ) -> Result<Vec<Setting>> {
         let (principal, store) = caller(ctx, Access::Write)?;
+        let user_id = acting_on(principal, store, user_id.as_deref()).await?;
         let scope = Scope::parse(scope)?;
         let preconditions = Preconditions {
             versions: parse_expected_versions(expected_versions)?,
             document: None,
         };
         let written = store
-            .apply_patch(
-                &origin(principal),
-                &principal.user_id,
-                &scope,
-                patch.0,
-                &preconditions,
-            )
+            .apply_patch(&origin(principal), user_id, &scope, patch.0, &preconditions)
             .await?;
         Ok(written.into_iter().map(Setting::from).collect())
     }
 
     /// Deletes one setting; false when it did not exist. With `expectedVersion`, only if the
     /// setting is at that version (`CONFLICT` otherwise).
+    /// `userId` names another user, for administrators: the history records the administrator
+    /// as the actor.
     async fn delete_setting(
         &self,
         ctx: &Context<'_>,
         key: String,
         #[graphql(default)] scope: String,
         expected_version: Option<i32>,
+        user_id: Option<String>,
     ) -> Result<bool> {
         let (principal, store) = caller(ctx, Access::Write)?;
+        let user_id = acting_on(principal, store, user_id.as_deref()).await?;
         let key = Key::parse(key, "key")?;
         let scope = Scope::parse(scope)?;
         let expect = expectation(expected_version)?;
         Ok(store
-            .delete(&origin(principal), &principal.user_id, &scope, &key, expect)
+            .delete(&origin(principal), user_id, &scope, &key, expect)
             .await?)
     }
 
@@ -171,7 +184,7 @@ impl Mutation {
         user_id: Option<String>,
     ) -> Result<Setting> {
         let (principal, store) = caller(ctx, Access::Write)?;
-        let user_id = principal.acting_on(user_id.as_deref())?;
+        let user_id = acting_on(principal, store, user_id.as_deref()).await?;
         let key = Key::parse(key, "key")?;
         let scope = Scope::parse(scope)?;
         let setting = store

@@ -7,14 +7,16 @@ use async_graphql::{
 };
 
 use super::{
-    loaders::{SettingId, StoreLoader},
+    loaders::{SettingId, StoreLoader, UserId},
     subscription::SettingEvent,
     types::{EffectiveSetting, Setting, SettingChange, SettingDefinition, UserObject},
 };
 use crate::{
     auth::{Access, Principal},
     error::Error,
-    settings::{Cursor, Key, MAX_FEED_PAGE, Scope, Store, decode_opaque, encode_opaque},
+    settings::{
+        Cursor, HistoryEntry, Key, MAX_FEED_PAGE, Scope, Store, decode_opaque, encode_opaque,
+    },
 };
 
 const MAX_HISTORY_PAGE: i32 = 100;
@@ -28,6 +30,58 @@ fn decode_cursor(cursor: &str) -> Result<i64, Error> {
     decode_opaque(CURSOR_PREFIX, cursor).ok_or_else(|| {
         Error::bad_input("after", "cursor", "`after` is not a cursor of this history")
     })
+}
+
+/// A page of a setting's history, as `first` and `after` ask for it.
+pub(super) struct HistoryPage {
+    pub first: u64,
+    /// The change the page starts below.
+    pub before: Option<i64>,
+    after: Option<String>,
+}
+
+impl HistoryPage {
+    pub fn parse(first: i32, after: Option<String>) -> Result<Self, Error> {
+        if !(1..=MAX_HISTORY_PAGE).contains(&first) {
+            return Err(Error::bad_input(
+                "first",
+                "range",
+                format!("first must be between 1 and {MAX_HISTORY_PAGE}"),
+            ));
+        }
+        let before = after.as_deref().map(decode_cursor).transpose()?;
+        Ok(HistoryPage {
+            first: first as u64,
+            before,
+            after,
+        })
+    }
+
+    pub fn connection(
+        self,
+        entries: Vec<HistoryEntry>,
+        more: bool,
+    ) -> Connection<String, SettingChange> {
+        let mut connection = Connection::new(self.after.is_some(), more);
+        connection.edges.extend(
+            entries
+                .into_iter()
+                .map(|entry| Edge::new(encode_cursor(entry.id), SettingChange::from(entry))),
+        );
+        connection
+    }
+}
+
+/// Most users one `users` field may name.
+const MAX_USERS_PER_QUERY: usize = 100;
+
+/// FORBIDDEN unless the caller is an administrator.
+pub(super) fn require_admin(principal: &Principal, what: &str) -> Result<(), Error> {
+    if principal.is_admin() {
+        Ok(())
+    } else {
+        Err(Error::Forbidden(format!("{what} needs the admin role")))
+    }
 }
 
 /// Most keys one `keys:` argument may name.
@@ -240,30 +294,52 @@ impl Query {
         let user_id = principal.acting_on(user_id.as_deref())?;
         let key = Key::parse(key, "key")?;
         let scope = Scope::parse(scope)?;
-        if !(1..=MAX_HISTORY_PAGE).contains(&first) {
-            return Err(Error::bad_input(
-                "first",
-                "range",
-                format!("first must be between 1 and {MAX_HISTORY_PAGE}"),
-            )
-            .into());
-        }
-        let before = after.as_deref().map(decode_cursor).transpose()?;
+        let page = HistoryPage::parse(first, after)?;
         let (entries, more) = store
-            .history(user_id, &scope, &key, first as u64, before)
+            .history(user_id, &scope, &key, page.first, page.before)
             .await?;
-        let mut connection = Connection::new(after.is_some(), more);
-        connection.edges.extend(
-            entries
-                .into_iter()
-                .map(|entry| Edge::new(encode_cursor(entry.id), SettingChange::from(entry))),
-        );
-        Ok(connection)
+        Ok(page.connection(entries, more))
     }
 
     /// The caller.
     async fn me(&self, ctx: &Context<'_>) -> Result<UserObject> {
         let (principal, store) = caller(ctx, Access::Read)?;
         Ok(UserObject(store.user(&principal.user_id).await?))
+    }
+
+    /// A user as support sees them, with their settings, effective settings and history under
+    /// it; null when no such user is known. Administrators only.
+    async fn user(&self, ctx: &Context<'_>, id: String) -> Result<Option<UserObject>> {
+        let (principal, _) = caller(ctx, Access::Read)?;
+        require_admin(principal, "reading another user")?;
+        let user = super::types::loader(ctx)?
+            .load_one(UserId(id))
+            .await
+            .map_err(super::types::loaded)?;
+        Ok(user.map(UserObject))
+    }
+
+    /// Several users, in the order of `ids` (null for an unknown one), each read with the
+    /// others: the fields under them cost the same few queries for one user or a hundred.
+    /// Administrators only; at most 100 ids.
+    async fn users(&self, ctx: &Context<'_>, ids: Vec<String>) -> Result<Vec<Option<UserObject>>> {
+        let (principal, _) = caller(ctx, Access::Read)?;
+        require_admin(principal, "reading other users")?;
+        if ids.len() > MAX_USERS_PER_QUERY {
+            return Err(Error::bad_input(
+                "ids",
+                "maxItems",
+                format!("at most {MAX_USERS_PER_QUERY} users may be read at once"),
+            )
+            .into());
+        }
+        let mut found = super::types::loader(ctx)?
+            .load_many(ids.iter().cloned().map(UserId))
+            .await
+            .map_err(super::types::loaded)?;
+        Ok(ids
+            .into_iter()
+            .map(|id| found.remove(&UserId(id)).map(UserObject))
+            .collect())
     }
 }

@@ -5,7 +5,14 @@ use async_graphql::{
 use base64::Engine;
 use chrono::{SecondsFormat, Utc};
 
-use super::query::{caller, settings_of};
+use std::sync::Arc;
+
+use async_graphql::{connection::Connection, dataloader::DataLoader};
+
+use super::{
+    loaders::{EffectiveOf, HistoryOf, StoreLoader, StoredOf, UserScope},
+    query::{HistoryPage, caller, parse_keys},
+};
 use crate::auth::Access;
 use crate::settings::{self, User};
 
@@ -112,9 +119,91 @@ impl UserObject {
         #[graphql(default)] scope: String,
         keys: Option<Vec<String>>,
     ) -> async_graphql::Result<Vec<Setting>> {
-        let (_, store) = caller(ctx, Access::Read)?;
-        settings_of(store, &self.0.id, scope, keys).await
+        let of = self.scope(ctx, scope, keys)?;
+        let settings = loader(ctx)?.load_one(StoredOf(of)).await.map_err(loaded)?;
+        Ok(settings
+            .unwrap_or_default()
+            .into_iter()
+            .map(Setting::from)
+            .collect())
     }
+
+    /// The value that applies for each of the user's keys in `scope`, as the user's own
+    /// `effectiveSettings` reads it.
+    async fn effective_settings(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default)] scope: String,
+        keys: Option<Vec<String>>,
+    ) -> async_graphql::Result<Vec<EffectiveSetting>> {
+        let of = self.scope(ctx, scope, keys)?;
+        let scope = of.scope.clone();
+        let effective = loader(ctx)?
+            .load_one(EffectiveOf(of))
+            .await
+            .map_err(loaded)?;
+        Ok(effective
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| EffectiveSetting::new(e, &self.0.id, scope.as_str()))
+            .collect())
+    }
+
+    /// The changes of one of the user's settings, newest first, as `settingHistory` pages them.
+    async fn setting_history(
+        &self,
+        ctx: &Context<'_>,
+        key: String,
+        #[graphql(default)] scope: String,
+        #[graphql(default = 20)] first: i32,
+        after: Option<String>,
+    ) -> async_graphql::Result<Connection<String, SettingChange>> {
+        let of = self.scope(ctx, scope, None)?;
+        let page = HistoryPage::parse(first, after)?;
+        let id = HistoryOf {
+            user_id: of.user_id,
+            scope: of.scope,
+            key: settings::Key::parse(key, "key")?,
+            first: page.first,
+            before: page.before,
+        };
+        let (entries, more) = loader(ctx)?
+            .load_one(id)
+            .await
+            .map_err(loaded)?
+            .unwrap_or_default();
+        Ok(page.connection(entries, more))
+    }
+}
+
+impl UserObject {
+    /// What a field under this user reads; the caller must be the user or an administrator.
+    fn scope(
+        &self,
+        ctx: &Context<'_>,
+        scope: String,
+        keys: Option<Vec<String>>,
+    ) -> async_graphql::Result<UserScope> {
+        let (principal, _) = caller(ctx, Access::Read)?;
+        principal.acting_on(Some(&self.0.id))?;
+        Ok(UserScope {
+            user_id: self.0.id.clone(),
+            scope: settings::Scope::parse(scope)?,
+            keys: parse_keys(keys)?,
+        })
+    }
+}
+
+/// The request's batch loader.
+pub(super) fn loader<'c>(
+    ctx: &Context<'c>,
+) -> async_graphql::Result<&'c Arc<DataLoader<StoreLoader>>> {
+    ctx.data::<Arc<DataLoader<StoreLoader>>>()
+}
+
+/// A batch load's error, as the field's.
+pub(super) fn loaded(err: Arc<crate::error::Error>) -> async_graphql::Error {
+    async_graphql::Error::from(err.as_ref())
 }
 
 /// Where an effective value comes from, lowest layer first.

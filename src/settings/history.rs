@@ -94,6 +94,67 @@ impl Store {
         Ok((entries, more))
     }
 
+    /// [`Store::history`] of one setting for several users at once, in one query: each user's
+    /// newest `first` changes older than `before`, and whether older ones remain.
+    #[tracing::instrument(skip_all, err(level = "debug", Debug))]
+    pub async fn history_many(
+        &self,
+        user_ids: &[&str],
+        scope: &Scope,
+        key: &Key,
+        first: u64,
+        before: Option<i64>,
+    ) -> Result<HashMap<String, (Vec<HistoryEntry>, bool)>> {
+        if user_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        // Both backends rank with the same window function; every value is a parameter.
+        let placeholders: Vec<String> = (0..user_ids.len())
+            .map(|i| self.placeholder(i + 5))
+            .collect();
+        let sql = format!(
+            "SELECT id, user_id, scope, key, kind, version, old_value, new_value, actor, interface, \
+             correlation_id, changed_at, position FROM (SELECT *, ROW_NUMBER() OVER \
+             (PARTITION BY user_id ORDER BY id DESC) AS newer FROM setting_changes \
+             WHERE scope = {} AND key = {} AND id < {} AND user_id IN ({})) ranked \
+             WHERE newer <= {} ORDER BY user_id, id DESC",
+            self.placeholder(1),
+            self.placeholder(2),
+            self.placeholder(3),
+            placeholders.join(", "),
+            self.placeholder(4),
+        );
+        let mut values: Vec<sea_orm::Value> = vec![
+            scope.as_str().into(),
+            key.as_str().into(),
+            before.unwrap_or(i64::MAX).into(),
+            ((first + 1).min(i64::MAX as u64) as i64).into(),
+        ];
+        values.extend(user_ids.iter().map(|&id| id.into()));
+        let rows = setting_change::Entity::find()
+            .from_raw_sql(Statement::from_sql_and_values(self.backend(), sql, values))
+            .all(&*self.db()?)
+            .await?;
+        let mut by_user: HashMap<String, (Vec<HistoryEntry>, bool)> = HashMap::new();
+        for row in rows {
+            let (entries, more) = by_user.entry(row.user_id.clone()).or_default();
+            if entries.len() as u64 == first {
+                *more = true;
+            } else {
+                entries.push(HistoryEntry::try_from(row)?);
+            }
+        }
+        Ok(by_user)
+    }
+
+    /// The `n`th (from 1) parameter's placeholder in this backend's SQL.
+    fn placeholder(&self, n: usize) -> String {
+        match self.backend() {
+            sea_orm::DbBackend::Postgres => format!("${n}"),
+            _ => format!("?{n}"),
+        }
+    }
+
     /// Deletes history beyond `retention`, a batch at a time; returns how many rows went.
     #[tracing::instrument(skip_all, err(level = "debug", Debug))]
     pub async fn prune_history(&self, retention: Retention) -> Result<u64> {

@@ -63,6 +63,34 @@ impl Store {
         Ok(rows.into_iter().map(Setting::from).collect())
     }
 
+    /// The settings of several users in `scope`, each ordered by key, in one query; only
+    /// `keys` when given. Users without settings are absent from the map.
+    #[tracing::instrument(skip_all, err(level = "debug", Debug))]
+    pub async fn list_many(
+        &self,
+        user_ids: &[&str],
+        scope: &Scope,
+        keys: Option<&[Key]>,
+    ) -> Result<HashMap<String, Vec<Setting>>> {
+        let rows = setting::Entity::find()
+            .filter(setting::Column::UserId.is_in(user_ids.iter().copied()))
+            .filter(setting::Column::Scope.eq(scope.as_str()))
+            .apply_if(keys, |query, keys| {
+                query.filter(setting::Column::Key.is_in(keys.iter().map(Key::as_str)))
+            })
+            .order_by_asc(setting::Column::Key)
+            .all(&*self.db()?)
+            .await?;
+        let mut by_user: HashMap<String, Vec<Setting>> = HashMap::new();
+        for row in rows {
+            by_user
+                .entry(row.user_id.clone())
+                .or_default()
+                .push(Setting::from(row));
+        }
+        Ok(by_user)
+    }
+
     #[tracing::instrument(skip_all, err(level = "debug", Debug))]
     pub async fn get(&self, user_id: &str, scope: &Scope, key: &Key) -> Result<Option<Setting>> {
         let row = setting::Entity::find_by_id((

@@ -12,6 +12,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
     ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr, EntityTrait,
+    QueryFilter,
     prelude::Expr,
     sea_query::OnConflict,
 };
@@ -48,6 +49,8 @@ pub struct Store {
     notice_queue: Mutex<Option<tokio::sync::mpsc::Receiver<super::listen::Notice>>>,
     /// Notices queued or being sent.
     pub(super) notices_pending: std::sync::atomic::AtomicUsize,
+    /// Statements sent through the pool.
+    statements: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Opens a pool. SQLite gets one connection: it serializes writers anyway, and a single
@@ -89,7 +92,7 @@ pub(super) fn of_user(user_id: &str, scope: &Scope) -> sea_orm::Condition {
 
 impl Store {
     pub fn new(
-        db: DatabaseConnection,
+        mut db: DatabaseConnection,
         limits: ValueLimits,
         catalog: Arc<Catalog>,
         locale_scope: Scope,
@@ -101,7 +104,14 @@ impl Store {
             }
             _ => (None, None),
         };
+        let statements = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = statements.clone();
+        db.set_metric_callback(move |_| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            metrics::counter!("settings_api_db_statements_total").increment(1);
+        });
         Store {
+            statements,
             notices,
             notice_queue: Mutex::new(notice_queue),
             notices_pending: Default::default(),
@@ -255,6 +265,25 @@ impl Store {
             .await?
             .map(User::from)
             .ok_or_else(|| Error::NotFound(format!("user `{user_id}` does not exist")))
+    }
+}
+
+impl Store {
+    /// The users of `ids` that have a row, in no particular order, in one query.
+    #[tracing::instrument(skip_all, err(level = "debug", Debug))]
+    pub async fn users(&self, ids: &[&str]) -> Result<Vec<User>> {
+        Ok(user::Entity::find()
+            .filter(user::Column::Id.is_in(ids.iter().copied()))
+            .all(&*self.db()?)
+            .await?
+            .into_iter()
+            .map(User::from)
+            .collect())
+    }
+
+    /// SQL statements this store has sent, transactions' included: what a request cost.
+    pub fn statements(&self) -> u64 {
+        self.statements.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

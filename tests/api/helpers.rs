@@ -124,6 +124,8 @@ pub struct TestApp {
     pub address: String,
     pub client: Client,
     pub database_url: String,
+    /// The application's store, to count the statements a request cost.
+    pub store: std::sync::Arc<settings_api::settings::Store>,
     issuer: Issuer,
     /// Stops the server (SIGTERM's path), and its end.
     #[allow(clippy::type_complexity)]
@@ -278,6 +280,7 @@ impl TestApp {
             .await
             .unwrap_or_else(|err| panic!("the application starts: {err:#}"));
         let address = format!("http://{}", app.local_addr());
+        let store = app.store();
         let key = jwt
             .key
             .clone()
@@ -296,6 +299,7 @@ impl TestApp {
                 .build()
                 .unwrap(),
             database_url,
+            store,
             issuer,
             stop: std::sync::Mutex::new(Some((stop, served))),
             _db: db,
@@ -341,6 +345,17 @@ impl TestApp {
 
     pub fn token_for(&self, request: TokenRequest) -> String {
         self.issuer.mint(&request).expect("mint a token")
+    }
+
+    /// A token with the `admin` role.
+    pub fn admin_token(&self, sub: &str) -> String {
+        self.token_for(TokenRequest {
+            sub: sub.into(),
+            email: None,
+            roles: vec!["admin".into()],
+            scope: None,
+            ttl: Duration::from_secs(600),
+        })
     }
 
     pub fn url(&self, path: &str) -> String {

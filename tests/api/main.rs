@@ -30,5 +30,6 @@ mod schema;
 mod settings;
 mod sse;
 mod subscriptions;
+mod support;
 mod versions;
 mod websocket_protocol;
