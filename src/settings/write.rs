@@ -311,9 +311,21 @@ impl Store {
             return Ok(outcome);
         }
         let txn = self.db()?.begin().await?;
-        let current = self.lock_rows(&txn, write).await?;
+        let outcome = self.write_in(&txn, write).await?;
+        txn.commit().await?;
+        Ok(outcome)
+    }
+
+    /// A write inside `txn`, which the caller commits (or, for a dry run, rolls back) and then
+    /// publishes: lock and read the rows, plan, carry the plan out, check the quotas.
+    pub(super) async fn write_in(
+        &self,
+        txn: &DatabaseTransaction,
+        write: &Write<'_>,
+    ) -> Result<Vec<Outcome>, WriteError> {
+        let current = self.lock_rows(txn, write).await?;
         let last_versions = self
-            .last_versions(&txn, write, plan::created_keys(&write.target, &current))
+            .last_versions(txn, write, plan::created_keys(&write.target, &current))
             .await?;
         let plan = plan::plan(
             plan::Input {
@@ -327,10 +339,9 @@ impl Store {
             |key, value| self.check_value(write.scope, key, value),
         )?;
         let growth = plan.growth();
-        let outcome = self.carry_out(&txn, write, plan).await?;
-        self.check_quotas(&txn, write.user_id, write.scope.as_str(), growth)
+        let outcome = self.carry_out(txn, write, plan).await?;
+        self.check_quotas(txn, write.user_id, write.scope.as_str(), growth)
             .await?;
-        txn.commit().await?;
         Ok(outcome)
     }
 
