@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::{
     query::{caller, effective_of, parse_keys},
-    types::{EffectiveSetting, Setting, SettingDefinition},
+    types::{EffectiveSetting, ImportMode, ImportResult, Setting, SettingDefinition},
 };
 use crate::{
     auth::{Access, Principal},
@@ -191,6 +191,34 @@ impl Mutation {
             .revert(&origin(principal), user_id, &scope, &key, to_version)
             .await?;
         Ok(setting.into())
+    }
+
+    /// Writes an export document (`exportSettings`) back: every setting checked against the
+    /// catalog of its scope, the value limits and the quotas, and all of them written or none.
+    /// `MERGE` keeps the user's other settings; `REPLACE` deletes them. With `dryRun`, reports
+    /// exactly what the import would do and writes nothing. Imported settings are new versions
+    /// with a history of their own; the document's history is not imported. `userId` names
+    /// another user, for administrators.
+    async fn import_settings(
+        &self,
+        ctx: &Context<'_>,
+        document: Json<Value>,
+        #[graphql(default_with = "ImportMode::Merge")] mode: ImportMode,
+        #[graphql(default)] dry_run: bool,
+        user_id: Option<String>,
+    ) -> Result<ImportResult> {
+        let (principal, store) = caller(ctx, Access::Write)?;
+        let user_id = acting_on(principal, store, user_id.as_deref()).await?;
+        let report = store
+            .import(
+                &origin(principal),
+                user_id,
+                &document.0,
+                mode.into(),
+                dry_run,
+            )
+            .await?;
+        Ok(report.into())
     }
 
     /// Sets the organisation default of a catalog key for every user at once, in every scope

@@ -307,6 +307,20 @@ impl Query {
         Ok(UserObject(store.user(&principal.user_id).await?))
     }
 
+    /// Every setting of the user in every scope, with their whole retained history, as one
+    /// document (format `settings-api/export`, version 1) that `importSettings` reads back.
+    /// The caller's own by default; `userId` names another user, for administrators.
+    async fn export_settings(
+        &self,
+        ctx: &Context<'_>,
+        user_id: Option<String>,
+    ) -> Result<async_graphql::Json<serde_json::Value>> {
+        let (principal, _) = caller(ctx, Access::Read)?;
+        let user_id = principal.acting_on(user_id.as_deref())?;
+        let store = ctx.data::<Arc<Store>>()?.clone();
+        Ok(async_graphql::Json(store.export(user_id).await?))
+    }
+
     /// A user as support sees them, with their settings, effective settings and history under
     /// it; null when no such user is known. Administrators only.
     async fn user(&self, ctx: &Context<'_>, id: String) -> Result<Option<UserObject>> {

@@ -322,3 +322,60 @@ impl From<settings::HistoryEntry> for SettingChange {
         }
     }
 }
+
+/// How `importSettings` treats the settings a document does not hold.
+#[derive(async_graphql::Enum, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "settings::ImportMode")]
+pub enum ImportMode {
+    /// They stay.
+    Merge,
+    /// They are deleted: afterwards the user has exactly the document's settings.
+    Replace,
+}
+
+/// What an import did, or for a dry run would do. When `errors` is not empty, nothing was
+/// written and the counts are 0.
+#[derive(SimpleObject)]
+pub struct ImportResult {
+    pub created: i32,
+    pub updated: i32,
+    pub deleted: i32,
+    /// Settings of the document already stored with the same value, left as they are.
+    pub unchanged: i32,
+    pub errors: Vec<ImportError>,
+}
+
+/// A setting of the document that cannot be imported, or a scope that would break a quota.
+#[derive(SimpleObject)]
+pub struct ImportError {
+    /// The setting's index in the document's `settings`; null for a scope as a whole.
+    pub index: Option<i32>,
+    pub scope: Option<String>,
+    pub key: Option<String>,
+    /// The rule broken, as `extensions.rule` names it in `BAD_USER_INPUT` errors.
+    pub rule: String,
+    pub message: String,
+}
+
+impl From<settings::ImportReport> for ImportResult {
+    fn from(report: settings::ImportReport) -> Self {
+        let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+        ImportResult {
+            created: count(report.created),
+            updated: count(report.updated),
+            deleted: count(report.deleted),
+            unchanged: count(report.unchanged),
+            errors: report
+                .errors
+                .into_iter()
+                .map(|issue| ImportError {
+                    index: issue.index.map(count),
+                    scope: issue.scope,
+                    key: issue.key,
+                    rule: issue.rule,
+                    message: issue.message,
+                })
+                .collect(),
+        }
+    }
+}

@@ -11,6 +11,7 @@ mod c002_preferences;
 mod c003_typed;
 mod c004_sparse;
 mod envelope;
+mod export;
 pub mod openapi;
 mod routes;
 mod typed;
@@ -81,6 +82,7 @@ pub fn router() -> Router<AppState> {
         .merge(c002_preferences::router())
         .merge(c003_typed::router())
         .merge(c004_sparse::router())
+        .merge(export::router())
 }
 
 /// Who writes through `route`, for the history.

@@ -12,7 +12,7 @@ use utoipa::{
     openapi::security::{Http, HttpAuthScheme, SecurityScheme},
 };
 
-use super::{c000_per_key, c001_partial, c002_preferences, c003_typed, c004_sparse};
+use super::{c000_per_key, c001_partial, c002_preferences, c003_typed, c004_sparse, export};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -36,6 +36,7 @@ use super::{c000_per_key, c001_partial, c002_preferences, c003_typed, c004_spars
         c003_typed::update,
         c004_sparse::read,
         c004_sparse::update,
+        export::export,
     ),
     modifiers(&BearerSchemes)
 )]

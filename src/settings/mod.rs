@@ -3,9 +3,11 @@
 
 mod cache;
 mod events;
+mod export;
 mod feed;
 mod health;
 mod history;
+mod import;
 mod listen;
 mod merge;
 mod model;
@@ -20,11 +22,13 @@ mod value;
 mod write;
 
 pub use events::ChangeEvent;
+pub use export::{EXPORT_FORMAT, EXPORT_VERSION};
 pub use feed::{
     Cursor, FeedPage, MAX_PAGE as MAX_FEED_PAGE, Snapshot, decode_opaque, encode_opaque,
 };
 pub use health::Readiness;
 pub use history::{HistoryEntry, Retention};
+pub use import::{ImportIssue, ImportMode, ImportReport};
 pub use merge::merge_patch;
 pub use model::{ChangeKind, Expect, Origin, Setting, User};
 pub use names::{Key, Scope};

@@ -11,7 +11,7 @@ pub const MAX_NAME_CHARS: usize = 255;
 pub struct Key(Cow<'static, str>);
 
 /// A settings scope: like a key, but empty is allowed and means the default scope.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
 pub struct Scope(String);
 
 impl Key {

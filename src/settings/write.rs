@@ -536,7 +536,7 @@ impl Store {
     }
 
     /// Tells subscribers what a committed write changed.
-    fn publish(&self, write: &Write<'_>, outcomes: &[Outcome]) {
+    pub(super) fn publish(&self, write: &Write<'_>, outcomes: &[Outcome]) {
         if let Some(cache) = &self.cache
             && !outcomes.is_empty()
         {

@@ -14,6 +14,7 @@ mod feed;
 mod graphql_http;
 mod health;
 mod isolation;
+mod lifecycle;
 mod limits;
 mod merge_patch;
 mod metrics;

@@ -1,0 +1,285 @@
+//! The lifecycle of a user's settings: export and import.
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+const EXPORT: &str = "query($u: String) { exportSettings(userId: $u) }";
+const IMPORT: &str = "mutation($d: JSON!, $m: ImportMode = MERGE, $dry: Boolean = false, $u: String) { \
+    importSettings(document: $d, mode: $m, dryRun: $dry, userId: $u) { created updated deleted unchanged \
+    errors { index scope key rule message } } }";
+const TYPED_SCOPE: &str = "contract-003";
+
+async fn set_in(app: &TestApp, token: &str, scope: &str, key: &str, value: Value) {
+    let set = "mutation($k: String!, $v: JSON!, $s: String!) { setSetting(key: $k, value: $v, scope: $s) { version } }";
+    app.data(token, set, json!({"k": key, "v": value, "s": scope}))
+        .await;
+}
+
+async fn export(app: &TestApp, token: &str) -> Value {
+    app.data(token, EXPORT, json!({})).await["exportSettings"].take()
+}
+
+async fn import(app: &TestApp, token: &str, variables: Value) -> Value {
+    app.data(token, IMPORT, variables).await["importSettings"].take()
+}
+
+/// Every stored value of the user in every scope, as (scope, key, value).
+fn values_of(document: &Value) -> Vec<(String, String, Value)> {
+    let mut values: Vec<_> = document["settings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["scope"].as_str().unwrap().to_owned(),
+                s["key"].as_str().unwrap().to_owned(),
+                s["value"].clone(),
+            )
+        })
+        .collect();
+    values.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    values
+}
+
+both_backends! {
+    async fn an_export_holds_every_scope_and_the_whole_history_also_as_a_download(app) {
+        let alice = app.token("alice");
+        app.set(&alice, "theme", json!("dark")).await;
+        app.set(&alice, "theme", json!("light")).await;
+        set_in(&app, &alice, "mobile", "layout", json!({"dense": true})).await;
+        set_in(&app, &alice, TYPED_SCOPE, "notifications", json!(false)).await;
+        app.set(&app.token("bob"), "theme", json!("bob's")).await;
+
+        let document = export(&app, &alice).await;
+        assert_eq!(document["format"], "settings-api/export");
+        assert_eq!(document["version"], 1);
+        assert_eq!(document["user"]["id"], "alice");
+        assert_eq!(
+            values_of(&document),
+            vec![
+                ("".into(), "theme".into(), json!("light")),
+                (TYPED_SCOPE.into(), "notifications".into(), json!(false)),
+                ("mobile".into(), "layout".into(), json!({"dense": true})),
+            ]
+        );
+        let theme = document["settings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["key"] == "theme")
+            .unwrap();
+        assert_eq!(theme["version"], 2);
+        assert!(theme["createdAt"].as_str().unwrap().ends_with('Z'));
+        let history: Vec<(&str, &str, &Value)> = document["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| (h["key"].as_str().unwrap(), h["kind"].as_str().unwrap(), &h["newValue"]))
+            .collect();
+        assert_eq!(
+            history,
+            vec![
+                ("theme", "CREATE", &json!("dark")),
+                ("theme", "UPDATE", &json!("light")),
+                ("layout", "CREATE", &json!({"dense": true})),
+                ("notifications", "CREATE", &json!(false)),
+            ]
+        );
+        assert!(document["history"].as_array().unwrap().iter().all(|h| h["actor"] == "alice"));
+
+        let reply = app
+            .send(app.client.get(app.url("/api/v1/me/export")).bearer_auth(&alice))
+            .await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.header("content-type"), Some("application/json"));
+        assert_eq!(
+            reply.header("content-disposition"),
+            Some("attachment; filename=\"settings-export.json\"")
+        );
+        let mut downloaded = reply.body.clone();
+        let mut expected = document.clone();
+        downloaded["exportedAt"] = Value::Null;
+        expected["exportedAt"] = Value::Null;
+        assert_eq!(downloaded, expected);
+
+        let anonymous = app.send(app.client.get(app.url("/api/v1/me/export"))).await;
+        assert_eq!(anonymous.status, 401);
+        assert_eq!(anonymous.body["error"]["code"], "UNAUTHENTICATED");
+    }
+
+    async fn a_large_export_downloads_whole_across_pages(app) {
+        let token = app.token("large");
+        for batch in 0..12 {
+            let patch: serde_json::Map<String, Value> =
+                (0..100).map(|i| (format!("key-{batch:02}-{i:03}"), json!(i))).collect();
+            app.data(&token, "mutation($p: JSON!) { updateSettings(patch: $p) { key } }", json!({"p": patch}))
+                .await;
+        }
+        let reply = app
+            .send(app.client.get(app.url("/api/v1/me/export")).bearer_auth(&token))
+            .await;
+        assert_eq!(reply.status, 200);
+        let settings = reply.body["settings"].as_array().unwrap();
+        assert_eq!(settings.len(), 1200);
+        assert_eq!(reply.body["history"].as_array().unwrap().len(), 1200);
+        let mut keys: Vec<&str> = settings.iter().map(|s| s["key"].as_str().unwrap()).collect();
+        keys.dedup();
+        assert_eq!(keys.len(), 1200, "no setting twice across pages");
+    }
+
+    async fn an_export_imported_into_an_empty_account_reproduces_every_value(app) {
+        let alice = app.token("alice");
+        app.set(&alice, "theme", json!("dark")).await;
+        app.set(&alice, "nested", json!({"a": [1, {"b": null}], "c": "ü"})).await;
+        set_in(&app, &alice, "mobile", "layout", json!([1, 2, 3])).await;
+        set_in(&app, &alice, TYPED_SCOPE, "notifications", json!(false)).await;
+        let document = export(&app, &alice).await;
+
+        let carol = app.token("carol");
+        let report = import(&app, &carol, json!({"d": document})).await;
+        assert_eq!(
+            report,
+            json!({"created": 4, "updated": 0, "deleted": 0, "unchanged": 0, "errors": []})
+        );
+        assert_eq!(values_of(&export(&app, &carol).await), values_of(&document));
+        assert_eq!(app.values_in(&carol, "mobile").await, json!({"layout": [1, 2, 3]}));
+
+        // Again: nothing to do.
+        let again = import(&app, &carol, json!({"d": document})).await;
+        assert_eq!(
+            again,
+            json!({"created": 0, "updated": 0, "deleted": 0, "unchanged": 4, "errors": []})
+        );
+    }
+
+    async fn merge_keeps_other_settings_and_replace_deletes_them(app) {
+        let alice = app.token("alice");
+        app.set(&alice, "theme", json!("dark")).await;
+        let document = export(&app, &alice).await;
+        app.set(&alice, "theme", json!("light")).await;
+        app.set(&alice, "extra", json!(1)).await;
+        set_in(&app, &alice, "mobile", "layout", json!("grid")).await;
+
+        let merged = import(&app, &alice, json!({"d": document})).await;
+        assert_eq!(
+            merged,
+            json!({"created": 0, "updated": 1, "deleted": 0, "unchanged": 0, "errors": []})
+        );
+        assert_eq!(app.values(&alice).await, json!({"theme": "dark", "extra": 1}));
+
+        let replaced = import(&app, &alice, json!({"d": document, "m": "REPLACE"})).await;
+        assert_eq!(
+            replaced,
+            json!({"created": 0, "updated": 0, "deleted": 2, "unchanged": 1, "errors": []})
+        );
+        assert_eq!(values_of(&export(&app, &alice).await), values_of(&document));
+    }
+
+    async fn a_dry_run_reports_what_the_import_would_do_and_writes_nothing(app) {
+        let alice = app.token("alice");
+        app.set(&alice, "theme", json!("dark")).await;
+        app.set(&alice, "same", json!(true)).await;
+        let mut document = export(&app, &alice).await;
+        document["settings"].as_array_mut().unwrap().push(json!({"scope": "", "key": "new", "value": 5}));
+        app.set(&alice, "theme", json!("light")).await;
+        app.set(&alice, "gone", json!(0)).await;
+        let before = export(&app, &alice).await;
+        let changes_before = history_count(&app, "alice").await;
+
+        let dry = import(&app, &alice, json!({"d": document, "m": "REPLACE", "dry": true})).await;
+        assert_eq!(
+            dry,
+            json!({"created": 1, "updated": 1, "deleted": 1, "unchanged": 1, "errors": []})
+        );
+        assert_eq!(values_of(&export(&app, &alice).await), values_of(&before));
+        assert_eq!(history_count(&app, "alice").await, changes_before);
+
+        let real = import(&app, &alice, json!({"d": document, "m": "REPLACE"})).await;
+        assert_eq!(real, dry, "the real run does what the dry run said");
+        assert_eq!(app.values(&alice).await, json!({"theme": "dark", "same": true, "new": 5}));
+    }
+
+    async fn an_import_with_a_bad_entry_writes_nothing_and_names_every_bad_entry(app) {
+        let alice = app.token("alice");
+        app.set(&alice, "theme", json!("dark")).await;
+        let document = json!({
+            "format": "settings-api/export",
+            "version": 1,
+            "settings": [
+                {"scope": "", "key": "theme", "value": "light"},
+                {"scope": "", "key": "", "value": 1},
+                {"scope": TYPED_SCOPE, "key": "notifications", "value": "yes"},
+                {"scope": "", "key": "theme", "value": "again"},
+                {"scope": "", "key": "novalue"},
+            ],
+        });
+        let report = import(&app, &alice, json!({"d": document})).await;
+        let errors: Vec<(i64, &str)> = report["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["index"].as_i64().unwrap(), e["rule"].as_str().unwrap()))
+            .collect();
+        assert_eq!(errors, vec![(1, "minLength"), (2, "type"), (3, "unique"), (4, "required")]);
+        assert_eq!(report["created"], 0);
+        assert_eq!(report["errors"][2]["key"], "theme");
+        assert_eq!(app.values(&alice).await, json!({"theme": "dark"}));
+        assert_eq!(history_count(&app, "alice").await, 1);
+    }
+
+    async fn a_document_that_is_not_an_export_is_refused(app) {
+        let alice = app.token("alice");
+        for document in [
+            json!([1, 2]),
+            json!({"format": "other", "version": 1, "settings": []}),
+            json!({"format": "settings-api/export", "version": 2, "settings": []}),
+            json!({"format": "settings-api/export", "version": 1}),
+        ] {
+            let error = app.error(&alice, IMPORT, json!({"d": document})).await;
+            assert_eq!(code(&error), "BAD_USER_INPUT", "{document}: {error}");
+            assert_eq!(error["extensions"]["rule"], "format", "{error}");
+        }
+    }
+
+    async fn only_administrators_export_or_import_another_users_settings(app) {
+        let alice = app.token("alice");
+        app.set(&alice, "theme", json!("dark")).await;
+        let mallory = app.token("mallory");
+        let error = app.error(&mallory, EXPORT, json!({"u": "alice"})).await;
+        assert_eq!(code(&error), "FORBIDDEN");
+        let document = export(&app, &mallory).await;
+        let error = app.error(&mallory, IMPORT, json!({"d": document, "u": "alice", "m": "REPLACE"})).await;
+        assert_eq!(code(&error), "FORBIDDEN");
+        assert_eq!(app.values(&alice).await, json!({"theme": "dark"}));
+
+        let admin = app.admin_token("privacy-1");
+        let theirs = app.data(&admin, EXPORT, json!({"u": "alice"})).await;
+        assert_eq!(values_of(&theirs["exportSettings"]), vec![("".into(), "theme".into(), json!("dark"))]);
+    }
+}
+
+both_backends! {
+    options = Options::default().env("QUOTA_KEYS_PER_SCOPE", "2");
+    async fn an_import_past_a_quota_writes_nothing_and_says_which_scope(app) {
+        let alice = app.token("alice");
+        app.set(&alice, "a", json!(1)).await;
+        let document = json!({
+            "format": "settings-api/export",
+            "version": 1,
+            "settings": [
+                {"scope": "other", "key": "x", "value": 1},
+                {"scope": "", "key": "b", "value": 2},
+                {"scope": "", "key": "c", "value": 3},
+            ],
+        });
+        let report = import(&app, &alice, json!({"d": document})).await;
+        assert_eq!(report["created"], 0);
+        assert_eq!(
+            report["errors"],
+            json!([{"index": null, "scope": "", "key": null, "rule": "quotaKeys", "message": report["errors"][0]["message"]}])
+        );
+        assert_eq!(app.values(&alice).await, json!({"a": 1}));
+        assert_eq!(app.values_in(&alice, "other").await, json!({}));
+    }
+}
