@@ -21,7 +21,8 @@ use super::{c000_per_key, c001_partial, c002_preferences, c003_typed, c004_spars
         description = "The REST routes that settings-api keeps for existing clients, each with \
                        the paths, status codes, bodies and error envelopes of the API those \
                        clients were written against. Every route reads and writes the same \
-                       settings as the GraphQL API at /graphql."
+                       settings as the GraphQL API at /graphql. Beside them, \
+                       `/api/v1/me/export` downloads the caller's export document."
     ),
     paths(
         c000_per_key::list,

@@ -347,6 +347,7 @@ async fn the_openapi_document_describes_every_route_as_its_contract_does() {
         ("/api/v1/user-settings", "patch"),
         ("/api/v1/users/settings", "get"),
         ("/api/v1/users/settings", "patch"),
+        ("/api/v1/me/export", "get"),
     ];
     for (path, method) in operations {
         assert!(
