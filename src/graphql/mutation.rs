@@ -221,6 +221,17 @@ impl Mutation {
         Ok(report.into())
     }
 
+    /// Forgets the user completely: every setting in every scope, the whole history and the
+    /// user's record; where the user acted on another user's settings, the history names
+    /// `erased-user` instead. The user's subscriptions get one last event of kind `ERASE`
+    /// and end. False when no such user is known. Administrators, or a user erasing
+    /// themselves; a later request with a valid token starts a new, empty account.
+    async fn erase_user(&self, ctx: &Context<'_>, user_id: String) -> Result<bool> {
+        let (principal, store) = caller(ctx, Access::Write)?;
+        let user_id = principal.acting_on(Some(&user_id))?;
+        Ok(store.erase(&principal.user_id, user_id).await?)
+    }
+
     /// Sets the organisation default of a catalog key for every user at once, in every scope
     /// whose catalog has the key; `null` removes it. Needs the `admin` role; the value must
     /// satisfy the key's schema in each of those scopes.

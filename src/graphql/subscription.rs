@@ -11,7 +11,7 @@ use super::{
 };
 use crate::{
     auth::Access,
-    settings::{ChangeEvent, Cursor, Scope, Store},
+    settings::{self, ChangeEvent, Cursor, Scope, Store},
 };
 
 pub struct Subscription;
@@ -73,11 +73,13 @@ impl Subscription {
         let since = since
             .map(|text| Cursor::parse(&text, "since"))
             .transpose()?;
+        // The tombstone of an erased user goes to every subscription of theirs.
         let wanted = move |change: &ChangeEvent| {
-            change.scope == scope.as_str()
-                && keys
-                    .as_ref()
-                    .is_none_or(|keys| keys.iter().any(|k| k.as_str() == change.key))
+            change.kind == settings::ChangeKind::Erase
+                || change.scope == scope.as_str()
+                    && keys
+                        .as_ref()
+                        .is_none_or(|keys| keys.iter().any(|k| k.as_str() == change.key))
         };
         let changes = store.follow(&principal.user_id, since).await?;
         Ok(changes.filter_map(move |change| {

@@ -284,6 +284,9 @@ pub enum ChangeKind {
     Reset,
     /// Written by `revertSetting`.
     Revert,
+    /// Only in subscriptions, and last: the user was erased (`eraseUser`); forget every
+    /// setting and cursor of theirs. `key` and `scope` are empty.
+    Erase,
 }
 
 /// One change of a setting.

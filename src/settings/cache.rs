@@ -45,6 +45,7 @@ impl SettingsCache {
                 )
                 // The bound on staleness should a notification of another instance be lost.
                 .time_to_live(std::time::Duration::from_secs(60))
+                .support_invalidation_closures()
                 .build(),
             generations: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
             coherent: AtomicBool::new(true),
@@ -98,6 +99,16 @@ impl SettingsCache {
         self.stripe(user_id).fetch_add(1, Ordering::AcqRel);
         self.entries
             .invalidate(&(user_id.to_owned(), scope.to_owned()));
+    }
+
+    /// Every scope of the user (erased).
+    pub fn invalidate_user(&self, user_id: &str) {
+        self.stripe(user_id).fetch_add(1, Ordering::AcqRel);
+        let user_id = user_id.to_owned();
+        // Erasure is rare; a scan of the entries is fine for it.
+        let _ = self
+            .entries
+            .invalidate_entries_if(move |(user, _), _| *user == user_id);
     }
 
     /// Anything may have changed.

@@ -104,6 +104,15 @@ impl Hub {
         let _ = channel.sender.send(event);
     }
 
+    /// Sends the user's last event (a tombstone) and closes their channel: subscribers get it
+    /// after what they were sent, and then their streams end.
+    pub fn close(&self, last: Arc<ChangeEvent>) {
+        let mut users = self.lock();
+        if let Some(channel) = users.remove(&last.user_id) {
+            let _ = channel.sender.send(last);
+        }
+    }
+
     /// Whether the user has subscribers here and the feed reached `position` past what they
     /// were sent: then the position to read from.
     pub fn behind(&self, user_id: &str, position: i64) -> Option<i64> {
@@ -194,6 +203,9 @@ struct Follow {
 
 impl Follow {
     async fn next(&mut self) -> Result<Option<Arc<ChangeEvent>>> {
+        if self.last == super::erase::TOMBSTONE_POSITION {
+            return Ok(None);
+        }
         loop {
             if let Some(event) = self.pending.pop_front() {
                 if event.position > self.last {
@@ -212,6 +224,11 @@ impl Follow {
                 continue;
             }
             match self.receiver.recv().await {
+                // The user was erased: nothing follows.
+                Ok(event) if event.kind == ChangeKind::Erase => {
+                    self.last = event.position;
+                    return Ok(Some(event));
+                }
                 Ok(event) if event.position <= self.last => {}
                 Ok(event) if event.position == self.last + 1 => {
                     self.last = event.position;

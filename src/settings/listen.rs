@@ -72,6 +72,10 @@ impl Store {
                 continue;
             };
             for (user_id, scope, position) in notices {
+                if position == super::erase::TOMBSTONE_POSITION {
+                    self.forget_erased(&user_id);
+                    continue;
+                }
                 if let Some(cache) = &self.cache {
                     cache.invalidate(&user_id, &scope);
                 }

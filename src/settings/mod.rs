@@ -2,6 +2,7 @@
 //! store (all SQL is here).
 
 mod cache;
+mod erase;
 mod events;
 mod export;
 mod feed;
@@ -21,6 +22,7 @@ mod tags;
 mod value;
 mod write;
 
+pub use erase::ERASED_ACTOR;
 pub use events::ChangeEvent;
 pub use export::{EXPORT_FORMAT, EXPORT_VERSION};
 pub use feed::{

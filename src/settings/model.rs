@@ -93,16 +93,19 @@ pub enum ChangeKind {
     Delete,
     Reset,
     Revert,
+    /// The user was erased: a tombstone in the live feed, never stored.
+    Erase,
 }
 
 impl ChangeKind {
     /// Each kind with the name the history table stores.
-    const NAMES: [(ChangeKind, &'static str); 5] = [
+    const NAMES: [(ChangeKind, &'static str); 6] = [
         (ChangeKind::Create, "create"),
         (ChangeKind::Update, "update"),
         (ChangeKind::Delete, "delete"),
         (ChangeKind::Reset, "reset"),
         (ChangeKind::Revert, "revert"),
+        (ChangeKind::Erase, "erase"),
     ];
 
     pub fn as_str(self) -> &'static str {

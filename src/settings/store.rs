@@ -253,6 +253,12 @@ impl Store {
         Ok(())
     }
 
+    /// The user's row is gone (erased): the next request writes it again.
+    pub(super) fn forget_user_row(&self, user_id: &str) {
+        let mut known = self.known_users.lock().unwrap_or_else(|p| p.into_inner());
+        known.remove(user_id);
+    }
+
     fn remembered(&self, user_id: &str) -> Option<u64> {
         let known = self.known_users.lock().unwrap_or_else(|p| p.into_inner());
         known.get(user_id).copied()

@@ -1,6 +1,7 @@
 //! The lifecycle of a user's settings: export and import.
 
 use serde_json::{Value, json};
+use settings_api::auth::TokenRequest;
 
 use crate::helpers::*;
 
@@ -281,5 +282,109 @@ both_backends! {
         );
         assert_eq!(app.values(&alice).await, json!({"a": 1}));
         assert_eq!(app.values_in(&alice, "other").await, json!({}));
+    }
+}
+
+const ERASE: &str = "mutation($u: String!) { eraseUser(userId: $u) }";
+
+/// Every `table.column` of the database.
+async fn columns(app: &TestApp) -> Vec<(String, String)> {
+    let sql = if app.is_postgres() {
+        "SELECT string_agg(table_name || '.' || column_name, ',') FROM information_schema.columns \
+         WHERE table_schema = 'public'"
+    } else {
+        "SELECT group_concat(m.name || '.' || p.name, ',') FROM sqlite_master m, \
+         pragma_table_info(m.name) p WHERE m.type = 'table'"
+    };
+    let list = app.query_text(sql).await.unwrap();
+    list.split(',')
+        .map(|pair| {
+            let (table, column) = pair.split_once('.').unwrap();
+            (table.to_owned(), column.to_owned())
+        })
+        .collect()
+}
+
+/// The columns that hold `text` anywhere in any row.
+async fn holding(app: &TestApp, text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for (table, column) in columns(app).await {
+        let sql = format!(
+            "SELECT CAST(COUNT(*) AS TEXT) FROM \"{table}\" WHERE CAST(\"{column}\" AS TEXT) LIKE '%{text}%'"
+        );
+        if app.query_text(&sql).await.unwrap() != "0" {
+            found.push(format!("{table}.{column}"));
+        }
+    }
+    found
+}
+
+both_backends! {
+    async fn an_erased_user_leaves_nothing_in_any_table(app) {
+        let id = "erase-me-7f3a";
+        let user = app.token_for(TokenRequest {
+            sub: id.into(),
+            email: Some("erase-me@example.com".into()),
+            roles: vec!["admin".into()],
+            scope: None,
+            ttl: std::time::Duration::from_secs(600),
+        });
+        app.set(&user, "theme", json!("dark")).await;
+        app.set(&user, "theme", json!("light")).await;
+        set_in(&app, &user, "mobile", "layout", json!("grid")).await;
+        // As an administrator, the user changed someone else's settings and an organisation
+        // default: those records name them too.
+        let other = app.token("other-user");
+        app.set(&other, "theme", json!("x")).await;
+        app.data(&user, "mutation { setSetting(key: \"theme\", value: \"y\", userId: \"other-user\") { version } }", json!({}))
+            .await;
+        app.data(&user, "mutation { setOrgDefault(key: \"notifications\", value: false) { key } }", json!({}))
+            .await;
+        assert!(!holding(&app, id).await.is_empty(), "the search finds the user before");
+
+        assert_eq!(app.data(&user, ERASE, json!({"u": id})).await, json!({"eraseUser": true}));
+        assert_eq!(holding(&app, id).await, Vec::<String>::new());
+        assert_eq!(holding(&app, "erase-me@example.com").await, Vec::<String>::new());
+
+        // The other user's history keeps the change, by an erased actor.
+        let history = app
+            .data(&other, "{ settingHistory(key: \"theme\") { nodes { actor newValue } } }", json!({}))
+            .await;
+        assert_eq!(
+            history["settingHistory"]["nodes"],
+            json!([{"actor": "erased-user", "newValue": "y"}, {"actor": "other-user", "newValue": "x"}])
+        );
+        assert_eq!(app.values(&other).await, json!({"theme": "y"}));
+
+        // Erased twice: nothing was left to erase the second time.
+        let admin = app.admin_token("privacy-1");
+        assert_eq!(app.data(&admin, ERASE, json!({"u": id})).await, json!({"eraseUser": false}));
+        // The token still works and starts an empty account.
+        assert_eq!(app.values(&user).await, json!({}));
+        assert_eq!(export(&app, &user).await["history"], json!([]));
+    }
+
+    async fn export_erase_import_gives_every_value_back(app) {
+        let alice = app.token("alice");
+        app.set(&alice, "theme", json!("dark")).await;
+        app.set(&alice, "fontSize", json!(14.5)).await;
+        set_in(&app, &alice, "mobile", "layout", json!({"columns": 2})).await;
+        set_in(&app, &alice, TYPED_SCOPE, "preferredLanguage", json!("pt-BR")).await;
+        let document = export(&app, &alice).await;
+
+        assert_eq!(app.data(&alice, ERASE, json!({"u": "alice"})).await, json!({"eraseUser": true}));
+        assert_eq!(values_of(&export(&app, &alice).await), vec![]);
+
+        let report = import(&app, &alice, json!({"d": document})).await;
+        assert_eq!(report["created"], 4, "{report}");
+        assert_eq!(values_of(&export(&app, &alice).await), values_of(&document));
+        assert_eq!(app.values_in(&alice, "mobile").await, json!({"layout": {"columns": 2}}));
+    }
+
+    async fn only_administrators_erase_someone_else(app) {
+        app.set(&app.token("alice"), "theme", json!("dark")).await;
+        let error = app.error(&app.token("mallory"), ERASE, json!({"u": "alice"})).await;
+        assert_eq!(code(&error), "FORBIDDEN");
+        assert_eq!(app.values(&app.token("alice")).await, json!({"theme": "dark"}));
     }
 }

@@ -474,3 +474,53 @@ async fn the_last_writes_of_an_instance_that_stops_still_reach_the_others() {
     }
     assert_eq!(next_event(&mut socket).await["key"], "theme");
 }
+
+/// A tombstone ends the user's subscriptions on this instance and on another.
+async fn expect_tombstone(socket: &mut Socket, id: &str) {
+    let message = next(socket).await.expect("the socket stays open");
+    assert_eq!(message["type"], "next", "{message}");
+    let event = &message["payload"]["data"]["settingChanged"];
+    assert_eq!(event["kind"], "ERASE", "{message}");
+    assert_eq!(event["setting"], Value::Null);
+    assert_eq!(
+        next(socket).await,
+        Ok(json!({"id": id, "type": "complete"}))
+    );
+}
+
+both_backends! {
+    async fn erasing_a_user_sends_their_subscribers_a_last_event_and_ends_the_subscription(app) {
+        let token = app.token("alice");
+        let mut socket = open(&app, Some(&token)).await;
+        init(&mut socket, json!({})).await;
+        // Filtered to one key of another scope: the tombstone comes all the same.
+        subscribe(&mut socket, "1", "mobile", Some(vec!["probe"])).await;
+        wait_until_listening(&app, &mut socket, &token, "mobile").await;
+        app.data(&token, "mutation { eraseUser(userId: \"alice\") }", json!({})).await;
+        expect_tombstone(&mut socket, "1").await;
+    }
+}
+
+#[tokio::test]
+async fn an_erasure_on_one_instance_reaches_the_subscribers_and_the_cache_of_another() {
+    let Some(a) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    let token = a.token("alice");
+    a.set(&token, "theme", json!("dark")).await;
+    let (b, mut socket, _) = subscribed_on_second_instance(&a, &token).await;
+    // B reads (and caches) the value.
+    until_value(&b, &token, "theme", json!("dark")).await;
+    until_value(&b, &token, "theme", json!("dark")).await;
+    a.data(
+        &token,
+        "mutation { eraseUser(userId: \"alice\") }",
+        json!({}),
+    )
+    .await;
+    expect_tombstone(&mut socket, "1").await;
+    assert_eq!(b.values(&token).await, json!({}));
+    // B writes a new account's first setting (it knows the row is gone).
+    b.set(&token, "theme", json!("light")).await;
+    assert_eq!(a.values(&token).await, json!({"theme": "light"}));
+}
