@@ -59,6 +59,9 @@ struct Entry {
     value: Value,
 }
 
+/// A document's valid entries by scope.
+type Entries = BTreeMap<Scope, Vec<Entry>>;
+
 fn format_error(message: impl Into<String>) -> Error {
     Error::bad_input("document", "format", message)
 }
@@ -105,7 +108,7 @@ impl Store {
     fn read_document(
         &self,
         document: &Value,
-    ) -> Result<(BTreeMap<Scope, Vec<Entry>>, Vec<ImportIssue>)> {
+    ) -> Result<(Entries, Vec<ImportIssue>)> {
         let Value::Object(members) = document else {
             return Err(format_error(
                 "the document must be a JSON object, as exportSettings writes it",
@@ -124,7 +127,7 @@ impl Store {
         let Some(Value::Array(entries)) = members.get("settings") else {
             return Err(format_error("the document's `settings` must be an array"));
         };
-        let mut scopes: BTreeMap<Scope, Vec<Entry>> = BTreeMap::new();
+        let mut scopes: Entries = BTreeMap::new();
         let mut seen: HashMap<(String, String), usize> = HashMap::new();
         let mut issues = Vec::new();
         for (index, entry) in entries.iter().enumerate() {
@@ -190,7 +193,7 @@ impl Store {
         &self,
         origin: &Origin,
         user_id: &str,
-        scopes: &BTreeMap<Scope, Vec<Entry>>,
+        scopes: &Entries,
         mode: ImportMode,
         dry_run: bool,
     ) -> Result<ImportReport, WriteError> {
