@@ -26,6 +26,11 @@ pub enum Error {
     Unauthenticated(AuthFailure),
     #[error("{0}")]
     Forbidden(String),
+    /// A write to a key that the organisation locked.
+    #[error(
+        "`{key}` is locked by the organisation: its value is set for everyone and cannot be changed"
+    )]
+    Locked { key: String },
     #[error("{}", .0.message)]
     BadInput(Violation),
     #[error("{0}")]
@@ -105,7 +110,7 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Error::Unauthenticated(_) => "UNAUTHENTICATED",
-            Error::Forbidden(_) => "FORBIDDEN",
+            Error::Forbidden(_) | Error::Locked { .. } => "FORBIDDEN",
             Error::BadInput(_) => "BAD_USER_INPUT",
             Error::NotFound(_) => "NOT_FOUND",
             Error::Conflict { .. } | Error::PreconditionFailed { .. } => "CONFLICT",
@@ -123,7 +128,7 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::Forbidden(_) | Error::Locked { .. } => StatusCode::FORBIDDEN,
             Error::BadInput(_) => StatusCode::BAD_REQUEST,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Conflict { .. } => StatusCode::CONFLICT,
@@ -142,6 +147,7 @@ impl Error {
     pub fn disclose(&self, correlation_id: impl FnOnce() -> String) -> Disclosure {
         let rule = match self {
             Error::BadInput(violation) => violation.rule.to_string(),
+            Error::Locked { .. } => "locked".to_owned(),
             _ => String::new(),
         };
         // Every error answered, by code (and the rule broken, for bad input: the limits a

@@ -9,6 +9,8 @@ pub struct Model {
     #[sea_orm(column_type = "JsonBinary")]
     pub value: Json,
     pub updated_by: String,
+    /// While locked, the value applies to everyone and users cannot change the key.
+    pub locked: bool,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

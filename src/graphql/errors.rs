@@ -36,6 +36,10 @@ pub fn server_error(err: &Error) -> ServerError {
                 extensions.set("pointer", pointer.as_str());
             }
         }
+        Error::Locked { key } => {
+            extensions.set("field", key.as_str());
+            extensions.set("rule", "locked");
+        }
         Error::Conflict {
             current_version: Some(version),
             ..

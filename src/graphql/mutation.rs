@@ -10,7 +10,7 @@ use super::{
 use crate::{
     auth::{Access, Principal},
     error::Error,
-    settings::{Expect, Key, Origin, Preconditions, Scope, Store},
+    settings::{self, Expect, Key, Origin, Preconditions, Scope, Store},
 };
 
 fn origin(principal: &Principal) -> Origin {
@@ -234,12 +234,15 @@ impl Mutation {
 
     /// Sets the organisation default of a catalog key for every user at once, in every scope
     /// whose catalog has the key; `null` removes it. Needs the `admin` role; the value must
-    /// satisfy the key's schema in each of those scopes.
+    /// satisfy the key's schema in each of those scopes. `locked`: the value applies over
+    /// every user's own, and users' writes of the key are `FORBIDDEN` (rule `locked`) on
+    /// every interface; their values are kept and apply again once it is set unlocked.
     async fn set_org_default(
         &self,
         ctx: &Context<'_>,
         key: String,
         value: Option<Json<Value>>,
+        #[graphql(default)] locked: bool,
     ) -> Result<SettingDefinition> {
         let (principal, store) = caller(ctx, Access::Write)?;
         if !principal.is_admin() {
@@ -251,7 +254,7 @@ impl Mutation {
         let key = Key::parse(key, "key")?;
         let value = value.map(|json| json.0);
         store
-            .set_org_default(&key, value.clone(), &principal.user_id)
+            .set_org_default(&key, value.clone(), locked, &principal.user_id)
             .await?;
         let definition = store
             .catalog()
@@ -260,6 +263,7 @@ impl Mutation {
             .ok_or_else(|| {
                 Error::internal(anyhow::anyhow!("catalog key `{}` vanished", key.as_str()))
             })?;
-        Ok(SettingDefinition::new(definition, value))
+        let org = value.map(|value| settings::OrgDefault { value, locked });
+        Ok(SettingDefinition::new(definition, org))
     }
 }

@@ -230,6 +230,9 @@ pub struct EffectiveSetting {
     pub source: SettingSource,
     /// The user's stored setting that supplies the value; null for defaults.
     pub setting: Option<Setting>,
+    /// Whether the organisation locked the key: then its value applies, whatever the user
+    /// stored, and writes of the key are `FORBIDDEN` (rule `locked`).
+    pub locked: bool,
 }
 
 impl EffectiveSetting {
@@ -241,6 +244,7 @@ impl EffectiveSetting {
             value: Json(effective.value),
             source: effective.source.into(),
             setting: effective.setting.map(Setting::from),
+            locked: effective.locked,
         }
     }
 }
@@ -256,19 +260,24 @@ pub struct SettingDefinition {
     pub description: String,
     /// The organisation default, which replaces the catalog's default for every user.
     pub org_default: Option<Json<serde_json::Value>>,
+    /// Whether the organisation locked the key: its organisation default then applies over
+    /// every user's value, and users cannot change it.
+    pub locked: bool,
 }
 
 impl SettingDefinition {
     pub fn new(
         definition: &crate::catalog::Definition,
-        org_default: Option<serde_json::Value>,
+        org_default: Option<settings::OrgDefault>,
     ) -> Self {
+        let locked = org_default.as_ref().is_some_and(|org| org.locked);
         SettingDefinition {
             key: definition.key.clone(),
             schema: Json(definition.schema.clone()),
             default: Json(definition.default.clone()),
             description: definition.description.clone(),
-            org_default: org_default.map(Json),
+            org_default: org_default.map(|org| Json(org.value)),
+            locked,
         }
     }
 }
@@ -351,7 +360,8 @@ pub struct ImportResult {
 /// A setting of the document that cannot be imported, or a scope that would break a quota.
 #[derive(SimpleObject)]
 pub struct ImportError {
-    /// The setting's index in the document's `settings`; null for a scope as a whole.
+    /// The setting's index in the document's `settings`; null for what a scope as a whole
+    /// refused (a quota, a locked key).
     pub index: Option<i32>,
     pub scope: Option<String>,
     pub key: Option<String>,

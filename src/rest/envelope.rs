@@ -151,7 +151,7 @@ impl Problem {
         let disclosure = err.disclose(telemetry::correlation_id);
         let kind = match &err {
             Error::Unauthenticated(_) => Kind::Unauthenticated,
-            Error::Forbidden(_) => Kind::Forbidden,
+            Error::Forbidden(_) | Error::Locked { .. } => Kind::Forbidden,
             Error::BadInput(_) => Kind::BadInput,
             Error::NotFound(_) | Error::CursorExpired(_) => Kind::NotFound,
             Error::Conflict { .. } => Kind::Conflict,

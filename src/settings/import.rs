@@ -44,7 +44,8 @@ pub struct ImportReport {
 /// One entry of the document that cannot be imported.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ImportIssue {
-    /// The entry's index in the document's `settings`; `None` for a scope as a whole (quotas).
+    /// The entry's index in the document's `settings`; `None` for what a scope's write as a
+    /// whole refused (a quota, a locked key).
     pub index: Option<usize>,
     pub scope: Option<String>,
     pub key: Option<String>,
@@ -105,10 +106,7 @@ impl Store {
     }
 
     /// The document's entries by scope, or every problem with them.
-    fn read_document(
-        &self,
-        document: &Value,
-    ) -> Result<(Entries, Vec<ImportIssue>)> {
+    fn read_document(&self, document: &Value) -> Result<(Entries, Vec<ImportIssue>)> {
         let Value::Object(members) = document else {
             return Err(format_error(
                 "the document must be a JSON object, as exportSettings writes it",
@@ -275,6 +273,20 @@ impl Store {
                             key: None,
                             rule: violation.rule.into_owned(),
                             message: violation.message,
+                        }],
+                        ..ImportReport::default()
+                    });
+                }
+                Err(WriteError::Failed(Error::Locked { key })) => {
+                    txn.rollback().await?;
+                    let message = Error::Locked { key: key.clone() }.to_string();
+                    return Ok(ImportReport {
+                        errors: vec![ImportIssue {
+                            index: None,
+                            scope: Some(scope.as_str().to_owned()),
+                            key: Some(key),
+                            rule: "locked".into(),
+                            message,
                         }],
                         ..ImportReport::default()
                     });

@@ -35,7 +35,7 @@ pub use merge::merge_patch;
 pub use model::{ChangeKind, Expect, Origin, Setting, User};
 pub use names::{Key, Scope};
 pub use quota::Quotas;
-pub use read::{Effective, Source};
+pub use read::{Effective, OrgDefault, Source};
 pub use store::{Store, connect as store_connect};
 pub use tags::{DocumentCheck, document_tag, short_hex, stale_document};
 pub use value::ValueLimits;

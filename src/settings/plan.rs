@@ -3,7 +3,7 @@
 //! pure (no database, no clock), so each rule of a write is decided here once and tested
 //! without a database; `write.rs` reads the rows, calls it and carries out the plan.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
@@ -78,6 +78,9 @@ pub(super) struct Input<'a> {
     pub current: &'a HashMap<String, Setting>,
     /// The last version the history records for keys of [`created_keys`].
     pub last_versions: &'a HashMap<String, i32>,
+    /// Keys the organisation locked in this scope: no write may name them, and removing the
+    /// whole scope leaves them.
+    pub locked: &'a HashSet<String>,
 }
 
 /// A row to write.
@@ -183,6 +186,7 @@ pub(super) fn plan(input: Input<'_>, check: impl Fn(&str, &Value) -> Result<()>)
         document,
         current,
         last_versions,
+        locked,
     } = input;
     if let Some(check) = document {
         let tag = document_tag(
@@ -202,6 +206,7 @@ pub(super) fn plan(input: Input<'_>, check: impl Fn(&str, &Value) -> Result<()>)
         Target::WholeScope => {
             whole_scope = current
                 .keys()
+                .filter(|key| !locked.contains(key.as_str()))
                 .map(|key| {
                     Ok(Op {
                         key: Key::parse(key.as_str(), "key")?,
@@ -223,6 +228,11 @@ pub(super) fn plan(input: Input<'_>, check: impl Fn(&str, &Value) -> Result<()>)
             Change::Merge(patch) => merge_patch(existing.map(|row| row.value.clone()), patch),
             Change::Remove => None,
         };
+        if locked.contains(op.key.as_str()) {
+            return Err(Error::Locked {
+                key: op.key.as_str().to_owned(),
+            });
+        }
         match (new_value, existing) {
             (None, None) => {}
             (None, Some(row)) => {
@@ -379,6 +389,7 @@ mod tests {
         document: Option<DocumentCheck>,
         current: HashMap<String, Setting>,
         last_versions: HashMap<String, i32>,
+        locked: HashSet<String>,
     }
 
     impl Case {
@@ -390,6 +401,7 @@ mod tests {
                 document: None,
                 current: HashMap::new(),
                 last_versions: HashMap::new(),
+                locked: HashSet::new(),
             }
         }
 
@@ -411,10 +423,38 @@ mod tests {
                     document: self.document.as_ref(),
                     current: &self.current,
                     last_versions: &self.last_versions,
+                    locked: &self.locked,
                 },
                 check,
             )
         }
+    }
+
+    #[test]
+    fn a_locked_key_cannot_change_but_the_whole_scope_removed_leaves_it() {
+        let locked = |target| {
+            let mut case = Case::new(target).with([
+                stored("theme", json!("dark"), 3),
+                stored("other", json!(1), 1),
+            ]);
+            case.locked.insert("theme".into());
+            case
+        };
+        // Even a write of the value it has: the user's own setting stays as it was.
+        for change in [
+            Change::Replace(json!("light")),
+            Change::Replace(json!("dark")),
+            Change::Merge(json!("x")),
+            Change::Remove,
+        ] {
+            let refused = locked(Target::Keys(vec![op("theme", change)])).plan();
+            assert!(
+                matches!(&refused, Err(Error::Locked { key }) if key == "theme"),
+                "{refused:?}"
+            );
+        }
+        let reset = locked(Target::WholeScope).plan().unwrap();
+        assert_eq!(reset.removals, vec!["other".to_owned()]);
     }
 
     #[test]

@@ -105,9 +105,18 @@ impl Store {
 
     /// Organisation defaults by key.
     #[tracing::instrument(skip_all, err(level = "debug", Debug))]
-    pub async fn org_defaults(&self) -> Result<BTreeMap<String, Value>> {
+    pub async fn org_defaults(&self) -> Result<BTreeMap<String, OrgDefault>> {
         let rows = org_default::Entity::find().all(&*self.db()?).await?;
-        Ok(rows.into_iter().map(|row| (row.key, row.value)).collect())
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let default = OrgDefault {
+                    value: row.value,
+                    locked: row.locked,
+                };
+                (row.key, default)
+            })
+            .collect())
     }
 
     /// What applies for each key, through the layers catalog default → organisation default →
@@ -157,13 +166,19 @@ impl Store {
                 Effective::new(&definition.key, definition.default.clone(), Source::Default),
             );
         }
-        for (key, value) in self
+        let mut locked = Vec::new();
+        for (key, org) in self
             .org_defaults()
             .await?
             .into_iter()
-            .filter(|(key, value)| wanted(key) && known_and_accepted(key, value))
+            .filter(|(key, org)| wanted(key) && known_and_accepted(key, &org.value))
         {
-            base.insert(key.clone(), Effective::new(&key, value, Source::Org));
+            let mut effective = Effective::new(&key, org.value, Source::Org);
+            if org.locked {
+                effective.locked = true;
+                locked.push(effective.clone());
+            }
+            base.insert(key, effective);
         }
         let rows = setting::Entity::find()
             .filter(setting::Column::UserId.is_in(user_ids.iter().copied()))
@@ -200,8 +215,15 @@ impl Store {
                     value: setting.value.clone(),
                     source,
                     setting: Some(setting),
+                    locked: false,
                 },
             );
+        }
+        // A locked organisation value applies over the users' own, which stay stored.
+        for layers in layers.values_mut() {
+            for effective in &locked {
+                layers.insert(effective.key.clone(), effective.clone());
+            }
         }
         Ok(layers
             .into_iter()
@@ -226,6 +248,16 @@ pub struct Effective {
     pub value: Value,
     pub source: Source,
     pub setting: Option<Setting>,
+    /// The organisation locked the key: its value applies to everyone.
+    pub locked: bool,
+}
+
+/// An organisation default of a catalog key.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OrgDefault {
+    pub value: Value,
+    /// While locked, it applies over the users' values and they cannot change the key.
+    pub locked: bool,
 }
 
 impl Effective {
@@ -235,6 +267,7 @@ impl Effective {
             value,
             source,
             setting: None,
+            locked: false,
         }
     }
 }

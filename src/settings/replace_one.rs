@@ -27,6 +27,14 @@ impl Store {
             return Ok(None);
         };
         self.check_value(write.scope, key.as_str(), value)?;
+        // A locked key takes the transaction, where the planner refuses the write.
+        if !self
+            .locked_keys(&*self.db()?, write.scope, &write.target)
+            .await?
+            .is_empty()
+        {
+            return Ok(None);
+        }
         let (origin, now) = (write.origin, now());
         let statement = Statement::from_sql_and_values(
             DbBackend::Postgres,

@@ -3,7 +3,10 @@
 //! subscribers. On PostgreSQL, replacing one stored key takes the same steps in one statement
 //! (`replace_one.rs`).
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use sea_orm::{
     ActiveValue::{NotSet, Set},
@@ -243,9 +246,16 @@ impl Store {
         Ok(written(self.write(write).await?)?.0)
     }
 
-    /// Sets (or with `None` removes) the organisation default of a catalog key.
+    /// Sets (or with `None` removes) the organisation default of a catalog key; `locked`, it
+    /// applies to everyone and users cannot change the key until it is unlocked.
     #[tracing::instrument(skip_all, err(level = "debug", Debug), fields(key = key.as_str()))]
-    pub async fn set_org_default(&self, key: &Key, value: Option<Value>, by: &str) -> Result<()> {
+    pub async fn set_org_default(
+        &self,
+        key: &Key,
+        value: Option<Value>,
+        locked: bool,
+        by: &str,
+    ) -> Result<()> {
         if self.catalog().definitions_of(key.as_str()).next().is_none() {
             return Err(Error::NotFound(format!(
                 "`{}` is not a catalog key; only catalog keys have organisation defaults",
@@ -253,6 +263,13 @@ impl Store {
             )));
         }
         let Some(value) = value else {
+            if locked {
+                return Err(Error::bad_input(
+                    "locked",
+                    "lockNeedsValue",
+                    "a locked key needs an organisation value",
+                ));
+            }
             org_default::Entity::delete_by_id(key.as_str())
                 .exec(&*self.db()?)
                 .await?;
@@ -264,6 +281,7 @@ impl Store {
             key: Set(key.as_str().to_owned()),
             value: Set(value),
             updated_by: Set(by.to_owned()),
+            locked: Set(locked),
             created_at: Set(now),
             updated_at: Set(now),
         };
@@ -273,6 +291,7 @@ impl Store {
                     .update_columns([
                         org_default::Column::Value,
                         org_default::Column::UpdatedBy,
+                        org_default::Column::Locked,
                         org_default::Column::UpdatedAt,
                     ])
                     .to_owned(),
@@ -323,6 +342,7 @@ impl Store {
         txn: &DatabaseTransaction,
         write: &Write<'_>,
     ) -> Result<Vec<Outcome>, WriteError> {
+        let locked = self.locked_keys(txn, write.scope, &write.target).await?;
         let current = self.lock_rows(txn, write).await?;
         let last_versions = self
             .last_versions(txn, write, plan::created_keys(&write.target, &current))
@@ -335,6 +355,7 @@ impl Store {
                 document: write.document,
                 current: &current,
                 last_versions: &last_versions,
+                locked: &locked,
             },
             |key, value| self.check_value(write.scope, key, value),
         )?;
@@ -343,6 +364,42 @@ impl Store {
         self.check_quotas(txn, write.user_id, write.scope.as_str(), growth)
             .await?;
         Ok(outcome)
+    }
+
+    /// The keys of `target` that the organisation locked in `scope`: catalog keys of the
+    /// scope with a locked organisation default. Costs no query when no catalog key is
+    /// written.
+    pub(super) async fn locked_keys(
+        &self,
+        db: &impl sea_orm::ConnectionTrait,
+        scope: &Scope,
+        target: &Target,
+    ) -> Result<HashSet<String>> {
+        let catalog = self.catalog();
+        let candidates: Vec<&str> = match target {
+            Target::Keys(ops) => ops
+                .iter()
+                .map(|op| op.key.as_str())
+                .filter(|key| catalog.get(scope.as_str(), key).is_some())
+                .collect(),
+            Target::WholeScope => catalog
+                .definitions(scope.as_str())
+                .into_iter()
+                .map(|definition| definition.key.as_str())
+                .collect(),
+        };
+        if candidates.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let keys: Vec<String> = org_default::Entity::find()
+            .select_only()
+            .column(org_default::Column::Key)
+            .filter(org_default::Column::Locked.eq(true))
+            .filter(org_default::Column::Key.is_in(candidates))
+            .into_tuple()
+            .all(db)
+            .await?;
+        Ok(keys.into_iter().collect())
     }
 
     /// The rows the write touches, locked until the transaction ends, by key.

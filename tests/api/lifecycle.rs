@@ -388,3 +388,80 @@ both_backends! {
         assert_eq!(app.values(&app.token("alice")).await, json!({"theme": "dark"}));
     }
 }
+
+const LOCK: &str = "mutation($k: String!, $v: JSON, $l: Boolean) { setOrgDefault(key: $k, value: $v, locked: $l) { key orgDefault locked } }";
+const EFFECTIVE_TYPED: &str = "query($k: [String!]) { effectiveSettings(scope: \"contract-003\", keys: $k) { key value source locked setting { value } } }";
+
+async fn effective_notifications(app: &TestApp, token: &str) -> Value {
+    app.data(token, EFFECTIVE_TYPED, json!({"k": ["notifications"]}))
+        .await["effectiveSettings"][0]
+        .take()
+}
+
+both_backends! {
+    async fn a_locked_key_applies_to_everyone_refuses_writes_everywhere_and_lets_go_when_unlocked(app) {
+        let alice = app.token("alice");
+        set_in(&app, &alice, TYPED_SCOPE, "notifications", json!(true)).await;
+        set_in(&app, &alice, TYPED_SCOPE, "paymentNotifications", json!(false)).await;
+        let admin = app.admin_token("org-admin");
+        let locked = app.data(&admin, LOCK, json!({"k": "notifications", "v": false, "l": true})).await;
+        assert_eq!(
+            locked,
+            json!({"setOrgDefault": {"key": "notifications", "orgDefault": false, "locked": true}})
+        );
+
+        // Every read path shows the organisation's value.
+        assert_eq!(
+            effective_notifications(&app, &alice).await,
+            json!({"key": "notifications", "value": false, "source": "ORG", "locked": true, "setting": null})
+        );
+        let typed = app.rest("GET", "/api/v1/user-settings", Some(&alice), None).await;
+        assert_eq!(typed.status, 200);
+        assert_eq!(typed.body["notifications"], false, "{:?}", typed.body);
+
+        // Every write of the key is refused, and says why.
+        for mutation in [
+            "mutation { setSetting(key: \"notifications\", value: false, scope: \"contract-003\") { version } }",
+            "mutation { setSetting(key: \"notifications\", value: true, scope: \"contract-003\") { version } }",
+            "mutation { updateSettings(patch: {notifications: true}, scope: \"contract-003\") { key } }",
+            "mutation { deleteSetting(key: \"notifications\", scope: \"contract-003\") }",
+            "mutation { resetSettings(scope: \"contract-003\", keys: [\"notifications\"]) { key } }",
+        ] {
+            let error = app.error(&alice, mutation, json!({})).await;
+            assert_eq!(code(&error), "FORBIDDEN", "{mutation}: {error}");
+            assert_eq!(error["extensions"]["rule"], "locked", "{error}");
+            assert_eq!(error["extensions"]["field"], "notifications", "{error}");
+        }
+        let rest = app
+            .rest("PATCH", "/api/v1/user-settings", Some(&alice), Some(json!({"notifications": false})))
+            .await;
+        assert_eq!(rest.status, 403, "{:?}", rest.body);
+        let document = json!({"format": "settings-api/export", "version": 1, "settings": [
+            {"scope": TYPED_SCOPE, "key": "notifications", "value": false},
+        ]});
+        let report = import(&app, &alice, json!({"d": document})).await;
+        assert_eq!(report["errors"][0]["rule"], "locked", "{report}");
+        assert_eq!(report["errors"][0]["key"], "notifications", "{report}");
+        // Other keys stay writable, and resetting the whole scope leaves the locked key.
+        set_in(&app, &alice, TYPED_SCOPE, "paymentNotifications", json!(true)).await;
+        app.data(&alice, "mutation { resetSettings(scope: \"contract-003\") { key } }", json!({})).await;
+        assert_eq!(app.values_in(&alice, TYPED_SCOPE).await, json!({"notifications": true}));
+
+        // Unlocked: the user's own value applies again, and they may change it.
+        app.data(&admin, LOCK, json!({"k": "notifications", "v": false, "l": false})).await;
+        assert_eq!(
+            effective_notifications(&app, &alice).await,
+            json!({"key": "notifications", "value": true, "source": "SCOPE", "locked": false, "setting": {"value": true}})
+        );
+        set_in(&app, &alice, TYPED_SCOPE, "notifications", json!(false)).await;
+        assert_eq!(app.values_in(&alice, TYPED_SCOPE).await, json!({"notifications": false}));
+    }
+
+    async fn a_lock_needs_a_value_and_an_administrator(app) {
+        let admin = app.admin_token("org-admin");
+        let error = app.error(&admin, LOCK, json!({"k": "notifications", "v": null, "l": true})).await;
+        assert_eq!(code(&error), "BAD_USER_INPUT", "{error}");
+        let error = app.error(&app.token("alice"), LOCK, json!({"k": "notifications", "v": true, "l": true})).await;
+        assert_eq!(code(&error), "FORBIDDEN", "{error}");
+    }
+}
