@@ -166,6 +166,8 @@ pub struct HistoryConfig {
     pub keep_days: u32,
     /// How often pruning runs.
     pub prune_interval: Duration,
+    /// How often expired values are purged and their expiry recorded.
+    pub expiry_purge_interval: Duration,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -440,6 +442,9 @@ impl Config {
                 keep_days: parse_or(&lookup, "HISTORY_KEEP_DAYS", 365)?,
                 prune_interval: Duration::from_secs(
                     parse_or(&lookup, "HISTORY_PRUNE_INTERVAL_SECS", 600u64)?.max(1),
+                ),
+                expiry_purge_interval: Duration::from_millis(
+                    parse_or(&lookup, "EXPIRY_PURGE_INTERVAL_MS", 1000u64)?.max(10),
                 ),
             },
             cors: match lookup("CORS_ALLOWED_ORIGINS") {

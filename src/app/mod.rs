@@ -183,6 +183,10 @@ impl Application {
             self.store.clone(),
             self.history.clone(),
         ));
+        let purging = tokio::spawn(purge_expired_forever(
+            self.store.clone(),
+            self.history.expiry_purge_interval,
+        ));
         let forgetting = tokio::spawn(forget_quiet_callers(self.forgetting));
         // Other instances' changes, for this one's subscribers (PostgreSQL).
         let listening = self.health_watch.is_some().then(|| {
@@ -218,6 +222,7 @@ impl Application {
             );
         }
         pruning.abort();
+        purging.abort();
         forgetting.abort();
         if let Some(watching) = watching {
             watching.abort();
@@ -285,6 +290,32 @@ async fn prune_history_forever(store: Arc<Store>, config: HistoryConfig) {
         }
     }
 }
+
+/// Records the expiry of expired values (already invisible to reads) every `interval`, so
+/// that subscribers and the feed hear of it.
+async fn purge_expired_forever(store: Arc<Store>, interval: Duration) {
+    let mut interval = tokio::time::interval(interval);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        // A full batch means more are due: go on at once.
+        loop {
+            match store.purge_expired(PURGE_BATCH).await {
+                Ok(purged) if purged >= PURGE_BATCH as usize => continue,
+                Ok(_) => break,
+                // The outage is reported by the health watch already.
+                Err(crate::error::Error::Unavailable(_)) => break,
+                Err(err) => {
+                    tracing::warn!(error = ?err, "could not purge expired values");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Scopes purged of expired values per query.
+const PURGE_BATCH: u64 = 100;
 
 fn random_secret() -> Secret {
     let mut bytes = [0u8; 32];

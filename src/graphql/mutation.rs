@@ -1,11 +1,12 @@
 use std::collections::HashMap;
 
 use async_graphql::{Context, Json, Object, Result};
+use chrono::SubsecRound;
 use serde_json::Value;
 
 use super::{
     query::{caller, effective_of, parse_keys},
-    types::{EffectiveSetting, ImportMode, ImportResult, Setting, SettingDefinition},
+    types::{DateTime, EffectiveSetting, ImportMode, ImportResult, Setting, SettingDefinition},
 };
 use crate::{
     auth::{Access, Principal},
@@ -33,6 +34,39 @@ async fn acting_on<'a>(
         store.user(id).await?;
     }
     Ok(id)
+}
+
+/// The most `ttlSeconds` may ask for: ten years.
+const MAX_TTL_SECONDS: i32 = 10 * 366 * 24 * 3600;
+
+/// When a value written with `expiresAt` or `ttlSeconds` (at most one) expires.
+fn expiry(
+    expires_at: Option<DateTime>,
+    ttl_seconds: Option<i32>,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, Error> {
+    let now = chrono::Utc::now();
+    match (expires_at, ttl_seconds) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(Error::bad_input(
+            "ttlSeconds",
+            "oneOf",
+            "give `expiresAt` or `ttlSeconds`, not both",
+        )),
+        (Some(DateTime(at)), None) if at <= now => Err(Error::bad_input(
+            "expiresAt",
+            "future",
+            "`expiresAt` must be in the future",
+        )),
+        (Some(DateTime(at)), None) => Ok(Some(at.trunc_subsecs(3))),
+        (None, Some(ttl)) if !(1..=MAX_TTL_SECONDS).contains(&ttl) => Err(Error::bad_input(
+            "ttlSeconds",
+            "range",
+            format!("`ttlSeconds` must be between 1 and {MAX_TTL_SECONDS}"),
+        )),
+        (None, Some(ttl)) => Ok(Some(
+            (now + chrono::Duration::seconds(i64::from(ttl))).trunc_subsecs(3),
+        )),
+    }
 }
 
 /// `expectedVersion`: a version the setting must be at; 0 means it must not exist yet.
@@ -82,8 +116,12 @@ impl Mutation {
     /// Creates or replaces one setting. Its `version` starts at 1 and grows by one per write.
     /// With `expectedVersion`, the write happens only if the setting is at that version (0: only
     /// if it does not exist yet); otherwise the error is `CONFLICT` with `currentVersion`.
+    /// With `expiresAt` (an instant) or `ttlSeconds` (from now), one of them, the value expires:
+    /// from then on no read shows it (the next layer's value applies) and its removal is a
+    /// change of kind `EXPIRE`. Any later write of the key without them makes it permanent.
     /// `userId` names another user, for administrators: the history records the administrator
     /// as the actor.
+    #[allow(clippy::too_many_arguments)]
     async fn set_setting(
         &self,
         ctx: &Context<'_>,
@@ -92,14 +130,25 @@ impl Mutation {
         #[graphql(default)] scope: String,
         expected_version: Option<i32>,
         user_id: Option<String>,
+        expires_at: Option<DateTime>,
+        ttl_seconds: Option<i32>,
     ) -> Result<Setting> {
         let (principal, store) = caller(ctx, Access::Write)?;
         let user_id = acting_on(principal, store, user_id.as_deref()).await?;
         let key = Key::parse(key, "key")?;
         let scope = Scope::parse(scope)?;
         let expect = expectation(expected_version)?;
+        let expires_at = expiry(expires_at, ttl_seconds)?;
         let (setting, _created) = store
-            .set(&origin(principal), user_id, &scope, &key, value.0, expect)
+            .set_until(
+                &origin(principal),
+                user_id,
+                &scope,
+                &key,
+                value.0,
+                expect,
+                expires_at,
+            )
             .await?;
         Ok(setting.into())
     }

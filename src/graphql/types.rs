@@ -62,6 +62,9 @@ pub struct Setting {
     pub version: i32,
     pub created_at: DateTime,
     pub updated_at: DateTime,
+    /// When the value expires (`setSetting` with `expiresAt` or `ttlSeconds`); null when it
+    /// does not.
+    pub expires_at: Option<DateTime>,
 }
 
 // A resolver rather than a field: a read of many settings pays for ids only when it selects
@@ -84,6 +87,7 @@ impl From<settings::Setting> for Setting {
             version: setting.version,
             created_at: DateTime(setting.created_at),
             updated_at: DateTime(setting.updated_at),
+            expires_at: setting.expires_at.map(DateTime),
         }
     }
 }
@@ -293,6 +297,8 @@ pub enum ChangeKind {
     Reset,
     /// Written by `revertSetting`.
     Revert,
+    /// The value reached its `expiresAt` and was removed.
+    Expire,
     /// Only in subscriptions, and last: the user was erased (`eraseUser`); forget every
     /// setting and cursor of theirs. `key` and `scope` are empty.
     Erase,

@@ -133,6 +133,7 @@ mod tests {
             version: 1,
             created_at: chrono::Utc::now(),
             updated_at: chrono::Utc::now(),
+            expires_at: None,
         }])
     }
 

@@ -37,6 +37,7 @@ pub(super) fn setting_json(setting: &Setting) -> Value {
         "version": setting.version,
         "createdAt": timestamp(setting.created_at),
         "updatedAt": timestamp(setting.updated_at),
+        "expiresAt": setting.expires_at.map(timestamp),
     })
 }
 
@@ -97,6 +98,7 @@ impl Writer {
             Part::Settings(after) => {
                 let rows = setting::Entity::find()
                     .filter(setting::Column::UserId.eq(user_id))
+                    .filter(super::expiry::unexpired())
                     .apply_after(after.as_ref())
                     .order_by_asc(setting::Column::Scope)
                     .order_by_asc(setting::Column::Key)

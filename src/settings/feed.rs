@@ -110,6 +110,7 @@ impl Store {
         let position = feed_state(&txn, user_id).await?.0;
         let settings = setting::Entity::find()
             .filter(super::store::of_user(user_id, scope))
+            .filter(super::expiry::unexpired())
             .order_by_asc(setting::Column::Key)
             .all(&txn)
             .await?
@@ -205,6 +206,8 @@ impl Store {
                         .copied()
                         .unwrap_or(row.changed_at),
                     updated_at: row.changed_at,
+                    // The history does not record expiry; the feed brings the EXPIRE.
+                    expires_at: None,
                 });
                 Ok(ChangeEvent {
                     position: row.position.unwrap_or_default(),

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect, TransactionTrait};
 use serde_json::Value;
 
@@ -58,7 +59,11 @@ pub struct ImportIssue {
 struct Entry {
     key: Key,
     value: Value,
+    expires_at: Option<DateTime<Utc>>,
 }
+
+/// A stored value and its expiry.
+type Stored = (Value, Option<DateTime<Utc>>);
 
 /// A document's valid entries by scope.
 type Entries = BTreeMap<Scope, Vec<Entry>>;
@@ -168,6 +173,26 @@ impl Store {
                     continue;
                 }
             };
+            let expires_at = match entry.get("expiresAt") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(text)) => match DateTime::parse_from_rfc3339(text) {
+                    Ok(at) => Some(at.with_timezone(&Utc)),
+                    Err(_) => {
+                        issues.push(issue(
+                            "format",
+                            "`expiresAt` must be an RFC 3339 date-time".into(),
+                        ));
+                        continue;
+                    }
+                },
+                Some(_) => {
+                    issues.push(issue(
+                        "format",
+                        "`expiresAt` must be an RFC 3339 date-time".into(),
+                    ));
+                    continue;
+                }
+            };
             if let Some(first) = seen.insert((raw_scope, raw_key), index) {
                 issues.push(issue(
                     "unique",
@@ -179,9 +204,14 @@ impl Store {
                 issues.push(of(err));
                 continue;
             }
+            // A value that expired since the export is not brought back.
+            if expires_at.is_some_and(|at| at <= Utc::now()) {
+                continue;
+            }
             scopes.entry(scope).or_default().push(Entry {
                 key,
                 value: value.clone(),
+                expires_at,
             });
         }
         Ok((scopes, issues))
@@ -198,22 +228,24 @@ impl Store {
         let txn = self.db()?.begin().await?;
         // What the user has now, under lock: to leave equal values alone and, to replace, to
         // delete what the document lacks.
-        let stored: Vec<(String, String, Value)> = setting::Entity::find()
+        let stored: Vec<(String, String, Value, Option<DateTime<Utc>>)> = setting::Entity::find()
             .select_only()
             .column(setting::Column::Scope)
             .column(setting::Column::Key)
             .column(setting::Column::Value)
+            .column(setting::Column::ExpiresAt)
             .filter(setting::Column::UserId.eq(user_id))
+            .filter(super::expiry::unexpired())
             .lock_exclusive()
             .into_tuple()
             .all(&txn)
             .await?;
-        let mut current: BTreeMap<Scope, HashMap<String, Value>> = BTreeMap::new();
-        for (scope, key, value) in stored {
+        let mut current: BTreeMap<Scope, HashMap<String, Stored>> = BTreeMap::new();
+        for (scope, key, value, expires_at) in stored {
             current
                 .entry(Scope::parse(scope)?)
                 .or_default()
-                .insert(key, value);
+                .insert(key, (value, expires_at));
         }
         let mut report = ImportReport::default();
         let mut plans: BTreeMap<&Scope, Vec<Op>> = BTreeMap::new();
@@ -221,13 +253,15 @@ impl Store {
             let now = current.get(scope);
             let ops = plans.entry(scope).or_default();
             for entry in entries {
-                if now.and_then(|now| now.get(entry.key.as_str())) == Some(&entry.value) {
+                let stored = now.and_then(|now| now.get(entry.key.as_str()));
+                if stored == Some(&(entry.value.clone(), entry.expires_at)) {
                     report.unchanged += 1;
                 } else {
                     ops.push(Op {
                         key: entry.key.clone(),
                         change: Change::Replace(entry.value.clone()),
                         expect: None,
+                        expires_at: entry.expires_at,
                     });
                 }
             }
@@ -243,12 +277,13 @@ impl Store {
                             key: Key::parse(key.as_str(), "key")?,
                             change: Change::Remove,
                             expect: None,
+                            expires_at: None,
                         });
                     }
                 }
             }
         }
-        let mut written = Vec::new();
+        let mut done = Vec::new();
         for (scope, ops) in plans {
             if ops.is_empty() {
                 continue;
@@ -261,8 +296,8 @@ impl Store {
                 kinds: Kinds::PLAIN,
                 document: None,
             };
-            let outcomes = match self.write_in(&txn, &write).await {
-                Ok(outcomes) => outcomes,
+            let written = match self.write_in(&txn, &write).await {
+                Ok(written) => written,
                 // A quota: the import cannot apply, and says why.
                 Err(WriteError::Failed(Error::BadInput(violation))) => {
                     txn.rollback().await?;
@@ -293,7 +328,7 @@ impl Store {
                 }
                 Err(err) => return Err(err),
             };
-            for outcome in &outcomes {
+            for outcome in &written.outcomes {
                 match (&outcome.before, &outcome.after) {
                     (None, Some(_)) => report.created += 1,
                     (Some(_), Some(_)) => report.updated += 1,
@@ -301,15 +336,15 @@ impl Store {
                     (None, None) => {}
                 }
             }
-            written.push((write, outcomes));
+            done.push((write, written));
         }
         if dry_run {
             txn.rollback().await?;
             return Ok(report);
         }
         txn.commit().await?;
-        for (write, outcomes) in &written {
-            self.publish(write, outcomes);
+        for (write, written) in &done {
+            self.publish(write, written);
         }
         Ok(report)
     }

@@ -4,6 +4,7 @@
 mod cache;
 mod erase;
 mod events;
+mod expiry;
 mod export;
 mod feed;
 mod health;
@@ -24,6 +25,7 @@ mod write;
 
 pub use erase::ERASED_ACTOR;
 pub use events::ChangeEvent;
+pub use expiry::EXPIRY_ACTOR;
 pub use export::{EXPORT_FORMAT, EXPORT_VERSION};
 pub use feed::{
     Cursor, FeedPage, MAX_PAGE as MAX_FEED_PAGE, Snapshot, decode_opaque, encode_opaque,

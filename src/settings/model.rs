@@ -18,6 +18,15 @@ pub struct Setting {
     pub version: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// When the value expires; `None` keeps it until it is changed.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl Setting {
+    /// Whether the value has expired at `now`: then it is invisible on every read path.
+    pub fn expired(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
 }
 
 impl From<setting::Model> for Setting {
@@ -30,6 +39,7 @@ impl From<setting::Model> for Setting {
             version: model.version,
             created_at: model.created_at,
             updated_at: model.updated_at,
+            expires_at: model.expires_at,
         }
     }
 }
@@ -93,18 +103,21 @@ pub enum ChangeKind {
     Delete,
     Reset,
     Revert,
+    /// An expiring value reached its expiry and was removed.
+    Expire,
     /// The user was erased: a tombstone in the live feed, never stored.
     Erase,
 }
 
 impl ChangeKind {
     /// Each kind with the name the history table stores.
-    const NAMES: [(ChangeKind, &'static str); 6] = [
+    const NAMES: [(ChangeKind, &'static str); 7] = [
         (ChangeKind::Create, "create"),
         (ChangeKind::Update, "update"),
         (ChangeKind::Delete, "delete"),
         (ChangeKind::Reset, "reset"),
         (ChangeKind::Revert, "revert"),
+        (ChangeKind::Expire, "expire"),
         (ChangeKind::Erase, "erase"),
     ];
 

@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::{
@@ -33,6 +34,8 @@ pub(super) struct Op {
     pub key: Key,
     pub change: Change,
     pub expect: Option<Expect>,
+    /// When the value written expires; `None` keeps it (and clears an earlier expiry).
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// Which keys a write touches.
@@ -89,6 +92,7 @@ pub(super) struct Row {
     pub key: String,
     pub value: Value,
     pub version: i32,
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// A history row to append.
@@ -212,6 +216,7 @@ pub(super) fn plan(input: Input<'_>, check: impl Fn(&str, &Value) -> Result<()>)
                         key: Key::parse(key.as_str(), "key")?,
                         change: Change::Remove,
                         expect: None,
+                        expires_at: None,
                     })
                 })
                 .collect::<Result<_>>()?;
@@ -270,6 +275,7 @@ pub(super) fn plan(input: Input<'_>, check: impl Fn(&str, &Value) -> Result<()>)
                     key: key.clone(),
                     value,
                     version,
+                    expires_at: op.expires_at,
                 };
                 match existing {
                     None => plan.creates.push(row),
@@ -366,6 +372,7 @@ mod tests {
             version,
             created_at: at,
             updated_at: at,
+            expires_at: None,
         };
         (name.to_owned(), setting)
     }
@@ -375,6 +382,7 @@ mod tests {
             key: key(name),
             change,
             expect: None,
+            expires_at: None,
         }
     }
 
@@ -470,7 +478,8 @@ mod tests {
             vec![Row {
                 key: "theme".into(),
                 value: json!("dark"),
-                version: 1
+                version: 1,
+                expires_at: None,
             }]
         );
         assert!(plan.updates.is_empty() && plan.removals.is_empty());

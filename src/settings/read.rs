@@ -9,7 +9,7 @@ use std::{
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QueryTrait};
 use serde_json::Value;
 
-use super::{Key, Scope, Setting, Store, store::of_user};
+use super::{Key, Scope, Setting, Store, expiry::unexpired, store::of_user};
 use crate::{
     entity::{org_default, setting},
     error::Result,
@@ -34,14 +34,16 @@ impl Store {
                     all
                 }
             };
-            return Ok(match keys {
-                None => all.as_ref().clone(),
-                Some(keys) => all
-                    .iter()
-                    .filter(|setting| keys.iter().any(|key| key.as_str() == setting.key))
-                    .cloned()
-                    .collect(),
-            });
+            // A value that expired since it was read is left out at once.
+            let now = super::store::now();
+            return Ok(all
+                .iter()
+                .filter(|setting| {
+                    keys.is_none_or(|keys| keys.iter().any(|key| key.as_str() == setting.key))
+                })
+                .filter(|setting| !setting.expired(now))
+                .cloned()
+                .collect());
         }
         self.read_list(user_id, scope, keys).await
     }
@@ -54,6 +56,7 @@ impl Store {
     ) -> Result<Vec<Setting>> {
         let rows = setting::Entity::find()
             .filter(of_user(user_id, scope))
+            .filter(unexpired())
             .apply_if(keys, |query, keys| {
                 query.filter(setting::Column::Key.is_in(keys.iter().map(Key::as_str)))
             })
@@ -75,6 +78,7 @@ impl Store {
         let rows = setting::Entity::find()
             .filter(setting::Column::UserId.is_in(user_ids.iter().copied()))
             .filter(setting::Column::Scope.eq(scope.as_str()))
+            .filter(unexpired())
             .apply_if(keys, |query, keys| {
                 query.filter(setting::Column::Key.is_in(keys.iter().map(Key::as_str)))
             })
@@ -100,7 +104,9 @@ impl Store {
         ))
         .one(&*self.db()?)
         .await?;
-        Ok(row.map(Setting::from))
+        Ok(row
+            .map(Setting::from)
+            .filter(|s| !s.expired(super::store::now())))
     }
 
     /// Organisation defaults by key.
@@ -183,6 +189,7 @@ impl Store {
         let rows = setting::Entity::find()
             .filter(setting::Column::UserId.is_in(user_ids.iter().copied()))
             .filter(setting::Column::Scope.is_in([Scope::default().as_str(), scope.as_str()]))
+            .filter(unexpired())
             .apply_if(keys, |query, keys| {
                 query.filter(setting::Column::Key.is_in(keys.iter().map(Key::as_str)))
             })

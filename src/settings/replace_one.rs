@@ -4,6 +4,7 @@
 //! the same functions the planner uses. A key without a row takes the transaction, where the
 //! planner decides its version.
 
+use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use serde_json::Value;
 
@@ -23,7 +24,7 @@ impl Store {
         &self,
         write: &Write<'_>,
     ) -> Result<Option<Vec<Outcome>>, WriteError> {
-        let Some((key, value)) = self.single_replacement(write) else {
+        let Some((key, value, expires_at)) = self.single_replacement(write) else {
             return Ok(None);
         };
         self.check_value(write.scope, key.as_str(), value)?;
@@ -54,6 +55,7 @@ impl Store {
                     .bytes
                     .map(|q| q.min(i64::MAX as u64) as i64)
                     .into(),
+                expires_at.into(),
             ],
         );
         let Some(row) = self.db()?.query_one_raw(statement).await? else {
@@ -67,12 +69,14 @@ impl Store {
             version: row.try_get("", "version")?,
             created_at: row.try_get("", "created_at")?,
             updated_at: row.try_get("", "updated_at")?,
+            expires_at: row.try_get("", "expires_at")?,
         };
         let position: i64 = row.try_get("", "position")?;
         let before = Setting {
             version: row.try_get("", "old_version")?,
             value: row.try_get("", "old_value")?,
             updated_at: row.try_get("", "old_updated_at")?,
+            expires_at: row.try_get("", "old_expires_at")?,
             ..after.clone()
         };
         Ok(Some(vec![Outcome {
@@ -86,7 +90,11 @@ impl Store {
     /// The write that fits one statement: one key replaced by a value that does not depend on
     /// the stored one, without preconditions, on PostgreSQL (SQLite cannot write inside a
     /// `WITH`), and not the `locale` that the users table mirrors.
-    fn single_replacement<'w>(&self, write: &'w Write<'_>) -> Option<(&'w Key, &'w Value)> {
+    #[allow(clippy::type_complexity)]
+    fn single_replacement<'w>(
+        &self,
+        write: &'w Write<'_>,
+    ) -> Option<(&'w Key, &'w Value, Option<DateTime<Utc>>)> {
         let Target::Keys(ops) = &write.target else {
             return None;
         };
@@ -98,12 +106,14 @@ impl Store {
         };
         let mirrored = write.scope == &self.locale_scope && op.key.as_str() == LOCALE_KEY;
         let simple = op.expect.is_none() && write.document.is_none() && !mirrored;
-        (simple && self.backend() == DbBackend::Postgres).then_some((&op.key, value))
+        (simple && self.backend() == DbBackend::Postgres).then_some((&op.key, value, op.expires_at))
     }
 }
 
 /// The statement of [`Store::try_replace_one`]. Parameters: user, scope, key, value, now,
-/// actor, interface, correlation id, the history kind, and the byte quota of the scope. The
+/// actor, interface, correlation id, the history kind, the byte quota of the scope, and when
+/// the new value expires. A row whose value has expired is not replaced here: the transaction
+/// records its expiry first. The
 /// row is locked by `old`; the update is guarded by the version read, so it writes nothing
 /// (and the statement returns no row) when the row is gone or changed meanwhile, and the
 /// write falls back to the transaction. So it does when a larger value would take the scope
@@ -111,11 +121,12 @@ impl Store {
 /// summed only for a value that grows, and only under a byte quota.
 const REPLACE_ONE_SQL: &str = r#"
 WITH old AS (
-    SELECT value, version, updated_at FROM settings
-    WHERE user_id = $1 AND scope = $2 AND key = $3
+    SELECT value, version, updated_at, expires_at FROM settings
+    WHERE user_id = $1 AND scope = $2 AND key = $3 AND (expires_at IS NULL OR expires_at > $5)
     FOR UPDATE
 ), saved AS (
-    UPDATE settings AS s SET value = $4, version = s.version + 1, updated_at = $5
+    UPDATE settings AS s SET value = $4, version = s.version + 1, updated_at = $5,
+        expires_at = $11
     FROM old
     WHERE s.user_id = $1 AND s.scope = $2 AND s.key = $3 AND s.version = old.version
       AND ($10::bigint IS NULL
@@ -123,7 +134,7 @@ WITH old AS (
            OR (SELECT sum(octet_length(value::text)) FROM settings
                WHERE user_id = $1 AND scope = $2)
               - octet_length(old.value::text) + octet_length($4::text) <= $10)
-    RETURNING s.key, s.scope, s.value, s.version, s.created_at, s.updated_at
+    RETURNING s.key, s.scope, s.value, s.version, s.created_at, s.updated_at, s.expires_at
 ), bump AS (
     UPDATE users SET feed_position = feed_position + 1
     WHERE id = $1 AND EXISTS (SELECT 1 FROM saved)
@@ -137,7 +148,8 @@ WITH old AS (
     FROM saved, old, bump
 )
 SELECT saved.key, saved.scope, saved.value, saved.version, saved.created_at, saved.updated_at,
-    old.version AS old_version, old.value AS old_value, old.updated_at AS old_updated_at,
+    saved.expires_at, old.version AS old_version, old.value AS old_value,
+    old.updated_at AS old_updated_at, old.expires_at AS old_expires_at,
     bump.feed_position AS position
 FROM saved, old, bump
 "#;

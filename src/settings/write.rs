@@ -8,6 +8,7 @@ use std::{
     sync::Arc,
 };
 
+use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
     ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
@@ -61,6 +62,12 @@ impl<E: Into<Error>> From<E> for WriteError {
     }
 }
 
+/// What a write committed: the expiries it found and recorded, then its own changes.
+pub(super) struct Written {
+    pub expired: Vec<Outcome>,
+    pub outcomes: Vec<Outcome>,
+}
+
 /// One write as the runner receives it.
 pub(super) struct Write<'a> {
     pub origin: &'a Origin,
@@ -73,7 +80,6 @@ pub(super) struct Write<'a> {
 
 impl Store {
     /// Creates or replaces one setting; true when it created the key.
-    #[tracing::instrument(skip_all, err(level = "debug", Debug))]
     pub async fn set(
         &self,
         origin: &Origin,
@@ -83,10 +89,28 @@ impl Store {
         value: Value,
         expect: Option<Expect>,
     ) -> Result<(Setting, bool)> {
+        self.set_until(origin, user_id, scope, key, value, expect, None)
+            .await
+    }
+
+    /// [`Store::set`] of a value that expires at `expires_at` (`None`: it does not).
+    #[allow(clippy::too_many_arguments)]
+    #[tracing::instrument(skip_all, err(level = "debug", Debug))]
+    pub async fn set_until(
+        &self,
+        origin: &Origin,
+        user_id: &str,
+        scope: &Scope,
+        key: &Key,
+        value: Value,
+        expect: Option<Expect>,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Result<(Setting, bool)> {
         let op = Op {
             key: key.clone(),
             change: Change::Replace(value),
             expect,
+            expires_at,
         };
         let outcome = self
             .write(Write::keys(origin, user_id, scope, vec![op]))
@@ -108,6 +132,7 @@ impl Store {
             key: key.clone(),
             change: Change::Remove,
             expect,
+            expires_at: None,
         };
         let outcome = self
             .write(Write::keys(origin, user_id, scope, vec![op]))
@@ -156,6 +181,7 @@ impl Store {
                     key: Key::parse(key, "patch")?,
                     change: Change::Merge(change),
                     expect,
+                    expires_at: None,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -189,6 +215,7 @@ impl Store {
                         key: key.clone(),
                         change: Change::Remove,
                         expect: None,
+                        expires_at: None,
                     })
                     .collect(),
             ),
@@ -235,6 +262,7 @@ impl Store {
             key: key.clone(),
             change: Change::Replace(old),
             expect: None,
+            expires_at: None,
         };
         let write = Write {
             kinds: Kinds {
@@ -307,9 +335,9 @@ impl Store {
         let mut attempt = 1;
         loop {
             match self.try_write(&write).await {
-                Ok(outcome) => {
-                    self.publish(&write, &outcome);
-                    return Ok(outcome);
+                Ok(written) => {
+                    self.publish(&write, &written);
+                    return Ok(written.outcomes);
                 }
                 Err(WriteError::Failed(err)) => return Err(err),
                 Err(WriteError::Raced) if attempt < WRITE_ATTEMPTS => attempt += 1,
@@ -325,9 +353,12 @@ impl Store {
 
     /// One attempt: the one-statement path where it applies; otherwise lock and read the
     /// current rows, plan, and carry the plan out in the same transaction.
-    async fn try_write(&self, write: &Write<'_>) -> Result<Vec<Outcome>, WriteError> {
-        if let Some(outcome) = self.try_replace_one(write).await? {
-            return Ok(outcome);
+    async fn try_write(&self, write: &Write<'_>) -> Result<Written, WriteError> {
+        if let Some(outcomes) = self.try_replace_one(write).await? {
+            return Ok(Written {
+                expired: Vec::new(),
+                outcomes,
+            });
         }
         let txn = self.db()?.begin().await?;
         let outcome = self.write_in(&txn, write).await?;
@@ -336,14 +367,34 @@ impl Store {
     }
 
     /// A write inside `txn`, which the caller commits (or, for a dry run, rolls back) and then
-    /// publishes: lock and read the rows, plan, carry the plan out, check the quotas.
+    /// publishes: lock and read the rows, record the expiry of those whose value expired,
+    /// plan, carry the plan out, check the quotas.
     pub(super) async fn write_in(
         &self,
         txn: &DatabaseTransaction,
         write: &Write<'_>,
-    ) -> Result<Vec<Outcome>, WriteError> {
+    ) -> Result<Written, WriteError> {
         let locked = self.locked_keys(txn, write.scope, &write.target).await?;
-        let current = self.lock_rows(txn, write).await?;
+        let mut current = self.lock_rows(txn, write).await?;
+        let now = now();
+        let due: Vec<Setting> = current
+            .values()
+            .filter(|setting| setting.expired(now))
+            .cloned()
+            .collect();
+        let expired = if due.is_empty() {
+            Vec::new()
+        } else {
+            current.retain(|_, setting| !setting.expired(now));
+            self.expire_in(
+                txn,
+                write.user_id,
+                write.scope,
+                &write.origin.correlation_id,
+                due,
+            )
+            .await?
+        };
         let last_versions = self
             .last_versions(txn, write, plan::created_keys(&write.target, &current))
             .await?;
@@ -360,10 +411,10 @@ impl Store {
             |key, value| self.check_value(write.scope, key, value),
         )?;
         let growth = plan.growth();
-        let outcome = self.carry_out(txn, write, plan).await?;
+        let outcomes = self.carry_out(txn, write, plan).await?;
         self.check_quotas(txn, write.user_id, write.scope.as_str(), growth)
             .await?;
-        Ok(outcome)
+        Ok(Written { expired, outcomes })
     }
 
     /// The keys of `target` that the organisation locked in `scope`: catalog keys of the
@@ -455,7 +506,7 @@ impl Store {
     /// writer is not inserted again, which makes the attempt roll back as `Raced`; rows that
     /// existed are locked and cannot change under us, and the upsert still replaces a row only
     /// at the version that was read.
-    async fn carry_out(
+    pub(super) async fn carry_out(
         &self,
         txn: &DatabaseTransaction,
         write: &Write<'_>,
@@ -474,6 +525,7 @@ impl Store {
             key: Set(row.key),
             value: Set(row.value),
             version: Set(row.version),
+            expires_at: Set(row.expires_at),
             // Kept from the stored row on conflict: the upsert does not update it.
             created_at: Set(now),
             updated_at: Set(now),
@@ -509,6 +561,7 @@ impl Store {
                             setting::Column::Value,
                             version,
                             setting::Column::UpdatedAt,
+                            setting::Column::ExpiresAt,
                         ])
                         .action_and_where(
                             Expr::col((setting::Entity, version))
@@ -592,8 +645,21 @@ impl Store {
         Ok(outcomes)
     }
 
-    /// Tells subscribers what a committed write changed.
-    pub(super) fn publish(&self, write: &Write<'_>, outcomes: &[Outcome]) {
+    /// Tells subscribers what a committed write changed: first the expiries it recorded.
+    pub(super) fn publish(&self, write: &Write<'_>, written: &Written) {
+        if !written.expired.is_empty() {
+            let origin = super::expiry::origin(&write.origin.correlation_id);
+            let expiry = Write {
+                origin: &origin,
+                kinds: super::expiry::KINDS,
+                ..Write::keys(&origin, write.user_id, write.scope, Vec::new())
+            };
+            self.publish_outcomes(&expiry, &written.expired);
+        }
+        self.publish_outcomes(write, &written.outcomes);
+    }
+
+    pub(super) fn publish_outcomes(&self, write: &Write<'_>, outcomes: &[Outcome]) {
         if let Some(cache) = &self.cache
             && !outcomes.is_empty()
         {
@@ -633,7 +699,12 @@ impl Store {
 
 impl<'a> Write<'a> {
     /// A plain write of `ops`: no document precondition, created or updated as it happens.
-    fn keys(origin: &'a Origin, user_id: &'a str, scope: &'a Scope, ops: Vec<Op>) -> Self {
+    pub(super) fn keys(
+        origin: &'a Origin,
+        user_id: &'a str,
+        scope: &'a Scope,
+        ops: Vec<Op>,
+    ) -> Self {
         Write {
             origin,
             user_id,

@@ -465,3 +465,139 @@ both_backends! {
         assert_eq!(code(&error), "FORBIDDEN", "{error}");
     }
 }
+
+const SET_EXPIRING: &str = "mutation($k: String!, $v: JSON!, $s: String! = \"\", $at: DateTime, $ttl: Int) { \
+    setSetting(key: $k, value: $v, scope: $s, expiresAt: $at, ttlSeconds: $ttl) { key value version expiresAt } }";
+
+/// Waits past an instant that a value was set to expire at.
+async fn until_past(at: &Value) {
+    let at = chrono::DateTime::parse_from_rfc3339(at.as_str().unwrap()).unwrap();
+    let wait = (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
+        .to_std()
+        .unwrap_or_default();
+    tokio::time::sleep(wait + std::time::Duration::from_millis(50)).await;
+}
+
+both_backends! {
+    // The purge is far off: what the reads show is their own doing.
+    options = Options::default().env("EXPIRY_PURGE_INTERVAL_MS", "3600000");
+    async fn an_expired_value_is_invisible_at_once_on_every_read_path(app) {
+        let alice = app.token("alice");
+        app.set(&alice, "banner", json!("default-scope")).await;
+        set_in(&app, &alice, TYPED_SCOPE, "notifications", json!(true)).await;
+        let snoozed = app.data(&alice, SET_EXPIRING, json!({"k": "banner", "v": "snoozed", "s": "web", "ttl": 1})).await;
+        assert_eq!(snoozed["setSetting"]["value"], "snoozed");
+        let at = snoozed["setSetting"]["expiresAt"].clone();
+        assert!(at.is_string(), "{snoozed}");
+        let typed = app.data(&alice, SET_EXPIRING, json!({"k": "notifications", "v": false, "s": TYPED_SCOPE, "ttl": 1})).await;
+        let plain = app.data(&alice, SET_EXPIRING, json!({"k": "plain", "v": 1, "ttl": 1})).await;
+        // Read (and cached) before it expires.
+        assert_eq!(app.values_in(&alice, "web").await, json!({"banner": "snoozed"}));
+        assert_eq!(app.rest("GET", "/api/v1/user-settings", Some(&alice), None).await.body["notifications"], false);
+        until_past(&typed["setSetting"]["expiresAt"]).await;
+        until_past(&plain["setSetting"]["expiresAt"]).await;
+        until_past(&at).await;
+
+        assert_eq!(app.values_in(&alice, "web").await, json!({}));
+        let one = app.data(&alice, "{ setting(key: \"banner\", scope: \"web\") { value } }", json!({})).await;
+        assert_eq!(one, json!({"setting": null}));
+        let effective = app
+            .data(&alice, "{ effectiveSettings(scope: \"web\", keys: [\"banner\"]) { value source } }", json!({}))
+            .await;
+        assert_eq!(
+            effective["effectiveSettings"],
+            json!([{"value": "default-scope", "source": "USER"}]),
+            "the next layer's value applies"
+        );
+        let snapshot = app.data(&alice, "{ snapshot(scope: \"web\") { settings { key } } }", json!({})).await;
+        assert_eq!(snapshot["snapshot"]["settings"], json!([]));
+        let me = app.data(&alice, "{ me { settings(scope: \"web\") { key } } }", json!({})).await;
+        assert_eq!(me["me"]["settings"], json!([]));
+        assert_eq!(
+            app.rest("GET", "/api/v1/users/me/settings/plain", Some(&alice), None).await.status,
+            404
+        );
+        let typed = app.rest("GET", "/api/v1/user-settings", Some(&alice), None).await;
+        assert_eq!(typed.body["notifications"], true, "{:?}", typed.body);
+        let document = export(&app, &alice).await;
+        assert!(
+            document["settings"].as_array().unwrap().iter().all(|s| s["key"] != "banner" || s["scope"] == ""),
+            "{document}"
+        );
+
+        // Written again, the key starts over; the history has the expiry in between.
+        let again = app.data(&alice, SET_EXPIRING, json!({"k": "banner", "v": "back", "s": "web"})).await;
+        assert_eq!(again["setSetting"], json!({"key": "banner", "value": "back", "version": 2, "expiresAt": null}));
+        let history = app
+            .data(&alice, "{ settingHistory(key: \"banner\", scope: \"web\") { nodes { kind actor interface version } } }", json!({}))
+            .await;
+        assert_eq!(
+            history["settingHistory"]["nodes"],
+            json!([
+                {"kind": "CREATE", "actor": "alice", "interface": "graphql", "version": 2},
+                {"kind": "EXPIRE", "actor": "system", "interface": "expiry", "version": 1},
+                {"kind": "CREATE", "actor": "alice", "interface": "graphql", "version": 1},
+            ])
+        );
+    }
+
+    async fn an_expiry_is_one_of_two_arguments_in_the_future(app) {
+        let alice = app.token("alice");
+        let past = (chrono::Utc::now() - chrono::Duration::seconds(5)).to_rfc3339();
+        let future = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+        for (variables, rule) in [
+            (json!({"k": "a", "v": 1, "at": future, "ttl": 60}), "oneOf"),
+            (json!({"k": "a", "v": 1, "at": past}), "future"),
+            (json!({"k": "a", "v": 1, "ttl": 0}), "range"),
+        ] {
+            let error = app.error(&alice, SET_EXPIRING, variables.clone()).await;
+            assert_eq!(code(&error), "BAD_USER_INPUT", "{variables}: {error}");
+            assert_eq!(error["extensions"]["rule"], rule, "{error}");
+        }
+        // A later write without an expiry keeps the value for good.
+        let set = app.data(&alice, SET_EXPIRING, json!({"k": "a", "v": 1, "at": future})).await;
+        assert!(set["setSetting"]["expiresAt"].is_string());
+        app.data(&alice, "mutation { updateSettings(patch: {a: 2}) { key } }", json!({})).await;
+        let read = app.data(&alice, "{ settings { key value expiresAt } }", json!({})).await;
+        assert_eq!(read["settings"], json!([{"key": "a", "value": 2, "expiresAt": null}]));
+        // An export carries the expiry, and an import gives it back.
+        app.data(&alice, SET_EXPIRING, json!({"k": "b", "v": 1, "at": future})).await;
+        let document = export(&app, &alice).await;
+        let bob = app.token("bob");
+        import(&app, &bob, json!({"d": document})).await;
+        let imported = app.data(&bob, "{ settings(keys: [\"b\"]) { expiresAt } }", json!({})).await;
+        assert_eq!(imported["settings"][0]["expiresAt"], set["setSetting"]["expiresAt"]);
+    }
+}
+
+both_backends! {
+    options = Options::default().env("EXPIRY_PURGE_INTERVAL_MS", "50");
+    async fn the_purge_records_an_expiry_in_the_history_and_the_feed(app) {
+        let alice = app.token("alice");
+        let cursor = app.data(&alice, "{ snapshot { cursor } }", json!({})).await["snapshot"]["cursor"].clone();
+        let set = app.data(&alice, SET_EXPIRING, json!({"k": "dismissed", "v": true, "ttl": 1})).await;
+        until_past(&set["setSetting"]["expiresAt"]).await;
+        let changes = "query($c: String!) { changes(since: $c) { changes { key kind version actor setting { value } } } }";
+        let mut seen = Value::Null;
+        for _ in 0..100 {
+            seen = app.data(&alice, changes, json!({"c": cursor})).await["changes"]["changes"].take();
+            if seen.as_array().unwrap().len() == 2 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            seen,
+            json!([
+                {"key": "dismissed", "kind": "CREATE", "version": 1, "actor": "alice", "setting": {"value": true}},
+                {"key": "dismissed", "kind": "EXPIRE", "version": 1, "actor": "system", "setting": null},
+            ])
+        );
+        assert_eq!(history_count(&app, "alice").await, 2, "recorded once");
+        assert_eq!(
+            app.query_text("SELECT CAST(COUNT(*) AS TEXT) FROM settings").await.unwrap(),
+            "0",
+            "the row is gone"
+        );
+    }
+}

@@ -524,3 +524,30 @@ async fn an_erasure_on_one_instance_reaches_the_subscribers_and_the_cache_of_ano
     b.set(&token, "theme", json!("light")).await;
     assert_eq!(a.values(&token).await, json!({"theme": "light"}));
 }
+
+#[tokio::test]
+async fn a_subscriber_hears_an_expiry_as_a_change() {
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        Options::default().env("EXPIRY_PURGE_INTERVAL_MS", "50"),
+    )
+    .await
+    .unwrap();
+    let token = app.token("alice");
+    let mut socket = open(&app, Some(&token)).await;
+    init(&mut socket, json!({})).await;
+    subscribe(&mut socket, "1", "", Some(vec!["probe", "snooze"])).await;
+    wait_until_listening(&app, &mut socket, &token, "").await;
+    app.data(
+        &token,
+        "mutation { setSetting(key: \"snooze\", value: true, ttlSeconds: 1) { version } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(event(&mut socket, "probe").await["kind"], "CREATE");
+    let expired = event(&mut socket, "probe").await;
+    assert_eq!(expired["kind"], "EXPIRE", "{expired}");
+    assert_eq!(expired["key"], "snooze");
+    assert_eq!(expired["setting"], Value::Null);
+    assert_eq!(expired["actor"], "system");
+}
