@@ -509,9 +509,12 @@ async fn an_erasure_on_one_instance_reaches_the_subscribers_and_the_cache_of_ano
     let token = a.token("alice");
     a.set(&token, "theme", json!("dark")).await;
     let (b, mut socket, _) = subscribed_on_second_instance(&a, &token).await;
+    // Once an event came, the subscription is certainly listening.
+    a.set(&token, "theme", json!("light")).await;
+    assert_eq!(next_event(&mut socket).await["key"], "theme");
     // B reads (and caches) the value.
-    until_value(&b, &token, "theme", json!("dark")).await;
-    until_value(&b, &token, "theme", json!("dark")).await;
+    until_value(&b, &token, "theme", json!("light")).await;
+    until_value(&b, &token, "theme", json!("light")).await;
     a.data(
         &token,
         "mutation { eraseUser(userId: \"alice\") }",
@@ -521,8 +524,8 @@ async fn an_erasure_on_one_instance_reaches_the_subscribers_and_the_cache_of_ano
     expect_tombstone(&mut socket, "1").await;
     assert_eq!(b.values(&token).await, json!({}));
     // B writes a new account's first setting (it knows the row is gone).
-    b.set(&token, "theme", json!("light")).await;
-    assert_eq!(a.values(&token).await, json!({"theme": "light"}));
+    b.set(&token, "theme", json!("new")).await;
+    assert_eq!(a.values(&token).await, json!({"theme": "new"}));
 }
 
 #[tokio::test]
