@@ -270,6 +270,27 @@ impl Mutation {
         Ok(report.into())
     }
 
+    /// Puts every key of the caller's `scope` back to its value at `asOf`, as new versions
+    /// (history kind `RESTORE`), and deletes the keys created since; returns the scope's
+    /// settings afterwards, ordered by key. Refused (`BAD_USER_INPUT`, rule
+    /// `retainedHistory`) when the retained history does not reach back to `asOf`; `CONFLICT`
+    /// when a key changes meanwhile. `userId` names another user, for administrators.
+    async fn restore_settings(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default)] scope: String,
+        as_of: DateTime,
+        user_id: Option<String>,
+    ) -> Result<Vec<Setting>> {
+        let (principal, store) = caller(ctx, Access::Write)?;
+        let user_id = acting_on(principal, store, user_id.as_deref()).await?;
+        let scope = Scope::parse(scope)?;
+        let settings = store
+            .restore(&origin(principal), user_id, &scope, as_of.0)
+            .await?;
+        Ok(settings.into_iter().map(Setting::from).collect())
+    }
+
     /// Forgets the user completely: every setting in every scope, the whole history and the
     /// user's record; where the user acted on another user's settings, the history names
     /// `erased-user` instead. The user's subscriptions get one last event of kind `ERASE`

@@ -299,6 +299,8 @@ pub enum ChangeKind {
     Revert,
     /// The value reached its `expiresAt` and was removed.
     Expire,
+    /// Written by `restoreSettings`; with `newValue: null` when it removed the key.
+    Restore,
     /// Only in subscriptions, and last: the user was erased (`eraseUser`); forget every
     /// setting and cursor of theirs. `key` and `scope` are empty.
     Erase,

@@ -18,6 +18,7 @@ mod plan;
 mod quota;
 mod read;
 mod replace_one;
+mod restore;
 mod store;
 mod tags;
 mod value;

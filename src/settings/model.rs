@@ -105,19 +105,22 @@ pub enum ChangeKind {
     Revert,
     /// An expiring value reached its expiry and was removed.
     Expire,
+    /// Written or removed by a restore to an earlier instant.
+    Restore,
     /// The user was erased: a tombstone in the live feed, never stored.
     Erase,
 }
 
 impl ChangeKind {
     /// Each kind with the name the history table stores.
-    const NAMES: [(ChangeKind, &'static str); 7] = [
+    const NAMES: [(ChangeKind, &'static str); 8] = [
         (ChangeKind::Create, "create"),
         (ChangeKind::Update, "update"),
         (ChangeKind::Delete, "delete"),
         (ChangeKind::Reset, "reset"),
         (ChangeKind::Revert, "revert"),
         (ChangeKind::Expire, "expire"),
+        (ChangeKind::Restore, "restore"),
         (ChangeKind::Erase, "erase"),
     ];
 

@@ -331,7 +331,7 @@ impl Store {
 
     /// Runs a write to completion, starting over when another writer created one of its keys
     /// meanwhile, and publishes what it committed.
-    async fn write(&self, write: Write<'_>) -> Result<Vec<Outcome>> {
+    pub(super) async fn write(&self, write: Write<'_>) -> Result<Vec<Outcome>> {
         let mut attempt = 1;
         loop {
             match self.try_write(&write).await {

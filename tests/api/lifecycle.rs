@@ -601,3 +601,91 @@ both_backends! {
         );
     }
 }
+
+const RESTORE: &str = "mutation($s: String! = \"\", $at: DateTime!) { restoreSettings(scope: $s, asOf: $at) { key value version } }";
+
+/// An instant between two writes of the test.
+async fn instant() -> String {
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    at
+}
+
+both_backends! {
+    async fn a_restore_puts_every_key_back_across_creates_updates_and_deletes(app) {
+        let alice = app.token("alice");
+        app.set(&alice, "a", json!("a1")).await;
+        app.set(&alice, "a", json!("a2")).await;
+        app.set(&alice, "b", json!({"b": 1})).await;
+        app.set(&alice, "same", json!(true)).await;
+        set_in(&app, &alice, "mobile", "m", json!(1)).await;
+        let yesterday = instant().await;
+        app.set(&alice, "a", json!("a3")).await;
+        app.data(&alice, "mutation { deleteSetting(key: \"b\") }", json!({})).await;
+        app.set(&alice, "c", json!("new")).await;
+        app.data(&alice, "mutation { updateSettings(patch: {c: \"newer\"}) { key } }", json!({})).await;
+        set_in(&app, &alice, "mobile", "m", json!(2)).await;
+
+        let restored = app.data(&alice, RESTORE, json!({"at": yesterday})).await;
+        assert_eq!(
+            restored["restoreSettings"],
+            json!([
+                {"key": "a", "value": "a2", "version": 4},
+                {"key": "b", "value": {"b": 1}, "version": 2},
+                {"key": "same", "value": true, "version": 1},
+            ])
+        );
+        let history = app
+            .data(&alice, "{ settingHistory(key: \"c\") { nodes { kind oldValue newValue } } }", json!({}))
+            .await;
+        assert_eq!(
+            history["settingHistory"]["nodes"][0],
+            json!({"kind": "RESTORE", "oldValue": "newer", "newValue": null})
+        );
+        let history = app
+            .data(&alice, "{ settingHistory(key: \"a\") { nodes { kind newValue } } }", json!({}))
+            .await;
+        assert_eq!(history["settingHistory"]["nodes"][0], json!({"kind": "RESTORE", "newValue": "a2"}));
+        // Only the scope asked for.
+        assert_eq!(app.values_in(&alice, "mobile").await, json!({"m": 2}));
+        // Restoring to the same instant again changes nothing.
+        let again = app.data(&alice, RESTORE, json!({"at": yesterday})).await;
+        assert_eq!(again["restoreSettings"], restored["restoreSettings"]);
+        assert_eq!(history_count(&app, "alice").await, 13);
+
+        let tomorrow = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+        let error = app.error(&alice, RESTORE, json!({"at": tomorrow})).await;
+        assert_eq!(code(&error), "BAD_USER_INPUT", "{error}");
+    }
+}
+
+both_backends! {
+    options = Options::default()
+        .env("HISTORY_KEEP_VERSIONS", "2")
+        .env("HISTORY_PRUNE_INTERVAL_SECS", "1");
+    async fn a_restore_beyond_the_retained_history_is_refused_and_writes_nothing(app) {
+        let alice = app.token("alice");
+        app.set(&alice, "x", json!(1)).await;
+        let early = instant().await;
+        for value in 2..=4 {
+            app.set(&alice, "x", json!(value)).await;
+        }
+        for _ in 0..100 {
+            if history_count(&app, "alice").await == 2 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(history_count(&app, "alice").await, 2, "pruned to the newest two");
+        let error = app.error(&alice, RESTORE, json!({"at": early})).await;
+        assert_eq!(code(&error), "BAD_USER_INPUT", "{error}");
+        assert_eq!(error["extensions"]["rule"], "retainedHistory", "{error}");
+        assert_eq!(app.values(&alice).await, json!({"x": 4}));
+        // Within the retained history it works.
+        let later = instant().await;
+        app.set(&alice, "x", json!(5)).await;
+        let restored = app.data(&alice, RESTORE, json!({"at": later})).await;
+        assert_eq!(restored["restoreSettings"], json!([{"key": "x", "value": 4, "version": 6}]));
+    }
+}
