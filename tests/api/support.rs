@@ -59,6 +59,8 @@ both_backends! {
             "mutation { setSetting(key: \"theme\", value: \"x\", userId: \"alice\") { key } }",
             "mutation { updateSettings(patch: {theme: \"x\"}, userId: \"alice\") { key } }",
             "mutation { deleteSetting(key: \"theme\", userId: \"alice\") }",
+            "mutation { restoreSettings(asOf: \"2026-01-01T00:00:00Z\", userId: \"alice\") { key } }",
+            "mutation { revertSetting(key: \"theme\", toVersion: 1, userId: \"alice\") { key } }",
         ] {
             let error = app.error(&mallory, mutation, json!({})).await;
             assert_eq!(code(&error), "FORBIDDEN", "{mutation}: {error}");
