@@ -27,6 +27,15 @@ impl Store {
     #[tracing::instrument(skip_all, err(level = "debug", Debug))]
     pub async fn erase(&self, actor: &str, user_id: &str) -> Result<bool> {
         let txn = self.db()?.begin().await?;
+        // The settings rows first, then the user's row: the order every write takes them in.
+        setting::Entity::find()
+            .select_only()
+            .column(setting::Column::Key)
+            .filter(setting::Column::UserId.eq(user_id))
+            .lock_exclusive()
+            .into_tuple::<String>()
+            .all(&txn)
+            .await?;
         let Some(_) = user::Entity::find_by_id(user_id)
             .lock_exclusive()
             .one(&txn)
