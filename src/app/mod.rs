@@ -23,7 +23,7 @@ use crate::{
     connections::Connections,
     graphql::GraphqlState,
     rest::{ContractScopes, RestState},
-    settings::{Quotas, Retention, Store, ValueLimits, store_connect},
+    settings::{Quotas, Retention, Store, ValueLimits, connect_readers, store_connect},
 };
 
 pub struct Application {
@@ -71,6 +71,15 @@ impl Application {
         let verifier = Verifier::new(&config.jwt, &key)?;
 
         let db = connect_and_migrate(&config, config.database_max_connections).await?;
+        // Opened once the migrations ran: SQLite's readers beside its writer.
+        let readers = connect_readers(&config.database_url, config.database_max_connections)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot open readers of DATABASE_URL {}",
+                    redact_url(&config.database_url)
+                )
+            })?;
         // PostgreSQL's health is watched on a connection of its own; an embedded SQLite file
         // has no outage to watch for.
         let health_watch = (db.get_database_backend() == sea_orm::DbBackend::Postgres)
@@ -104,7 +113,8 @@ impl Application {
                 // Contract 004 is the one that mirrors `locale` to the users table.
                 scopes.c004.clone(),
             )
-            .with_cache(limits.settings_cache_mb * 1024 * 1024),
+            .with_cache(limits.settings_cache_mb * 1024 * 1024)
+            .with_readers(readers),
         );
         let auth = Authenticator::new(verifier, store.clone(), &config.rate_limit);
         let forgetting = auth.clone();

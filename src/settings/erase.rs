@@ -6,9 +6,7 @@
 
 use std::sync::Arc;
 
-use sea_orm::{
-    ColumnTrait, EntityTrait, QueryFilter, QuerySelect, TransactionTrait, prelude::Expr,
-};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect, prelude::Expr};
 
 use super::{ChangeEvent, ChangeKind, Store, store::now};
 use crate::{
@@ -26,7 +24,7 @@ impl Store {
     /// Erases the user; false when there was no such user. `actor` is who asked, for the log.
     #[tracing::instrument(skip_all, err(level = "debug", Debug))]
     pub async fn erase(&self, actor: &str, user_id: &str) -> Result<bool> {
-        let txn = self.db()?.begin().await?;
+        let txn = self.begin_write().await?;
         // The settings rows first, then the user's row: the order every write takes them in.
         setting::Entity::find()
             .select_only()

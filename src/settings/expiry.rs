@@ -4,10 +4,7 @@
 //! subscriptions: recorded by the background purge within a second or so, or at once by any
 //! write that finds the row.
 
-use sea_orm::{
-    ColumnTrait, Condition, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect,
-    TransactionTrait,
-};
+use sea_orm::{ColumnTrait, Condition, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect};
 
 use super::{
     ChangeKind, Origin, Scope, Setting, Store,
@@ -102,7 +99,7 @@ impl Store {
     }
 
     async fn purge_scope(&self, user_id: &str, scope: &Scope) -> Result<usize> {
-        let txn = self.db()?.begin().await?;
+        let txn = self.begin_write().await?;
         let due: Vec<Setting> = setting::Entity::find()
             .filter(super::store::of_user(user_id, scope))
             .filter(setting::Column::ExpiresAt.lte(now()))

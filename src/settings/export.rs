@@ -103,7 +103,7 @@ impl Writer {
                     .order_by_asc(setting::Column::Scope)
                     .order_by_asc(setting::Column::Key)
                     .limit(PAGE)
-                    .all(&*self.store.db()?)
+                    .all(&*self.store.reader()?)
                     .await?;
                 let mut text = items(
                     after.is_some(),
@@ -127,7 +127,7 @@ impl Writer {
                     .filter(setting_change::Column::Id.gt(after))
                     .order_by_asc(setting_change::Column::Id)
                     .limit(PAGE)
-                    .all(&*self.store.db()?)
+                    .all(&*self.store.reader()?)
                     .await?;
                 let mut text = items(after > 0, rows.iter().map(change_json));
                 self.part = match rows.last() {

@@ -85,7 +85,7 @@ impl Store {
     /// Where the user's feed ends now; with `since`, also refuses that cursor as
     /// [`Store::changes_since`] would.
     pub(super) async fn feed_end(&self, user_id: &str, since: Option<Cursor>) -> Result<i64> {
-        let (end, expired_through) = feed_state(&*self.db()?, user_id).await?;
+        let (end, expired_through) = feed_state(&*self.reader()?, user_id).await?;
         if let Some(since) = since {
             check_cursor(since, end, expired_through)?;
         }
@@ -96,7 +96,7 @@ impl Store {
     /// consistent read.
     #[tracing::instrument(skip_all, err(level = "debug", Debug))]
     pub async fn snapshot(&self, user_id: &str, scope: &Scope) -> Result<Snapshot> {
-        let db = &*self.db()?;
+        let db = &*self.reader()?;
         let txn = match self.backend() {
             DbBackend::Postgres => {
                 db.begin_with_config(
@@ -134,7 +134,7 @@ impl Store {
         scope: Option<&Scope>,
         first: u64,
     ) -> Result<FeedPage> {
-        let db = &*self.db()?;
+        let db = &*self.reader()?;
         // The feed's end first: every position up to it has committed (each was handed out
         // after the one before it committed), so reading up to it misses nothing.
         let (end, expired_through) = feed_state(db, user_id).await?;

@@ -70,6 +70,28 @@ impl Store {
         })
     }
 
+    /// A write transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`), so
+    /// that while another process writes it waits for the lock (up to the busy timeout)
+    /// rather than fail when it first writes after reading.
+    pub(super) async fn begin_write(&self) -> Result<sea_orm::DatabaseTransaction> {
+        use sea_orm::{SqliteTransactionMode, TransactionOptions, TransactionTrait};
+        let options = TransactionOptions {
+            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+            ..TransactionOptions::default()
+        };
+        Ok(self.db()?.begin_with_options(options).await?)
+    }
+
+    /// A connection for a read: on SQLite one of the readers, which WAL lets read while the
+    /// one writer writes; on PostgreSQL the pool. A read sees every write committed before it.
+    pub(super) fn reader(&self) -> Result<InFlight<'_>> {
+        let mut guard = self.db()?;
+        if let Some(readers) = &self.readers {
+            guard.pool = readers;
+        }
+        Ok(guard)
+    }
+
     /// Database operations under way: those holding a connection and those waiting for one.
     pub fn operations_in_flight(&self) -> u64 {
         self.health.in_flight.load(Ordering::Relaxed)

@@ -83,7 +83,7 @@ impl Store {
             })
             .order_by_desc(setting_change::Column::Id)
             .limit(first + 1)
-            .all(&*self.db()?)
+            .all(&*self.reader()?)
             .await?;
         let more = rows.len() as u64 > first;
         rows.truncate(first as usize);
@@ -133,7 +133,7 @@ impl Store {
         values.extend(user_ids.iter().map(|&id| id.into()));
         let rows = setting_change::Entity::find()
             .from_raw_sql(Statement::from_sql_and_values(self.backend(), sql, values))
-            .all(&*self.db()?)
+            .all(&*self.reader()?)
             .await?;
         let mut by_user: HashMap<String, (Vec<HistoryEntry>, bool)> = HashMap::new();
         for row in rows {

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect, TransactionTrait};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
 use serde_json::Value;
 
 use super::{
@@ -225,7 +225,7 @@ impl Store {
         mode: ImportMode,
         dry_run: bool,
     ) -> Result<ImportReport, WriteError> {
-        let txn = self.db()?.begin().await?;
+        let txn = self.begin_write().await?;
         // What the user has now, under lock: to leave equal values alone and, to replace, to
         // delete what the document lacks.
         let stored: Vec<(String, String, Value, Option<DateTime<Utc>>)> = setting::Entity::find()

@@ -39,7 +39,7 @@ pub use model::{ChangeKind, Expect, Origin, Setting, User};
 pub use names::{Key, Scope};
 pub use quota::Quotas;
 pub use read::{Effective, OrgDefault, Source};
-pub use store::{Store, connect as store_connect};
+pub use store::{Store, connect as store_connect, connect_readers};
 pub use tags::{DocumentCheck, document_tag, short_hex, stale_document};
 pub use value::ValueLimits;
 pub use write::Preconditions;

@@ -61,7 +61,7 @@ impl Store {
                 query.filter(setting::Column::Key.is_in(keys.iter().map(Key::as_str)))
             })
             .order_by_asc(setting::Column::Key)
-            .all(&*self.db()?)
+            .all(&*self.reader()?)
             .await?;
         Ok(rows.into_iter().map(Setting::from).collect())
     }
@@ -83,7 +83,7 @@ impl Store {
                 query.filter(setting::Column::Key.is_in(keys.iter().map(Key::as_str)))
             })
             .order_by_asc(setting::Column::Key)
-            .all(&*self.db()?)
+            .all(&*self.reader()?)
             .await?;
         let mut by_user: HashMap<String, Vec<Setting>> = HashMap::new();
         for row in rows {
@@ -102,7 +102,7 @@ impl Store {
             scope.as_str().to_owned(),
             key.as_str().to_owned(),
         ))
-        .one(&*self.db()?)
+        .one(&*self.reader()?)
         .await?;
         Ok(row
             .map(Setting::from)
@@ -112,7 +112,7 @@ impl Store {
     /// Organisation defaults by key.
     #[tracing::instrument(skip_all, err(level = "debug", Debug))]
     pub async fn org_defaults(&self) -> Result<BTreeMap<String, OrgDefault>> {
-        let rows = org_default::Entity::find().all(&*self.db()?).await?;
+        let rows = org_default::Entity::find().all(&*self.reader()?).await?;
         Ok(rows
             .into_iter()
             .map(|row| {
@@ -195,7 +195,7 @@ impl Store {
             })
             // The default scope first, so that a value in `scope` overrides it.
             .order_by_asc(setting::Column::Scope)
-            .all(&*self.db()?)
+            .all(&*self.reader()?)
             .await?;
         let mut layers: HashMap<String, BTreeMap<String, Effective>> = user_ids
             .iter()

@@ -51,6 +51,8 @@ pub struct Store {
     pub(super) notices_pending: std::sync::atomic::AtomicUsize,
     /// Statements sent through the pool.
     statements: Arc<std::sync::atomic::AtomicU64>,
+    /// SQLite's readers beside its one writer ([`connect_readers`]); reads go there.
+    pub(super) readers: Option<DatabaseConnection>,
 }
 
 /// Opens a pool. SQLite gets one connection: it serializes writers anyway, and a single
@@ -80,6 +82,44 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
     Database::connect(options).await
 }
 
+/// Most SQLite readers: each keeps a page cache of its own.
+const MAX_SQLITE_READERS: u32 = 4;
+
+/// For a SQLite file, a pool of up to `max_connections` (at most 4) read-only connections:
+/// in WAL mode they read while the single writer writes, so reads never queue behind writes.
+/// `None` for PostgreSQL, whose pool serves both, and for an in-memory database, which
+/// another connection would not see.
+pub async fn connect_readers(
+    url: &str,
+    max_connections: u32,
+) -> Result<Option<DatabaseConnection>, DbErr> {
+    if !url.starts_with("sqlite:") || url.contains(":memory:") || url.contains("mode=memory") {
+        return Ok(None);
+    }
+    let readers = max_connections.clamp(1, MAX_SQLITE_READERS);
+    let mut options = ConnectOptions::new(url);
+    options
+        .max_connections(readers)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_timeout(Duration::from_secs(5))
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(|opts| {
+            opts.read_only(true)
+                .busy_timeout(Duration::from_secs(5))
+                .foreign_keys(true)
+        });
+    Database::connect(options).await.map(Some)
+}
+
+/// Counts every statement sent through `db` in `counter` and in the metrics.
+fn count_statements(db: &mut DatabaseConnection, counter: Arc<std::sync::atomic::AtomicU64>) {
+    db.set_metric_callback(move |_| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        metrics::counter!("settings_api_db_statements_total").increment(1);
+    });
+}
+
 pub(super) fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(3)
 }
@@ -105,12 +145,9 @@ impl Store {
             _ => (None, None),
         };
         let statements = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let counted = statements.clone();
-        db.set_metric_callback(move |_| {
-            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            metrics::counter!("settings_api_db_statements_total").increment(1);
-        });
+        count_statements(&mut db, statements.clone());
         Store {
+            readers: None,
             statements,
             notices,
             notice_queue: Mutex::new(notice_queue),
@@ -144,6 +181,15 @@ impl Store {
             && self.backend() == DbBackend::Postgres
         {
             cache.set_coherent(false);
+        }
+        self
+    }
+
+    /// Reads go to `readers` (SQLite, [`connect_readers`]); `None` keeps them on the pool.
+    pub fn with_readers(mut self, readers: Option<DatabaseConnection>) -> Self {
+        if let Some(mut readers) = readers {
+            count_statements(&mut readers, self.statements.clone());
+            self.readers = Some(readers);
         }
         self
     }
@@ -267,7 +313,7 @@ impl Store {
     #[tracing::instrument(skip_all, err(level = "debug", Debug))]
     pub async fn user(&self, user_id: &str) -> Result<User> {
         user::Entity::find_by_id(user_id)
-            .one(&*self.db()?)
+            .one(&*self.reader()?)
             .await?
             .map(User::from)
             .ok_or_else(|| Error::NotFound(format!("user `{user_id}` does not exist")))
@@ -280,7 +326,7 @@ impl Store {
     pub async fn users(&self, ids: &[&str]) -> Result<Vec<User>> {
         Ok(user::Entity::find()
             .filter(user::Column::Id.is_in(ids.iter().copied()))
-            .all(&*self.db()?)
+            .all(&*self.reader()?)
             .await?
             .into_iter()
             .map(User::from)

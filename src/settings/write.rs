@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
     ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    QueryTrait, TransactionTrait,
+    QueryTrait,
     prelude::Expr,
     sea_query::{Alias, ExprTrait, OnConflict},
 };
@@ -360,7 +360,7 @@ impl Store {
                 outcomes,
             });
         }
-        let txn = self.db()?.begin().await?;
+        let txn = self.begin_write().await?;
         let outcome = self.write_in(&txn, write).await?;
         txn.commit().await?;
         Ok(outcome)

@@ -29,6 +29,7 @@ mod rest_common;
 mod rest_seed_examples;
 mod schema;
 mod settings;
+mod sqlite_readers;
 mod sse;
 mod subscriptions;
 mod support;
