@@ -447,7 +447,8 @@ def cmd_report(args) -> None:
     peak_mib = max(rss.get("vmhwm_kib", 0), rss.get("polled_max_kib", 0)) / 1024
     out = [
         "",
-        f"settings-api benchmark  {meta['timestamp']}  commit {meta['commit']}",
+        f"settings-api benchmark  {meta['timestamp']}  commit {meta['commit']}  "
+        f"backend {meta.get('backend', 'postgres')}",
         f"{meta['users']} users x {meta['keys_per_user']} keys, {meta['tokens']} tokens, "
         f"{meta['connections']} connections, {meta['threads']} wrk threads, "
         f"{meta['duration']} per run, service DB pool {meta['database_max_connections']}, "
