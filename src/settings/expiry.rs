@@ -88,7 +88,7 @@ impl Store {
             .distinct()
             .limit(batch)
             .into_tuple()
-            .all(&*self.db()?)
+            .all(&*self.reader()?)
             .await?;
         let mut purged = 0;
         for (user_id, scope) in due {

@@ -61,7 +61,7 @@ impl Store {
             .filter(setting_change::Column::Scope.eq(scope.as_str()))
             .filter(setting_change::Column::ChangedAt.gt(as_of))
             .order_by_asc(setting_change::Column::Id)
-            .all(&*self.db()?)
+            .all(&*self.reader()?)
             .await?;
         // Each key's first change after `as_of`: its old value is the value then.
         let mut first_after: BTreeMap<String, setting_change::Model> = BTreeMap::new();
@@ -77,7 +77,7 @@ impl Store {
             .filter(setting_change::Column::Key.is_in(first_after.keys().map(String::as_str)))
             .distinct()
             .into_tuple()
-            .all(&*self.db()?)
+            .all(&*self.reader()?)
             .await?;
         let current: BTreeMap<String, Setting> = self
             .list(user_id, scope, None)
