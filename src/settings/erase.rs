@@ -70,7 +70,8 @@ impl Store {
             "erased a user"
         );
         self.forget_erased(user_id);
-        self.notify_other_instances(user_id, "", TOMBSTONE_POSITION);
+        // The scope of a tombstone's notice names the instance that sent it.
+        self.notify_other_instances(user_id, &self.instance_id, TOMBSTONE_POSITION);
         Ok(true)
     }
 

@@ -73,7 +73,11 @@ impl Store {
             };
             for (user_id, scope, position) in notices {
                 if position == super::erase::TOMBSTONE_POSITION {
-                    self.forget_erased(&user_id);
+                    // This instance forgot the user when it erased them; by the time its own
+                    // notice comes back, the user may have started over here.
+                    if scope != self.instance_id {
+                        self.forget_erased(&user_id);
+                    }
                     continue;
                 }
                 if let Some(cache) = &self.cache {

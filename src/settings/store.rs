@@ -53,6 +53,9 @@ pub struct Store {
     statements: Arc<std::sync::atomic::AtomicU64>,
     /// SQLite's readers beside its one writer ([`connect_readers`]); reads go there.
     pub(super) readers: Option<DatabaseConnection>,
+    /// This process among the instances sharing a database: it names the notices it sends
+    /// that it must not act on again when they come back.
+    pub(super) instance_id: String,
 }
 
 /// Opens a pool. SQLite gets one connection: it serializes writers anyway, and a single
@@ -148,6 +151,7 @@ impl Store {
         count_statements(&mut db, statements.clone());
         Store {
             readers: None,
+            instance_id: Uuid::new_v4().simple().to_string(),
             statements,
             notices,
             notice_queue: Mutex::new(notice_queue),
