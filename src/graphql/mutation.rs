@@ -5,7 +5,7 @@ use chrono::SubsecRound;
 use serde_json::Value;
 
 use super::{
-    query::{caller, effective_of, parse_keys},
+    query::{caller, effective_of, parse_keys, require_admin},
     types::{DateTime, EffectiveSetting, ImportMode, ImportResult, Setting, SettingDefinition},
 };
 use crate::{
@@ -315,12 +315,7 @@ impl Mutation {
         #[graphql(default)] locked: bool,
     ) -> Result<SettingDefinition> {
         let (principal, store) = caller(ctx, Access::Write)?;
-        if !principal.is_admin() {
-            return Err(Error::Forbidden(
-                "setting organisation defaults needs the admin role".into(),
-            )
-            .into());
-        }
+        require_admin(principal, "setting organisation defaults")?;
         let key = Key::parse(key, "key")?;
         let value = value.map(|json| json.0);
         store

@@ -298,31 +298,24 @@ impl Store {
             };
             let written = match self.write_in(&txn, &write).await {
                 Ok(written) => written,
-                // A quota: the import cannot apply, and says why.
-                Err(WriteError::Failed(Error::BadInput(violation))) => {
+                // A quota or a locked key: the import cannot apply, and says why.
+                Err(WriteError::Failed(err @ (Error::BadInput(_) | Error::Locked { .. }))) => {
                     txn.rollback().await?;
+                    let message = err.to_string();
+                    let (key, rule) = match err {
+                        Error::Locked { key } => (Some(key), "locked".to_owned()),
+                        Error::BadInput(violation) => (None, violation.rule.into_owned()),
+                        _ => (None, String::new()),
+                    };
+                    let issue = ImportIssue {
+                        index: None,
+                        scope: Some(scope.as_str().to_owned()),
+                        key,
+                        rule,
+                        message,
+                    };
                     return Ok(ImportReport {
-                        errors: vec![ImportIssue {
-                            index: None,
-                            scope: Some(scope.as_str().to_owned()),
-                            key: None,
-                            rule: violation.rule.into_owned(),
-                            message: violation.message,
-                        }],
-                        ..ImportReport::default()
-                    });
-                }
-                Err(WriteError::Failed(Error::Locked { key })) => {
-                    txn.rollback().await?;
-                    let message = Error::Locked { key: key.clone() }.to_string();
-                    return Ok(ImportReport {
-                        errors: vec![ImportIssue {
-                            index: None,
-                            scope: Some(scope.as_str().to_owned()),
-                            key: Some(key),
-                            rule: "locked".into(),
-                            message,
-                        }],
+                        errors: vec![issue],
                         ..ImportReport::default()
                     });
                 }

@@ -9,7 +9,7 @@ use std::{
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QueryTrait};
 use serde_json::Value;
 
-use super::{Key, Scope, Setting, Store, expiry::unexpired, store::of_user};
+use super::{Key, Scope, Setting, Store, expiry::unexpired};
 use crate::{
     entity::{org_default, setting},
     error::Result,
@@ -54,16 +54,8 @@ impl Store {
         scope: &Scope,
         keys: Option<&[Key]>,
     ) -> Result<Vec<Setting>> {
-        let rows = setting::Entity::find()
-            .filter(of_user(user_id, scope))
-            .filter(unexpired())
-            .apply_if(keys, |query, keys| {
-                query.filter(setting::Column::Key.is_in(keys.iter().map(Key::as_str)))
-            })
-            .order_by_asc(setting::Column::Key)
-            .all(&*self.reader()?)
-            .await?;
-        Ok(rows.into_iter().map(Setting::from).collect())
+        let mut settings = self.list_many(&[user_id], scope, keys).await?;
+        Ok(settings.remove(user_id).unwrap_or_default())
     }
 
     /// The settings of several users in `scope`, each ordered by key, in one query; only
