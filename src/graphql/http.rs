@@ -266,33 +266,46 @@ async fn resolve_persisted(
 /// The executed response in the format the client accepts, every error with its code.
 fn respond(headers: &HeaderMap, mut response: BatchResponse) -> Response {
     add_missing_codes(&mut response);
-    if !accepts(headers, GRAPHQL_RESPONSE) {
-        return Json(response).into_response();
+    /// A response that never ran, without its `data` member.
+    #[derive(serde::Serialize)]
+    struct Refused<'a> {
+        errors: &'a [async_graphql::ServerError],
     }
-    let (status, body) = match &response {
+    let written = match &response {
         // A request that never ran (it did not parse, validate or coerce its variables) has
         // errors without a path and no data: 400, and no `data` member.
         BatchResponse::Single(one)
-            if one.data == async_graphql::Value::Null
+            if accepts(headers, GRAPHQL_RESPONSE)
+                && one.data == async_graphql::Value::Null
                 && !one.errors.is_empty()
                 && one.errors.iter().all(|err| err.path.is_empty()) =>
         {
-            (
-                StatusCode::BAD_REQUEST,
-                serde_json::json!({ "errors": one.errors }),
-            )
+            serde_json::to_vec(&Refused {
+                errors: &one.errors,
+            })
+            .map(|body| (StatusCode::BAD_REQUEST, body))
         }
-        _ => (
-            StatusCode::OK,
-            serde_json::to_value(&response).unwrap_or_default(),
-        ),
+        _ => serde_json::to_vec(&response).map(|body| (StatusCode::OK, body)),
     };
-    let mut response = (status, Json(body)).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(GRAPHQL_RESPONSE),
-    );
-    response
+    match written {
+        Ok((status, body)) => respond_with(headers, status, body),
+        Err(err) => error_response(Error::internal(err)),
+    }
+}
+
+/// A response body in JSON, labelled with the media type the client accepts.
+fn respond_with(headers: &HeaderMap, status: StatusCode, body: Vec<u8>) -> Response {
+    let media_type = if accepts(headers, GRAPHQL_RESPONSE) {
+        GRAPHQL_RESPONSE
+    } else {
+        "application/json"
+    };
+    (
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(media_type))],
+        body,
+    )
+        .into_response()
 }
 
 /// The parameters of a GET, as graphql-over-http names them.

@@ -270,3 +270,22 @@ async fn in_production_introspection_suggestions_and_graphiql_are_off_unless_ena
         "{body}"
     );
 }
+
+both_backends! {
+    async fn graphql_response_json_keeps_the_order_of_the_selection(app) {
+        let token = app.token("alice");
+        let reply = app.client.post(app.url("/graphql")).bearer_auth(&token)
+            .header("accept", "application/graphql-response+json")
+            .json(&json!({"query": "{ me { roles id } }"})).send().await.unwrap();
+        assert_eq!(reply.status(), 200);
+        assert_eq!(reply.text().await.unwrap(), r#"{"data":{"me":{"roles":[],"id":"alice"}}}"#);
+
+        // A request that never ran: its error's message comes first, as the spec lists it.
+        let reply = app.client.post(app.url("/graphql")).bearer_auth(&token)
+            .header("accept", "application/graphql-response+json")
+            .json(&json!({"query": "{ me { nothing } }"})).send().await.unwrap();
+        assert_eq!(reply.status(), 400);
+        let text = reply.text().await.unwrap();
+        assert!(text.starts_with(r#"{"errors":[{"message":"#), "{text}");
+    }
+}
