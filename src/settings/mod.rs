@@ -38,6 +38,7 @@ pub use merge::merge_patch;
 pub use model::{ChangeKind, Expect, Origin, Setting, User};
 pub use names::{Key, Scope};
 pub use quota::Quotas;
+pub use read::Listed;
 pub use read::{Effective, OrgDefault, Source};
 pub use store::{Store, connect as store_connect, connect_readers};
 pub use tags::{DocumentCheck, document_tag, short_hex, stale_document};

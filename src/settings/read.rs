@@ -6,6 +6,7 @@ use std::{
     sync::Arc,
 };
 
+use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QueryTrait};
 use serde_json::Value;
 
@@ -15,37 +16,70 @@ use crate::{
     error::Result,
 };
 
+/// A user's settings in one scope as [`Store::listed`] found them, ordered by key.
+pub struct Listed<'k> {
+    settings: Arc<Vec<Setting>>,
+    /// Only these keys, when the settings are all of the scope's.
+    keys: Option<&'k [Key]>,
+    now: DateTime<Utc>,
+}
+
+impl<'k> Listed<'k> {
+    fn new(settings: Arc<Vec<Setting>>, keys: Option<&'k [Key]>) -> Self {
+        Listed {
+            settings,
+            keys,
+            now: super::store::now(),
+        }
+    }
+
+    /// The settings asked for. A value that expired since it was read is left out at once.
+    pub fn iter(&self) -> impl Iterator<Item = &Setting> {
+        self.settings
+            .iter()
+            .filter(|setting| {
+                self.keys
+                    .is_none_or(|keys| keys.iter().any(|key| key.as_str() == setting.key))
+            })
+            .filter(|setting| !setting.expired(self.now))
+    }
+}
+
 impl Store {
     /// The user's settings in `scope`, ordered by key; only `keys` when given.
-    #[tracing::instrument(skip_all, err(level = "debug", Debug))]
     pub async fn list(
         &self,
         user_id: &str,
         scope: &Scope,
         keys: Option<&[Key]>,
     ) -> Result<Vec<Setting>> {
-        if let Some(cache) = &self.cache {
-            let all = match cache.get(user_id, scope.as_str()) {
-                Some(all) => all,
-                None => {
-                    let generation = cache.generation(user_id);
-                    let all = Arc::new(self.read_list(user_id, scope, None).await?);
-                    cache.put(user_id, scope.as_str(), generation, all.clone());
-                    all
-                }
-            };
-            // A value that expired since it was read is left out at once.
-            let now = super::store::now();
-            return Ok(all
-                .iter()
-                .filter(|setting| {
-                    keys.is_none_or(|keys| keys.iter().any(|key| key.as_str() == setting.key))
-                })
-                .filter(|setting| !setting.expired(now))
-                .cloned()
-                .collect());
-        }
-        self.read_list(user_id, scope, keys).await
+        let listed = self.listed(user_id, scope, keys).await?;
+        Ok(listed.iter().cloned().collect())
+    }
+
+    /// [`Store::list`] without copying the settings out of the cache: for a response written
+    /// straight from them.
+    #[tracing::instrument(skip_all, err(level = "debug", Debug))]
+    pub async fn listed<'k>(
+        &self,
+        user_id: &str,
+        scope: &Scope,
+        keys: Option<&'k [Key]>,
+    ) -> Result<Listed<'k>> {
+        let Some(cache) = &self.cache else {
+            let settings = Arc::new(self.read_list(user_id, scope, keys).await?);
+            return Ok(Listed::new(settings, None));
+        };
+        let all = match cache.get(user_id, scope.as_str()) {
+            Some(all) => all,
+            None => {
+                let generation = cache.generation(user_id);
+                let all = Arc::new(self.read_list(user_id, scope, None).await?);
+                cache.put(user_id, scope.as_str(), generation, all.clone());
+                all
+            }
+        };
+        Ok(Listed::new(all, keys))
     }
 
     async fn read_list(
