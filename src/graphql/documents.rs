@@ -23,7 +23,10 @@ use async_graphql::{
 };
 use async_graphql_value::Value;
 
-use super::cost::DocumentLimits;
+use super::{
+    cost::DocumentLimits,
+    hot::{ExecutorLimits, HotQuery},
+};
 use crate::error::Error;
 
 /// Beyond this many distinct query texts the cache starts over; a miss costs one parse.
@@ -33,15 +36,28 @@ const MAX_CACHED_QUERY_BYTES: usize = 16 * 1024;
 
 pub struct Documents {
     limits: DocumentLimits,
-    parsed: Mutex<HashMap<Arc<str>, ExecutableDocument>>,
+    executor: ExecutorLimits,
+    parsed: Mutex<HashMap<Arc<str>, Admitted>>,
+}
+
+/// A document admitted before, and whether it is a [`HotQuery`].
+struct Admitted {
+    document: ExecutableDocument,
+    hot: Option<Arc<HotQuery>>,
 }
 
 impl Documents {
-    pub fn new(limits: DocumentLimits) -> Self {
+    pub fn new(limits: DocumentLimits, executor: ExecutorLimits) -> Self {
         Documents {
             limits,
+            executor,
             parsed: Mutex::default(),
         }
+    }
+
+    /// The hot query that `query`'s text is, when it was admitted before and is one.
+    pub fn hot(&self, query: &str) -> Option<Arc<HotQuery>> {
+        self.lock().get(query)?.hot.clone()
     }
 
     /// Judges the request's document against the limits ([`DocumentLimits`]) and hands the
@@ -54,8 +70,8 @@ impl Documents {
             return Ok(());
         }
         let cacheable = request.query.len() <= MAX_CACHED_QUERY_BYTES;
-        if cacheable && let Some(document) = self.lock().get(request.query.as_str()) {
-            request.set_parsed_query(document.clone());
+        if cacheable && let Some(admitted) = self.lock().get(request.query.as_str()) {
+            request.set_parsed_query(admitted.document.clone());
             return Ok(());
         }
         self.limits.check_text(&request.query)?;
@@ -66,16 +82,19 @@ impl Documents {
         if !cacheable {
             return Ok(());
         }
-        let document = document.clone();
+        let admitted = Admitted {
+            document: document.clone(),
+            hot: HotQuery::recognize(document, self.executor).map(Arc::new),
+        };
         let mut parsed = self.lock();
         if parsed.len() >= CAPACITY {
             parsed.clear();
         }
-        parsed.insert(request.query.as_str().into(), document);
+        parsed.insert(request.query.as_str().into(), admitted);
         Ok(())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, ExecutableDocument>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Admitted>> {
         // A panic while holding the lock cannot leave the map inconsistent: use it anyway.
         self.parsed
             .lock()
@@ -221,11 +240,17 @@ mod tests {
     use super::*;
 
     fn documents() -> Documents {
-        Documents::new(DocumentLimits {
-            max_tokens: 100,
-            max_selections: 10,
-            max_directives: 2,
-        })
+        Documents::new(
+            DocumentLimits {
+                max_tokens: 100,
+                max_selections: 10,
+                max_directives: 2,
+            },
+            ExecutorLimits {
+                max_depth: 16,
+                max_complexity: 500,
+            },
+        )
     }
 
     fn request(query: &str) -> Request {
@@ -248,14 +273,32 @@ mod tests {
 
         // A document planted under a text proves the text is not parsed again.
         let planted = parsed(&mut request("{ me { id } }")).expect("parses");
+        let admitted = Admitted {
+            document: planted.clone(),
+            hot: None,
+        };
         documents
             .lock()
-            .insert("{ settings { key } }".into(), planted.clone());
+            .insert("{ settings { key } }".into(), admitted);
         let mut again = request("{ settings { key } }");
         documents.admit(&mut again).unwrap();
         assert_eq!(
             format!("{:?}", parsed(&mut again)),
             format!("{:?}", Some(planted))
+        );
+    }
+
+    #[test]
+    fn an_admitted_settings_read_is_known_as_a_hot_query() {
+        let documents = documents();
+        for query in ["{ settings { key } }", "{ me { id } }"] {
+            documents.admit(&mut request(query)).unwrap();
+        }
+        assert!(documents.hot("{ settings { key } }").is_some());
+        assert!(documents.hot("{ me { id } }").is_none());
+        assert!(
+            documents.hot("{ settings { value } }").is_none(),
+            "never admitted"
         );
     }
 

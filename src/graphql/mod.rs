@@ -5,6 +5,7 @@ mod cost;
 mod documents;
 mod errors;
 mod graphiql;
+mod hot;
 mod http;
 mod loaders;
 mod mutation;
@@ -83,11 +84,17 @@ impl GraphqlState {
             schema,
             auth,
             store,
-            documents: Arc::new(Documents::new(cost::DocumentLimits {
-                max_tokens: limits.graphql_max_tokens,
-                max_selections: limits.graphql_max_selections,
-                max_directives: limits.graphql_max_directives,
-            })),
+            documents: Arc::new(Documents::new(
+                cost::DocumentLimits {
+                    max_tokens: limits.graphql_max_tokens,
+                    max_selections: limits.graphql_max_selections,
+                    max_directives: limits.graphql_max_directives,
+                },
+                hot::ExecutorLimits {
+                    max_depth: limits.graphql_max_depth,
+                    max_complexity: limits.graphql_max_complexity,
+                },
+            )),
             graphiql_html: conveniences
                 .graphiql
                 .then(|| graphiql::page(dev_token).into()),

@@ -11,6 +11,7 @@ mod cors;
 mod disconnects;
 mod faults;
 mod feed;
+mod graphql_direct;
 mod graphql_http;
 mod health;
 mod isolation;

@@ -1,0 +1,190 @@
+//! The direct path of the `settings` query answers byte for byte what the executor answers.
+//! Each query runs as written, and again with `@include(if: true)` on its `settings` field:
+//! the same query, which the direct path does not take (it takes no directives), so the
+//! second answer is the executor's.
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+/// Values of every JSON kind, with text that needs escaping and numbers of every form.
+async fn seed(app: &TestApp, token: &str) {
+    let writes = [
+        ("theme", json!("dark"), ""),
+        (
+            "appearance",
+            json!({"mode": "dark", "accent": "#3b82f6", "fontScale": 1.5,
+                   "label": "tab\t \"quoted\" \\ ü ✓ \u{1F600} </script>",
+                   "nested": {"z": [1, -2, 3.25, 1e300, 12345678901234567890u64], "a": null}}),
+            "",
+        ),
+        ("recent", json!(["a", 1, true, null, {"b": 2, "a": 1}]), ""),
+        ("count", json!(-7), ""),
+        ("layout", json!({"columns": 3}), "mobile"),
+    ];
+    for (key, value, scope) in writes {
+        let data = app
+            .data(
+                token,
+                "mutation($k: String!, $v: JSON!, $s: String!) { setSetting(key: $k, value: $v, scope: $s) { version } }",
+                json!({"k": key, "v": value, "s": scope}),
+            )
+            .await;
+        assert_eq!(data["setSetting"]["version"], 1);
+    }
+    // One value that expires, so that `expiresAt` is not always null.
+    app.data(
+        token,
+        r#"mutation { setSetting(key: "snooze", value: true, ttlSeconds: 3600) { version } }"#,
+        json!({}),
+    )
+    .await;
+}
+
+/// The status, media type and body text of a query sent as clients send it.
+async fn ask(
+    app: &TestApp,
+    token: &str,
+    accept: &str,
+    body: &Value,
+) -> (u16, Option<String>, String) {
+    let response = app
+        .client
+        .post(app.url("/graphql"))
+        .bearer_auth(token)
+        .header("accept", accept)
+        .json(body)
+        .send()
+        .await
+        .expect("request sent");
+    let status = response.status().as_u16();
+    let media_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    (status, media_type, response.text().await.expect("a body"))
+}
+
+/// `query` has `@D` where a directive on its `settings` field goes.
+const QUERIES: &[(&str, Option<&str>, &str)] = &[
+    (
+        "{ settings @D { key value version updatedAt } }",
+        None,
+        "{}",
+    ),
+    (
+        "query Everything { all: settings @D { __typename id k: key scope value version createdAt updatedAt expiresAt } }",
+        None,
+        "{}",
+    ),
+    (
+        "query Everything { settings @D { expiresAt key } }",
+        Some("Everything"),
+        "{}",
+    ),
+    (
+        "query($k: [String!]) { settings(keys: $k) @D { key value } }",
+        None,
+        r#"{"k": ["theme", "recent", "missing"]}"#,
+    ),
+    (
+        "query($k: [String!]) { settings(keys: $k) @D { key } }",
+        None,
+        r#"{"k": null}"#,
+    ),
+    (
+        "query($k: [String!]) { settings(keys: $k) @D { key } }",
+        None,
+        "{}",
+    ),
+    (
+        "query($k: [String!]!) { settings(keys: $k) @D { key } }",
+        None,
+        r#"{"k": []}"#,
+    ),
+    (
+        "query($s: String!) { settings(scope: $s) @D { scope key value } }",
+        None,
+        r#"{"s": "mobile"}"#,
+    ),
+    (
+        r#"{ settings(scope: "mobile", keys: ["layout", "theme"]) @D { key value } }"#,
+        None,
+        "{}",
+    ),
+    (r#"{ settings(scope: "nowhere") @D { key } }"#, None, "{}"),
+    // Requests the executor answers with an error, either way.
+    (
+        r#"{ settings(scope: "not a scope!") @D { key } }"#,
+        None,
+        "{}",
+    ),
+    (
+        "query($s: String!) { settings(scope: $s) @D { key } }",
+        None,
+        "{}",
+    ),
+    (
+        "query($k: [String!]) { settings(keys: $k) @D { key } }",
+        None,
+        r#"{"k": ["ok", null]}"#,
+    ),
+    (
+        "query($k: [String!]) { settings(keys: $k) @D { key } }",
+        None,
+        r#"{"k": 3}"#,
+    ),
+    ("query A { settings @D { key } }", Some("B"), "{}"),
+];
+
+const ACCEPTS: &[&str] = &[
+    "application/json",
+    "application/graphql-response+json, application/json;q=0.9",
+];
+
+async fn compare(app: &TestApp, token: &str) {
+    for &(query, operation_name, variables) in QUERIES {
+        for accept in ACCEPTS {
+            let body = |directive: &str| {
+                let mut body = json!({
+                    "query": query.replace("@D", directive),
+                    "variables": serde_json::from_str::<Value>(variables).unwrap(),
+                });
+                if let Some(name) = operation_name {
+                    body["operationName"] = json!(name);
+                }
+                body
+            };
+            let direct = ask(app, token, accept, &body("")).await;
+            let executed = ask(app, token, accept, &body("@include(if: true)")).await;
+            assert_eq!(direct, executed, "{query} {variables} ({accept})");
+        }
+    }
+}
+
+both_backends! {
+    async fn the_direct_settings_read_answers_what_the_executor_answers(app) {
+        let token = app.token("alice");
+        seed(&app, &token).await;
+        compare(&app, &token).await;
+        // The data is there, and in selection order.
+        let (status, _, text) = ask(&app, &token, ACCEPTS[0], &json!({"query": "{ settings { version key } }"})).await;
+        assert_eq!(status, 200);
+        assert!(text.starts_with(r#"{"data":{"settings":[{"version":1,"key":"appearance"}"#), "{text}");
+        // A token without read access is refused, as by the executor.
+        let writer = scoped_token("alice", "settings:write");
+        let (status, _, text) = ask(&app, &writer, ACCEPTS[0], &json!({"query": "{ settings { key } }"})).await;
+        let body: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!((status, code(&body["errors"][0])), (200, "FORBIDDEN"), "{text}");
+    }
+}
+
+both_backends! {
+    options = Options::default().env("SETTINGS_CACHE_MB", "0");
+    async fn without_the_cache_too(app) {
+        let token = app.token("alice");
+        seed(&app, &token).await;
+        compare(&app, &token).await;
+    }
+}
