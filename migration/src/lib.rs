@@ -8,6 +8,7 @@ mod m20261122_000003_create_org_defaults;
 mod m20261122_000004_create_setting_changes;
 mod m20261201_000005_change_feed;
 mod m20261201_000006_locks_and_expiry;
+mod m20261202_000007_value_bytes;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000004_create_setting_changes::Migration),
             Box::new(m20261201_000005_change_feed::Migration),
             Box::new(m20261201_000006_locks_and_expiry::Migration),
+            Box::new(m20261202_000007_value_bytes::Migration),
         ]
     }
 }

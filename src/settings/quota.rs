@@ -44,23 +44,27 @@ impl Plan {
     }
 }
 
-/// The size of a stored value in SQL, as the quota counts it: the bytes of its JSON text.
-pub(super) fn stored_bytes_sql(backend: DbBackend, column: &str) -> String {
+/// The sum of a scope's stored values in SQL, as the quota counts them: the bytes of their JSON
+/// text. PostgreSQL keeps each row's in `value_bytes`; SQLite's values are text already.
+fn stored_bytes_sum_sql(backend: DbBackend) -> &'static str {
     match backend {
-        DbBackend::Postgres => format!("octet_length({column}::text)"),
-        _ => format!("length(CAST({column} AS BLOB))"),
+        DbBackend::Postgres => "sum(value_bytes)",
+        _ => "sum(length(CAST(value AS BLOB)))",
     }
 }
 
 impl Store {
     /// After a plan was carried out in `txn`, before commit: the quota error when the scope
-    /// is now over a quota that the write added to.
+    /// is now over a quota that the write added to. `user_locked` when `txn` holds the user's
+    /// row lock (it moved the user's feed position), which already makes the user's writes
+    /// take turns.
     pub(super) async fn check_quotas(
         &self,
         txn: &DatabaseTransaction,
         user_id: &str,
         scope: &str,
         growth: Growth,
+        user_locked: bool,
     ) -> Result<()> {
         let quotas = self.quotas();
         let keys_matter = quotas.keys.is_some() && growth.keys > 0;
@@ -70,8 +74,9 @@ impl Store {
         }
         let backend = self.backend();
         // Growing writes of one user's scope take turns from here to their commit, so that two
-        // of them cannot both see room for one. (SQLite has one writer at a time anyway.)
-        if backend == DbBackend::Postgres {
+        // of them cannot both see room for one: the sum below is a statement of its own, so it
+        // sees every write that took its turn before. (SQLite has one writer at a time anyway.)
+        if backend == DbBackend::Postgres && !user_locked {
             let lock = Statement::from_sql_and_values(
                 backend,
                 "SELECT pg_advisory_xact_lock(hashtextextended($1 || chr(1) || $2, 0))",
@@ -80,9 +85,9 @@ impl Store {
             txn.execute_raw(lock).await?;
         }
         let sql = format!(
-            "SELECT count(*) AS keys, CAST(coalesce(sum({}), 0) AS BIGINT) AS bytes FROM settings \
+            "SELECT count(*) AS keys, CAST(coalesce({}, 0) AS BIGINT) AS bytes FROM settings \
              WHERE user_id = $1 AND scope = $2",
-            stored_bytes_sql(backend, "value")
+            stored_bytes_sum_sql(backend)
         );
         let statement =
             Statement::from_sql_and_values(backend, sql, [user_id.into(), scope.into()]);

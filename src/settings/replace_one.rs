@@ -118,10 +118,11 @@ impl Store {
 /// (and the statement returns no row) when the row is gone or changed meanwhile, and the
 /// write falls back to the transaction. So it does when a larger value would take the scope
 /// past its byte quota: the transaction then refuses it (`quota.rs`). The scope's size is
-/// summed only for a value that grows, and only under a byte quota.
+/// summed only for a value that grows, and only under a byte quota, from the sizes kept in
+/// `value_bytes`.
 const REPLACE_ONE_SQL: &str = r#"
 WITH old AS (
-    SELECT value, version, updated_at, expires_at FROM settings
+    SELECT value, value_bytes, version, updated_at, expires_at FROM settings
     WHERE user_id = $1 AND scope = $2 AND key = $3 AND (expires_at IS NULL OR expires_at > $5)
     FOR UPDATE
 ), saved AS (
@@ -130,10 +131,9 @@ WITH old AS (
     FROM old
     WHERE s.user_id = $1 AND s.scope = $2 AND s.key = $3 AND s.version = old.version
       AND ($10::bigint IS NULL
-           OR octet_length($4::text) <= octet_length(old.value::text)
-           OR (SELECT sum(octet_length(value::text)) FROM settings
-               WHERE user_id = $1 AND scope = $2)
-              - octet_length(old.value::text) + octet_length($4::text) <= $10)
+           OR octet_length($4::text) <= old.value_bytes
+           OR (SELECT sum(value_bytes) FROM settings WHERE user_id = $1 AND scope = $2)
+              - old.value_bytes + octet_length($4::text) <= $10)
     RETURNING s.key, s.scope, s.value, s.version, s.created_at, s.updated_at, s.expires_at
 ), bump AS (
     UPDATE users SET feed_position = feed_position + 1

@@ -411,9 +411,17 @@ impl Store {
             |key, value| self.check_value(write.scope, key, value),
         )?;
         let growth = plan.growth();
+        // Recording history moves the user's feed position, under the user's row lock.
+        let user_locked = !plan.history.is_empty();
         let outcomes = self.carry_out(txn, write, plan).await?;
-        self.check_quotas(txn, write.user_id, write.scope.as_str(), growth)
-            .await?;
+        self.check_quotas(
+            txn,
+            write.user_id,
+            write.scope.as_str(),
+            growth,
+            user_locked,
+        )
+        .await?;
         Ok(Written { expired, outcomes })
     }
 
