@@ -133,7 +133,15 @@ pub struct Claims {
 pub struct Verifier {
     key: DecodingKey,
     validation: Validation,
+    /// Tokens verified lately, by their whole text (signature included), so that a client's
+    /// next request with the same token skips the signature and claims checks; its expiry is
+    /// still checked every time.
+    verified: moka::sync::Cache<String, Principal>,
 }
+
+/// How many verified tokens are remembered, and for how long at most.
+const VERIFIED_TOKENS: u64 = 10_000;
+const VERIFIED_FOR: Duration = Duration::from_secs(300);
 
 impl Verifier {
     pub fn new(config: &JwtConfig, key: &JwtKey) -> anyhow::Result<Self> {
@@ -160,6 +168,10 @@ impl Verifier {
         Ok(Verifier {
             key: key.decoding_key()?,
             validation,
+            verified: moka::sync::Cache::builder()
+                .max_capacity(VERIFIED_TOKENS)
+                .time_to_live(VERIFIED_FOR)
+                .build(),
         })
     }
 
@@ -186,6 +198,20 @@ impl Verifier {
     }
 
     pub fn verify(&self, token: &str) -> Result<Principal, Error> {
+        if let Some(principal) = self.verified.get(token) {
+            // As jsonwebtoken judges `exp`: usable through the leeway's last second.
+            if jsonwebtoken::get_current_timestamp() <= principal.expires_at {
+                return Ok(principal);
+            }
+            self.verified.invalidate(token);
+            return Err(Error::Unauthenticated(AuthFailure::Expired));
+        }
+        let principal = self.verify_anew(token)?;
+        self.verified.insert(token.to_owned(), principal.clone());
+        Ok(principal)
+    }
+
+    fn verify_anew(&self, token: &str) -> Result<Principal, Error> {
         let data = decode::<Claims>(token, &self.key, &self.validation).map_err(|err| {
             let failure = match err.kind() {
                 ErrorKind::ExpiredSignature => AuthFailure::Expired,

@@ -237,6 +237,36 @@ async fn small_clock_skew_is_tolerated(backend: Backend) {
     app.data(&token, "{ me { id } }", json!({})).await;
 }
 
+/// A verified token is remembered, but never past its expiry, and only by its whole text.
+async fn a_token_that_worked_is_refused_once_it_expires(backend: Backend) {
+    let options = Options::default().env("JWT_LEEWAY_SECS", "0");
+    let Some(app) = TestApp::spawn_with(backend, options).await else {
+        return;
+    };
+    let exp = now() + 2;
+    let claims = json!({"sub": "alice", "exp": exp});
+    let token = sign(claims.clone(), SECRET);
+    for _ in 0..2 {
+        app.data(&token, "{ me { id } }", json!({})).await;
+    }
+    let forged = sign(claims, "another-secret-of-at-least-32-bytes!!");
+    assert_refused(
+        &app,
+        Some(format!("Bearer {forged}")),
+        "same claims, forged",
+    )
+    .await;
+    while now() <= exp {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_refused(
+        &app,
+        Some(format!("Bearer {token}")),
+        "expired since it worked",
+    )
+    .await;
+}
+
 async fn issuer_and_audience_are_enforced_when_configured(backend: Backend) {
     let options = Options::default()
         .env("JWT_ISSUER", "https://auth.example")
@@ -364,6 +394,7 @@ async fn a_token_with_an_oauth_scope_claim_reads_and_writes_only_as_granted(back
 on_both_backends!(
     every_kind_of_bad_token_is_refused_and_writes_nothing,
     small_clock_skew_is_tolerated,
+    a_token_that_worked_is_refused_once_it_expires,
     issuer_and_audience_are_enforced_when_configured,
     roles_in_the_token_become_the_users_roles,
     a_token_with_an_oauth_scope_claim_reads_and_writes_only_as_granted,
