@@ -28,14 +28,12 @@ impl Store {
             return Ok(None);
         };
         self.check_value(write.scope, key.as_str(), value)?;
-        // A locked key takes the transaction, where the planner refuses the write.
-        if !self
-            .locked_keys(&*self.db()?, write.scope, &write.target)
-            .await?
-            .is_empty()
-        {
-            return Ok(None);
-        }
+        // Only a catalog key can be locked; the statement leaves a locked one alone, and the
+        // write then takes the transaction, where the planner refuses it.
+        let lockable = self
+            .catalog()
+            .get(write.scope.as_str(), key.as_str())
+            .is_some();
         let (origin, now) = (write.origin, now());
         let statement = Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -56,6 +54,7 @@ impl Store {
                     .map(|q| q.min(i64::MAX as u64) as i64)
                     .into(),
                 expires_at.into(),
+                lockable.into(),
             ],
         );
         let Some(row) = self.db()?.query_one_raw(statement).await? else {
@@ -111,9 +110,10 @@ impl Store {
 }
 
 /// The statement of [`Store::try_replace_one`]. Parameters: user, scope, key, value, now,
-/// actor, interface, correlation id, the history kind, the byte quota of the scope, and when
-/// the new value expires. A row whose value has expired is not replaced here: the transaction
-/// records its expiry first. The
+/// actor, interface, correlation id, the history kind, the byte quota of the scope, when
+/// the new value expires, and whether the key is a catalog key (which the organisation may
+/// lock: a locked one is not replaced here). A row whose value has expired is not replaced
+/// here either: the transaction records its expiry first. The
 /// row is locked by `old`; the update is guarded by the version read, so it writes nothing
 /// (and the statement returns no row) when the row is gone or changed meanwhile, and the
 /// write falls back to the transaction. So it does when a larger value would take the scope
@@ -130,6 +130,7 @@ WITH old AS (
         expires_at = $11
     FROM old
     WHERE s.user_id = $1 AND s.scope = $2 AND s.key = $3 AND s.version = old.version
+      AND NOT ($12 AND EXISTS (SELECT 1 FROM org_defaults WHERE key = $3 AND locked))
       AND ($10::bigint IS NULL
            OR octet_length($4::text) <= old.value_bytes
            OR (SELECT sum(value_bytes) FROM settings WHERE user_id = $1 AND scope = $2)

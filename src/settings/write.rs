@@ -428,7 +428,7 @@ impl Store {
     /// The keys of `target` that the organisation locked in `scope`: catalog keys of the
     /// scope with a locked organisation default. Costs no query when no catalog key is
     /// written.
-    pub(super) async fn locked_keys(
+    async fn locked_keys(
         &self,
         db: &impl sea_orm::ConnectionTrait,
         scope: &Scope,

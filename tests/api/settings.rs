@@ -192,3 +192,33 @@ both_backends! {
         assert_eq!(me["me"]["id"], "alice");
     }
 }
+
+/// PostgreSQL: replacing a stored value is one statement, for a key the organisation may lock
+/// (the statement checks the lock itself) as for a free-form one; then one notice tells the
+/// other instances.
+#[tokio::test]
+async fn replacing_a_stored_setting_is_one_statement_on_postgres() {
+    let Some(app) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    let token = app.token("alice");
+    let set = "mutation($k: String!, $v: JSON!) { setSetting(key: $k, value: $v, scope: \"contract-003\") { version } }";
+    let flushed = || app.store.flush_notices(std::time::Duration::from_secs(5));
+    // `notifications` is a catalog key of the scope; `nickname` is not.
+    for (key, first, second) in [
+        ("notifications", json!(true), json!(false)),
+        ("nickname", json!("al"), json!("alice")),
+    ] {
+        app.data(&token, set, json!({"k": key, "v": first})).await;
+        flushed().await;
+        let before = app.store.statements();
+        let data = app.data(&token, set, json!({"k": key, "v": second})).await;
+        assert_eq!(data["setSetting"]["version"], 2);
+        flushed().await;
+        assert_eq!(
+            app.store.statements() - before,
+            2,
+            "{key}: the write and its notice"
+        );
+    }
+}
