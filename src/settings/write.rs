@@ -11,8 +11,8 @@ use std::{
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    QueryTrait,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, QueryTrait, Statement,
     prelude::Expr,
     sea_query::{Alias, ExprTrait, OnConflict},
 };
@@ -520,12 +520,7 @@ impl Store {
         write: &Write<'_>,
         plan: Plan,
     ) -> Result<Vec<Outcome>, WriteError> {
-        let Write {
-            origin,
-            user_id,
-            scope,
-            ..
-        } = *write;
+        let Write { user_id, scope, .. } = *write;
         let now = now();
         let row = |row: plan::Row| setting::ActiveModel {
             user_id: Set(user_id.to_owned()),
@@ -611,17 +606,9 @@ impl Store {
             // The feed positions, under the user's row lock until commit: a later position
             // can only commit after this one.
             let count = plan.history.len() as i64;
-            let bumped = user::Entity::update_many()
-                .col_expr(
-                    user::Column::FeedPosition,
-                    Expr::col(user::Column::FeedPosition).add(count),
-                )
-                .filter(user::Column::Id.eq(user_id))
-                .exec_with_returning(txn)
-                .await?;
-            let last = bumped
-                .first()
-                .map(|user| user.feed_position)
+            let last = self
+                .log_history(txn, write, plan.history, now)
+                .await?
                 .ok_or_else(|| {
                     Error::internal(anyhow::anyhow!("a write for a user without a row"))
                 })?;
@@ -629,28 +616,97 @@ impl Store {
             for (offset, outcome) in outcomes.iter_mut().enumerate() {
                 outcome.position = first + offset as i64;
             }
-            let history = plan.history.into_iter().enumerate().map(|(offset, h)| {
-                setting_change::ActiveModel {
-                    id: NotSet,
-                    user_id: Set(user_id.to_owned()),
-                    scope: Set(scope.as_str().to_owned()),
-                    key: Set(h.key),
-                    kind: Set(h.kind.as_str().to_owned()),
-                    version: Set(h.version),
-                    old_value: Set(h.old_value),
-                    new_value: Set(h.new_value),
-                    actor: Set(origin.actor.clone()),
-                    interface: Set(origin.interface.to_owned()),
-                    correlation_id: Set(origin.correlation_id.clone()),
-                    changed_at: Set(now),
-                    position: Set(Some(first + offset as i64)),
-                }
-            });
-            setting_change::Entity::insert_many(history)
-                .exec_without_returning(txn)
-                .await?;
         }
         Ok(outcomes)
+    }
+
+    /// Moves the user's feed position on by one per history row and appends the rows with
+    /// their positions; the user's last position, `None` when the user has no row. One
+    /// statement on PostgreSQL, two on SQLite (which cannot write inside a `WITH`).
+    async fn log_history(
+        &self,
+        txn: &DatabaseTransaction,
+        write: &Write<'_>,
+        history: Vec<plan::HistoryRow>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<i64>> {
+        let Write {
+            origin,
+            user_id,
+            scope,
+            ..
+        } = *write;
+        let count = history.len() as i64;
+        if self.backend() == DbBackend::Postgres {
+            // Each value in a one-element array, so that a JSON null stays apart from none.
+            let rows: Vec<Value> = history
+                .into_iter()
+                .enumerate()
+                .map(|(offset, h)| {
+                    serde_json::json!({
+                        "key": h.key,
+                        "kind": h.kind.as_str(),
+                        "version": h.version,
+                        "old": h.old_value.map(|value| [value]),
+                        "new": h.new_value.map(|value| [value]),
+                        "offset": offset as i64 + 1,
+                    })
+                })
+                .collect();
+            let statement = Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                LOG_HISTORY_SQL,
+                [
+                    user_id.into(),
+                    count.into(),
+                    scope.as_str().into(),
+                    origin.actor.as_str().into(),
+                    origin.interface.into(),
+                    origin.correlation_id.as_str().into(),
+                    now.into(),
+                    Value::Array(rows).into(),
+                ],
+            );
+            let row = txn.query_one_raw(statement).await?;
+            return Ok(match row {
+                Some(row) => row.try_get::<Option<i64>>("", "last")?,
+                None => None,
+            });
+        }
+        let bumped = user::Entity::update_many()
+            .col_expr(
+                user::Column::FeedPosition,
+                Expr::col(user::Column::FeedPosition).add(count),
+            )
+            .filter(user::Column::Id.eq(user_id))
+            .exec_with_returning(txn)
+            .await?;
+        let Some(last) = bumped.first().map(|user| user.feed_position) else {
+            return Ok(None);
+        };
+        let first = last - count + 1;
+        let rows = history
+            .into_iter()
+            .enumerate()
+            .map(|(offset, h)| setting_change::ActiveModel {
+                id: NotSet,
+                user_id: Set(user_id.to_owned()),
+                scope: Set(scope.as_str().to_owned()),
+                key: Set(h.key),
+                kind: Set(h.kind.as_str().to_owned()),
+                version: Set(h.version),
+                old_value: Set(h.old_value),
+                new_value: Set(h.new_value),
+                actor: Set(origin.actor.clone()),
+                interface: Set(origin.interface.to_owned()),
+                correlation_id: Set(origin.correlation_id.clone()),
+                changed_at: Set(now),
+                position: Set(Some(first + offset as i64)),
+            });
+        setting_change::Entity::insert_many(rows)
+            .exec_without_returning(txn)
+            .await?;
+        Ok(Some(last))
     }
 
     /// Tells subscribers what a committed write changed: first the expiries it recorded.
@@ -731,3 +787,24 @@ fn written(outcome: Vec<Outcome>) -> Result<(Setting, bool)> {
         .find_map(|o| Some((o.after?, o.before.is_none())))
         .ok_or_else(|| Error::internal(anyhow::anyhow!("a write returned no row")))
 }
+
+/// The statement of [`Store::log_history`] on PostgreSQL. Parameters: user, how many rows,
+/// scope, actor, interface, correlation id, when, and the rows as a JSON array of objects with
+/// `key`, `kind`, `version`, `old` and `new` (each value alone in an array, or null for none)
+/// and `offset` (1 for the first row). No row is written when the user has none.
+const LOG_HISTORY_SQL: &str = r#"
+WITH bump AS (
+    UPDATE users SET feed_position = feed_position + $2 WHERE id = $1
+    RETURNING feed_position
+), logged AS (
+    INSERT INTO setting_changes
+        (user_id, scope, key, kind, version, old_value, new_value, actor, interface,
+         correlation_id, changed_at, position)
+    SELECT $1, $3, h.key, h.kind, h.version, h.old -> 0, h.new -> 0, $4, $5, $6, $7,
+        bump.feed_position - $2 + h.offset
+    FROM bump, jsonb_to_recordset($8::jsonb)
+        AS h(key text, kind text, version integer, old jsonb, new jsonb, "offset" bigint)
+    RETURNING position
+)
+SELECT max(position) AS last FROM logged
+"#;

@@ -222,3 +222,44 @@ async fn replacing_a_stored_setting_is_one_statement_on_postgres() {
         );
     }
 }
+
+/// PostgreSQL: a patch of stored keys is a transaction of three statements (lock and read the
+/// rows, the upsert, the history rows with their feed positions), then one notice. The
+/// counter leaves out `BEGIN` and `COMMIT`.
+#[tokio::test]
+async fn a_patch_of_stored_settings_is_three_statements_on_postgres() {
+    let Some(app) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    let token = app.token("alice");
+    let patch = "mutation($p: JSON!) { updateSettings(patch: $p) { key version } }";
+    let flushed = || app.store.flush_notices(std::time::Duration::from_secs(5));
+    app.data(
+        &token,
+        patch,
+        json!({"p": {"a": "long value", "b": [1, 2, 3]}}),
+    )
+    .await;
+    flushed().await;
+    let before = app.store.statements();
+    let data = app
+        .data(&token, patch, json!({"p": {"a": "short", "b": [1]}}))
+        .await;
+    assert_eq!(
+        data["updateSettings"],
+        json!([{"key": "a", "version": 2}, {"key": "b", "version": 2}])
+    );
+    flushed().await;
+    assert_eq!(app.store.statements() - before, 4, "three and the notice");
+    let history = app
+        .data(
+            &token,
+            "{ settingHistory(key: \"b\") { edges { node { version oldValue newValue } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        history["settingHistory"]["edges"][0]["node"],
+        json!({"version": 2, "oldValue": [1, 2, 3], "newValue": [1]})
+    );
+}
