@@ -38,6 +38,9 @@ pub fn init(json: bool) {
     };
 }
 
+/// How often the recorder folds the histograms' samples into their buckets.
+const METRICS_UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The process's Prometheus recorder, installed by the first application built in it (tests
 /// build many): every metric of the process, rendered by `GET /metrics`.
 pub fn metrics() -> Result<PrometheusHandle, String> {
@@ -53,6 +56,18 @@ pub fn metrics() -> Result<PrometheusHandle, String> {
         .map_err(|err| err.to_string())?
         .install_recorder()
         .map_err(|err| format!("cannot install the metrics recorder: {err}"))?;
+    // Histograms keep every sample until upkeep folds them into their buckets, which a scrape
+    // of `/metrics` also does: without it, a service nobody scrapes grows by every request.
+    let upkeep = installed.clone();
+    std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(METRICS_UPKEEP_EVERY);
+                upkeep.run_upkeep();
+            }
+        })
+        .map_err(|err| format!("cannot start the metrics upkeep: {err}"))?;
     *handle = Some(installed.clone());
     Ok(installed)
 }
