@@ -466,6 +466,9 @@ both_backends! {
     }
 }
 
+/// The longest `ttlSeconds`: ten years of 366 days.
+const TEN_YEARS: i64 = 10 * 366 * 24 * 3600;
+
 const SET_EXPIRING: &str = "mutation($k: String!, $v: JSON!, $s: String! = \"\", $at: DateTime, $ttl: Int) { \
     setSetting(key: $k, value: $v, scope: $s, expiresAt: $at, ttlSeconds: $ttl) { key value version expiresAt } }";
 
@@ -549,11 +552,19 @@ both_backends! {
             (json!({"k": "a", "v": 1, "at": future, "ttl": 60}), "oneOf"),
             (json!({"k": "a", "v": 1, "at": past}), "future"),
             (json!({"k": "a", "v": 1, "ttl": 0}), "range"),
+            (json!({"k": "a", "v": 1, "ttl": -60}), "range"),
+            // Ten years is the most.
+            (json!({"k": "a", "v": 1, "ttl": TEN_YEARS + 1}), "range"),
         ] {
             let error = app.error(&alice, SET_EXPIRING, variables.clone()).await;
             assert_eq!(code(&error), "BAD_USER_INPUT", "{variables}: {error}");
             assert_eq!(error["extensions"]["rule"], rule, "{error}");
         }
+        let carol = app.token("carol");
+        let longest = app.data(&carol, SET_EXPIRING, json!({"k": "long", "v": 1, "ttl": TEN_YEARS})).await;
+        let expires: chrono::DateTime<chrono::Utc> =
+            longest["setSetting"]["expiresAt"].as_str().unwrap().parse().unwrap();
+        assert!(expires > chrono::Utc::now() + chrono::Duration::days(3650), "{longest}");
         // A later write without an expiry keeps the value for good.
         let set = app.data(&alice, SET_EXPIRING, json!({"k": "a", "v": 1, "at": future})).await;
         assert!(set["setSetting"]["expiresAt"].is_string());
