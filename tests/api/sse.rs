@@ -121,3 +121,25 @@ both_backends! {
         assert_eq!(next_event(&mut response, &mut buffer).await.0, "complete");
     }
 }
+
+both_backends! {
+    options = Options::default().env("EXPIRY_PURGE_INTERVAL_MS", "50");
+    async fn an_expiry_reaches_a_server_sent_events_subscriber(app) {
+        let token = app.token("alice");
+        let cursor = app.data(&token, "{ snapshot { cursor } }", json!({})).await["snapshot"]["cursor"].clone();
+        let mut response = stream(&app, Some(&token), "subscription($s: String) { settingChanged(since: $s) { key kind actor setting { value } } }", json!({"s": cursor})).await;
+        assert_eq!(response.status(), 200);
+        app.data(&token, "mutation { setSetting(key: \"snooze\", value: true, ttlSeconds: 1) { version } }", json!({})).await;
+        let mut buffer = String::new();
+        let mut changes = Vec::new();
+        for _ in 0..2 {
+            let (event, data) = next_event(&mut response, &mut buffer).await;
+            assert_eq!(event, "next");
+            changes.push(serde_json::from_str::<Value>(&data).unwrap()["data"]["settingChanged"].clone());
+        }
+        assert_eq!(changes, vec![
+            json!({"key": "snooze", "kind": "CREATE", "actor": "alice", "setting": {"value": true}}),
+            json!({"key": "snooze", "kind": "EXPIRE", "actor": "system", "setting": null}),
+        ]);
+    }
+}
