@@ -457,6 +457,24 @@ both_backends! {
         assert_eq!(app.values_in(&alice, TYPED_SCOPE).await, json!({"notifications": false}));
     }
 
+    async fn contract_004_refuses_a_locked_key_in_its_own_envelope_and_writes_nothing(app) {
+        let alice = app.token("alice");
+        let admin = app.admin_token("org-admin");
+        app.data(&admin, LOCK, json!({"k": "theme", "v": "light", "l": true})).await;
+        let refused = app
+            .rest("PATCH", "/api/v1/users/settings", Some(&alice), Some(json!({"theme": "dark", "digestMode": "WEEKLY"})))
+            .await;
+        assert_eq!(refused.status, 403, "{:?}", refused.body);
+        assert_eq!(refused.body["success"], false, "{:?}", refused.body);
+        assert_eq!(refused.body["error"]["code"], "AUTH_FORBIDDEN", "{:?}", refused.body);
+        assert!(refused.body["error"]["correlationId"].is_string(), "{:?}", refused.body);
+        // Nothing of the patch was written, and the organisation's value is what it reads.
+        assert_eq!(app.values_in(&alice, "contract-004").await, json!({}));
+        let read = app.rest("GET", "/api/v1/users/settings", Some(&alice), None).await;
+        assert_eq!(read.status, 200);
+        assert_eq!((read.body["data"]["theme"].clone(), read.body["data"]["digestMode"].clone()), (json!("light"), json!("DAILY")));
+    }
+
     async fn a_lock_needs_a_value_and_an_administrator(app) {
         let admin = app.admin_token("org-admin");
         let error = app.error(&admin, LOCK, json!({"k": "notifications", "v": null, "l": true})).await;
