@@ -605,14 +605,12 @@ impl Store {
         if !plan.history.is_empty() {
             // The feed positions, under the user's row lock until commit: a later position
             // can only commit after this one.
-            let count = plan.history.len() as i64;
-            let last = self
+            let first = self
                 .log_history(txn, write, plan.history, now)
                 .await?
                 .ok_or_else(|| {
                     Error::internal(anyhow::anyhow!("a write for a user without a row"))
                 })?;
-            let first = last - count + 1;
             for (offset, outcome) in outcomes.iter_mut().enumerate() {
                 outcome.position = first + offset as i64;
             }
@@ -621,7 +619,7 @@ impl Store {
     }
 
     /// Moves the user's feed position on by one per history row and appends the rows with
-    /// their positions; the user's last position, `None` when the user has no row. One
+    /// their positions; the position of the first row, `None` when the user has no row. One
     /// statement on PostgreSQL, two on SQLite (which cannot write inside a `WITH`).
     async fn log_history(
         &self,
@@ -669,7 +667,7 @@ impl Store {
             );
             let row = txn.query_one_raw(statement).await?;
             return Ok(match row {
-                Some(row) => row.try_get::<Option<i64>>("", "last")?,
+                Some(row) => row.try_get::<Option<i64>>("", "first")?,
                 None => None,
             });
         }
@@ -681,10 +679,9 @@ impl Store {
             .filter(user::Column::Id.eq(user_id))
             .exec_with_returning(txn)
             .await?;
-        let Some(last) = bumped.first().map(|user| user.feed_position) else {
+        let Some(first) = bumped.first().map(|user| user.feed_position - count + 1) else {
             return Ok(None);
         };
-        let first = last - count + 1;
         let rows = history
             .into_iter()
             .enumerate()
@@ -706,7 +703,7 @@ impl Store {
         setting_change::Entity::insert_many(rows)
             .exec_without_returning(txn)
             .await?;
-        Ok(Some(last))
+        Ok(Some(first))
     }
 
     /// Tells subscribers what a committed write changed: first the expiries it recorded.
@@ -806,5 +803,5 @@ WITH bump AS (
         AS h(key text, kind text, version integer, old jsonb, new jsonb, "offset" bigint)
     RETURNING position
 )
-SELECT max(position) AS last FROM logged
+SELECT min(position) AS first FROM logged
 "#;

@@ -193,6 +193,22 @@ both_backends! {
     }
 }
 
+/// What `query` answered, and the statements it cost with the notice it sent to the other
+/// instances: the notices of earlier writes are sent before counting.
+async fn data_and_statements(
+    app: &TestApp,
+    token: &str,
+    query: &str,
+    variables: Value,
+) -> (Value, u64) {
+    let flushed = || app.store.flush_notices(std::time::Duration::from_secs(5));
+    flushed().await;
+    let before = app.store.statements();
+    let data = app.data(token, query, variables).await;
+    flushed().await;
+    (data, app.store.statements() - before)
+}
+
 /// PostgreSQL: replacing a stored value is one statement, for a key the organisation may lock
 /// (the statement checks the lock itself) as for a free-form one; then one notice tells the
 /// other instances.
@@ -203,23 +219,16 @@ async fn replacing_a_stored_setting_is_one_statement_on_postgres() {
     };
     let token = app.token("alice");
     let set = "mutation($k: String!, $v: JSON!) { setSetting(key: $k, value: $v, scope: \"contract-003\") { version } }";
-    let flushed = || app.store.flush_notices(std::time::Duration::from_secs(5));
     // `notifications` is a catalog key of the scope; `nickname` is not.
     for (key, first, second) in [
         ("notifications", json!(true), json!(false)),
         ("nickname", json!("al"), json!("alice")),
     ] {
         app.data(&token, set, json!({"k": key, "v": first})).await;
-        flushed().await;
-        let before = app.store.statements();
-        let data = app.data(&token, set, json!({"k": key, "v": second})).await;
+        let (data, statements) =
+            data_and_statements(&app, &token, set, json!({"k": key, "v": second})).await;
         assert_eq!(data["setSetting"]["version"], 2);
-        flushed().await;
-        assert_eq!(
-            app.store.statements() - before,
-            2,
-            "{key}: the write and its notice"
-        );
+        assert_eq!(statements, 2, "{key}: the write and its notice");
     }
 }
 
@@ -233,24 +242,19 @@ async fn a_patch_of_stored_settings_is_three_statements_on_postgres() {
     };
     let token = app.token("alice");
     let patch = "mutation($p: JSON!) { updateSettings(patch: $p) { key version } }";
-    let flushed = || app.store.flush_notices(std::time::Duration::from_secs(5));
     app.data(
         &token,
         patch,
         json!({"p": {"a": "long value", "b": [1, 2, 3]}}),
     )
     .await;
-    flushed().await;
-    let before = app.store.statements();
-    let data = app
-        .data(&token, patch, json!({"p": {"a": "short", "b": [1]}}))
-        .await;
+    let (data, statements) =
+        data_and_statements(&app, &token, patch, json!({"p": {"a": "short", "b": [1]}})).await;
     assert_eq!(
         data["updateSettings"],
         json!([{"key": "a", "version": 2}, {"key": "b", "version": 2}])
     );
-    flushed().await;
-    assert_eq!(app.store.statements() - before, 4, "three and the notice");
+    assert_eq!(statements, 4, "three and the notice");
     let history = app
         .data(
             &token,
