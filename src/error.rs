@@ -210,7 +210,7 @@ impl From<DbErr> for Error {
 
 /// Whether the database could not be reached, as opposed to refusing a statement. Pooled
 /// connections are not pinged before use, so a lost server also shows up as a failed query.
-fn is_unavailable(err: &DbErr) -> bool {
+pub(crate) fn is_unavailable(err: &DbErr) -> bool {
     use sea_orm::{RuntimeErr, sqlx::Error as Sqlx};
     let sqlx = match err {
         DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => return true,

@@ -1,6 +1,7 @@
 //! The settings domain: validated inputs, RFC 7386 merge patch, the write planner, and the
 //! store (all SQL is here).
 
+mod batch;
 mod cache;
 mod erase;
 mod events;

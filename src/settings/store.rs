@@ -56,6 +56,8 @@ pub struct Store {
     /// This process among the instances sharing a database: it names the notices it sends
     /// that it must not act on again when they come back.
     pub(super) instance_id: String,
+    /// The group commit of one-statement replacements (PostgreSQL), started by the first.
+    replace_queue: std::sync::OnceLock<super::batch::ReplaceQueue>,
 }
 
 /// Opens a pool. SQLite gets one connection: it serializes writers anyway, and a single
@@ -164,7 +166,15 @@ impl Store {
             known_users: Mutex::new(HashMap::new()),
             hub: super::events::Hub::default(),
             cache: None,
+            replace_queue: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The queue of one-statement replacements; the first call starts its task, on the
+    /// runtime it is called from.
+    pub(super) fn replace_queue(&self) -> &super::batch::ReplaceQueue {
+        self.replace_queue
+            .get_or_init(|| super::batch::ReplaceQueue::start(self.pool.clone()))
     }
 
     pub(super) fn take_notice_queue(

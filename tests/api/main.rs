@@ -13,6 +13,7 @@ mod faults;
 mod feed;
 mod graphql_direct;
 mod graphql_http;
+mod group_commit;
 mod health;
 mod isolation;
 mod lifecycle;
