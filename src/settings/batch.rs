@@ -1,75 +1,72 @@
-//! Group commit for the one-statement replace on PostgreSQL ([`super::replace_one`]): while
-//! earlier replacements are in flight, the ones that arrive meanwhile wait and then go to the
-//! database together, as one statement and one commit. A replacement that finds the queue
-//! idle goes at once, alone, so a quiet service adds no latency.
+//! Grouping concurrent operations into one statement (PostgreSQL): while earlier statements
+//! are in flight, the operations that arrive meanwhile wait and then go to the database
+//! together, as one statement (and, for a write, one commit). An operation that finds the
+//! queue idle goes at once, alone, so a quiet service adds no latency.
 //!
-//! Each statement holds at most one replacement per user, and no user is in two statements
-//! at once: a user's row in `users` (the feed position) and the byte-quota sum over the user's
-//! scope are then read and written by one replacement only, and statements in flight never
-//! wait for one another's rows. A replacement of a user already in flight waits for the next
-//! statement. A statement the database refuses as a whole (for one value that a rule of its
-//! own rejects) is retried one replacement at a time, so that each gets its own answer; when
-//! the database cannot be reached, every replacement of the statement gets that error.
+//! An operation may name a user whose operations of its kind must never be in flight two at a
+//! time (see [`Grouped::exclusive_user`]): a statement then holds at most one of that user's,
+//! and the next waits until that statement is done. The one-statement replace uses this
+//! (`replace_one.rs`).
 
-use std::collections::{HashSet, VecDeque};
+use std::{
+    collections::{HashSet, VecDeque},
+    future::Future,
+};
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, QueryResult, Statement};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-/// Most replacements in one statement.
-const MAX_BATCH: usize = 32;
-/// Most statements in flight at once; replacements beyond them wait and go together.
-const MAX_IN_FLIGHT: usize = 2;
-
-/// One replacement: its user, its row of the statement's input as JSON text (the object
-/// [`REPLACE_MANY_SQL`] describes), and where its result goes.
-struct Job {
-    user_id: String,
-    row: String,
-    reply: oneshot::Sender<Result<Option<QueryResult>, DbErr>>,
+/// An operation that may share a statement with others.
+pub(super) trait Grouped: Send + 'static {
+    /// The user whose operations of this kind must not be in flight two at a time, if any.
+    fn exclusive_user(&self) -> Option<&str>;
+    /// Whether this operation may go in the statement that `first` opens.
+    fn joins(&self, first: &Self) -> bool;
+    /// Whether its caller stopped waiting: then it is dropped unsent.
+    fn abandoned(&self) -> bool;
 }
 
-/// The sending end of the queue; the dispatching task ends when it is dropped.
-pub(super) struct ReplaceQueue {
-    jobs: mpsc::UnboundedSender<Job>,
+/// How many operations go together, and how many statements may be in flight at once.
+#[derive(Clone, Copy)]
+pub(super) struct Limits {
+    pub per_statement: usize,
+    pub in_flight: usize,
 }
 
-impl ReplaceQueue {
-    /// Starts the dispatching task on the current runtime.
-    pub(super) fn start(db: DatabaseConnection) -> Self {
+/// The sending end of a queue; its dispatching task ends when it is dropped.
+pub(super) struct Queue<J> {
+    jobs: mpsc::UnboundedSender<J>,
+}
+
+impl<J: Grouped> Queue<J> {
+    /// Starts the dispatching task on the current runtime; `run` sends one statement's
+    /// operations and answers each of them.
+    pub(super) fn start<R, F>(limits: Limits, run: R) -> Self
+    where
+        R: Fn(Vec<J>) -> F + Send + 'static,
+        F: Future<Output = ()> + Send + 'static,
+    {
         let (jobs, queue) = mpsc::unbounded_channel();
-        tokio::spawn(dispatch(db, queue));
-        ReplaceQueue { jobs }
+        tokio::spawn(dispatch(limits, queue, run));
+        Queue { jobs }
     }
 
-    /// Replaces `user_id`'s setting described by `row`: the statement's result row for it, or
-    /// `None` when the statement wrote nothing for it (see [`REPLACE_MANY_SQL`]).
-    pub(super) async fn replace(
-        &self,
-        user_id: &str,
-        row: String,
-    ) -> Result<Option<QueryResult>, DbErr> {
-        let (reply, answer) = oneshot::channel();
-        let job = Job {
-            user_id: user_id.to_owned(),
-            row,
-            reply,
-        };
-        self.jobs
-            .send(job)
-            .map_err(|_| DbErr::Custom("the write queue has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| DbErr::Custom("the write queue dropped a write".into()))?
+    /// Queues `job`; gives it back if the queue has stopped.
+    pub(super) fn push(&self, job: J) -> Result<(), J> {
+        self.jobs.send(job).map_err(|refused| refused.0)
     }
 }
 
-/// Runs until every sender is gone and every statement has finished: takes the replacements
-/// that arrived, and sends as many together as the rules above allow whenever fewer than
-/// [`MAX_IN_FLIGHT`] statements are in flight.
-async fn dispatch(db: DatabaseConnection, mut queue: mpsc::UnboundedReceiver<Job>) {
+/// Runs until every sender is gone and every statement has finished: takes the operations
+/// that arrived, and sends as many together as the rules allow whenever fewer than
+/// `limits.in_flight` statements are in flight.
+async fn dispatch<J, R, F>(limits: Limits, mut queue: mpsc::UnboundedReceiver<J>, run: R)
+where
+    J: Grouped,
+    R: Fn(Vec<J>) -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
     let (finished, mut done) = mpsc::unbounded_channel::<Vec<String>>();
-    let mut waiting: VecDeque<Job> = VecDeque::new();
+    let mut waiting: VecDeque<J> = VecDeque::new();
     let mut busy: HashSet<String> = HashSet::new();
     let mut in_flight = 0;
     let mut open = true;
@@ -85,17 +82,20 @@ async fn dispatch(db: DatabaseConnection, mut queue: mpsc::UnboundedReceiver<Job
                 Err(mpsc::error::TryRecvError::Disconnected) => open = false,
             }
         }
-        if in_flight < MAX_IN_FLIGHT {
-            let batch = take_batch(&mut waiting, &mut busy);
+        if in_flight < limits.in_flight {
+            let batch = take_batch(&mut waiting, &mut busy, limits.per_statement);
             if !batch.is_empty() {
                 in_flight += 1;
                 let finished = Finished {
-                    users: batch.iter().map(|job| job.user_id.clone()).collect(),
+                    users: batch
+                        .iter()
+                        .filter_map(|job| job.exclusive_user().map(str::to_owned))
+                        .collect(),
                     done: finished.clone(),
                 };
-                let db = db.clone();
+                let statement = run(batch);
                 tokio::spawn(async move {
-                    run(&db, batch).await;
+                    statement.await;
                     drop(finished);
                 });
                 continue;
@@ -135,23 +135,31 @@ impl Drop for Finished {
     }
 }
 
-/// The next statement's replacements, oldest first: at most [`MAX_BATCH`], one per user, none
-/// of a user in `busy` (to which their users are added). A replacement whose caller stopped
-/// waiting is dropped unsent. The others stay in `waiting`, in order.
-fn take_batch(waiting: &mut VecDeque<Job>, busy: &mut HashSet<String>) -> Vec<Job> {
-    let mut batch = Vec::new();
+/// The next statement's operations, oldest first: at most `most`, each joining the first,
+/// at most one of each exclusive user and none of a user in `busy` (to which their users are
+/// added). An abandoned operation is dropped. The others stay in `waiting`, in order.
+fn take_batch<J: Grouped>(
+    waiting: &mut VecDeque<J>,
+    busy: &mut HashSet<String>,
+    most: usize,
+) -> Vec<J> {
+    let mut batch: Vec<J> = Vec::new();
     let mut kept = VecDeque::new();
-    while batch.len() < MAX_BATCH
+    while batch.len() < most
         && let Some(job) = waiting.pop_front()
     {
-        if job.reply.is_closed() {
+        if job.abandoned() {
             continue;
         }
-        if busy.contains(&job.user_id) {
-            kept.push_back(job);
-        } else {
-            busy.insert(job.user_id.clone());
+        let joins = batch.first().is_none_or(|first| job.joins(first));
+        let free = job.exclusive_user().is_none_or(|user| !busy.contains(user));
+        if joins && free {
+            if let Some(user) = job.exclusive_user() {
+                busy.insert(user.to_owned());
+            }
             batch.push(job);
+        } else {
+            kept.push_back(job);
         }
     }
     kept.append(waiting);
@@ -159,179 +167,65 @@ fn take_batch(waiting: &mut VecDeque<Job>, busy: &mut HashSet<String>) -> Vec<Jo
     batch
 }
 
-/// Sends `batch` as one statement and answers each replacement. When the database refuses the
-/// statement, sends the replacements again one by one; when it cannot be reached, each gets
-/// that error.
-async fn run(db: &DatabaseConnection, batch: Vec<Job>) {
-    match execute(db, &batch).await {
-        Ok(rows) => {
-            let mut rows: Vec<(Option<String>, QueryResult)> = rows
-                .into_iter()
-                .map(|row| (row.try_get("", "user_id").ok(), row))
-                .collect();
-            for job in batch {
-                let row = rows
-                    .iter()
-                    .position(|(user, _)| user.as_deref() == Some(job.user_id.as_str()))
-                    .map(|at| rows.swap_remove(at).1);
-                let _ = job.reply.send(Ok(row));
-            }
-        }
-        // The database cannot be reached: no replacement would fare better alone.
-        Err(err) if batch.len() == 1 || crate::error::is_unavailable(&err) => {
-            for job in batch {
-                let _ = job.reply.send(Err(err.clone()));
-            }
-        }
-        Err(_) => {
-            for job in batch {
-                let answer = execute(db, std::slice::from_ref(&job))
-                    .await
-                    .map(|mut rows| rows.pop());
-                let _ = job.reply.send(answer);
-            }
-        }
-    }
-}
-
-async fn execute(db: &DatabaseConnection, batch: &[Job]) -> Result<Vec<QueryResult>, DbErr> {
-    let mut rows =
-        String::with_capacity(2 + batch.iter().map(|job| job.row.len() + 1).sum::<usize>());
-    rows.push('[');
-    for (at, job) in batch.iter().enumerate() {
-        if at > 0 {
-            rows.push(',');
-        }
-        rows.push_str(&job.row);
-    }
-    rows.push(']');
-    let statement =
-        Statement::from_sql_and_values(DbBackend::Postgres, REPLACE_MANY_SQL, [rows.into()]);
-    db.query_all_raw(statement).await
-}
-
-/// The statement: replaces each setting the input describes, one version up, and appends its
-/// history row, as [`super::replace_one`] explains. The one parameter is a JSON array of
-/// objects, at most one per user, with `user_id`, `scope`, `key`, `value` (alone in an array,
-/// so that a JSON `null` stays a value), `now`, `actor`, `interface`, `correlation_id`, the
-/// history `kind`, the scope's byte `quota` (null for none), `expires_at` (null: never) and
-/// `lockable` (a catalog key, which the organisation may lock). A row is returned, with its
-/// `user_id`, for each setting replaced; none for a key without a row, an expired value, a row
-/// changed meanwhile, a locked key or a value that would take the scope past its byte quota.
-/// The rows are locked in the order of their users.
-pub(super) const REPLACE_MANY_SQL: &str = r#"
-WITH input AS (
-    SELECT * FROM jsonb_to_recordset($1::text::jsonb) AS i(
-        user_id text, scope text, key text, value jsonb, now timestamptz, actor text,
-        interface text, correlation_id text, kind text, quota bigint, expires_at timestamptz,
-        lockable boolean)
-), old AS (
-    SELECT s.user_id, s.value, s.value_bytes, s.version, s.updated_at, s.expires_at
-    FROM settings AS s JOIN input AS i
-        ON s.user_id = i.user_id AND s.scope = i.scope AND s.key = i.key
-    WHERE s.expires_at IS NULL OR s.expires_at > i.now
-    ORDER BY s.user_id
-    FOR UPDATE OF s
-), saved AS (
-    UPDATE settings AS s SET value = i.value -> 0, version = s.version + 1,
-        updated_at = i.now, expires_at = i.expires_at
-    FROM input AS i JOIN old ON old.user_id = i.user_id
-    WHERE s.user_id = i.user_id AND s.scope = i.scope AND s.key = i.key
-      AND s.version = old.version
-      AND NOT (i.lockable AND EXISTS (
-          SELECT 1 FROM org_defaults AS d WHERE d.key = i.key AND d.locked))
-      AND (i.quota IS NULL
-           OR octet_length((i.value -> 0)::text) <= old.value_bytes
-           OR (SELECT sum(t.value_bytes) FROM settings AS t
-               WHERE t.user_id = i.user_id AND t.scope = i.scope)
-              - old.value_bytes + octet_length((i.value -> 0)::text) <= i.quota)
-    RETURNING s.user_id, s.key, s.scope, s.value, s.version, s.created_at, s.updated_at,
-        s.expires_at
-), bump AS (
-    UPDATE users AS u SET feed_position = u.feed_position + 1
-    FROM saved WHERE u.id = saved.user_id
-    RETURNING u.id, u.feed_position
-), logged AS (
-    INSERT INTO setting_changes
-        (user_id, scope, key, kind, version, old_value, new_value, actor, interface,
-         correlation_id, changed_at, position)
-    SELECT saved.user_id, saved.scope, saved.key, i.kind, saved.version, old.value,
-        saved.value, i.actor, i.interface, i.correlation_id, i.now, bump.feed_position
-    FROM saved JOIN old ON old.user_id = saved.user_id
-        JOIN bump ON bump.id = saved.user_id
-        JOIN input AS i ON i.user_id = saved.user_id
-)
-SELECT saved.user_id, saved.key, saved.scope, saved.value, saved.version, saved.created_at,
-    saved.updated_at, saved.expires_at, old.version AS old_version, old.value AS old_value,
-    old.updated_at AS old_updated_at, old.expires_at AS old_expires_at,
-    bump.feed_position AS position
-FROM saved JOIN old ON old.user_id = saved.user_id JOIN bump ON bump.id = saved.user_id
-"#;
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn job(user_id: &str) -> (Job, oneshot::Receiver<Result<Option<QueryResult>, DbErr>>) {
-        let (reply, answer) = oneshot::channel();
-        let job = Job {
-            user_id: user_id.to_owned(),
-            row: String::new(),
-            reply,
-        };
-        (job, answer)
+    struct Job {
+        user_id: String,
+        exclusive: bool,
+        group: u8,
+        abandoned: bool,
     }
 
-    fn users(jobs: impl IntoIterator<Item = impl std::borrow::Borrow<Job>>) -> Vec<String> {
-        jobs.into_iter()
-            .map(|job| job.borrow().user_id.clone())
-            .collect()
+    impl Grouped for Job {
+        fn exclusive_user(&self) -> Option<&str> {
+            self.exclusive.then_some(self.user_id.as_str())
+        }
+        fn joins(&self, first: &Self) -> bool {
+            self.group == first.group
+        }
+        fn abandoned(&self) -> bool {
+            self.abandoned
+        }
+    }
+
+    fn job(user_id: &str) -> Job {
+        Job {
+            user_id: user_id.to_owned(),
+            exclusive: true,
+            group: 0,
+            abandoned: false,
+        }
+    }
+
+    fn users<'a>(jobs: impl IntoIterator<Item = &'a Job>) -> Vec<String> {
+        jobs.into_iter().map(|job| job.user_id.clone()).collect()
     }
 
     #[test]
-    fn a_batch_takes_one_replacement_per_user_and_none_of_a_user_in_flight() {
-        let mut answers = Vec::new();
-        let mut waiting = VecDeque::new();
-        for user in ["a", "b", "a", "c", "d", "b"] {
-            let (job, answer) = job(user);
-            waiting.push_back(job);
-            answers.push(answer);
-        }
+    fn a_batch_takes_one_operation_per_exclusive_user_and_none_of_a_user_in_flight() {
+        let mut waiting: VecDeque<Job> = ["a", "b", "a", "c", "d", "b"].map(job).into();
         let mut busy = HashSet::from(["c".to_owned()]);
-        let batch = take_batch(&mut waiting, &mut busy);
+        let batch = take_batch(&mut waiting, &mut busy, 32);
         assert_eq!(users(&batch), ["a", "b", "d"]);
         assert_eq!(users(&waiting), ["a", "c", "b"]);
         let mut busy_now: Vec<_> = busy.iter().cloned().collect();
         busy_now.sort();
         assert_eq!(busy_now, ["a", "b", "c", "d"]);
         // Nothing more until the statement in flight finishes.
-        assert!(take_batch(&mut waiting, &mut busy).is_empty());
+        assert!(take_batch(&mut waiting, &mut busy, 32).is_empty());
         release(&mut busy, users(&batch));
-        assert_eq!(users(take_batch(&mut waiting, &mut busy)), ["a", "b"]);
+        assert_eq!(users(&take_batch(&mut waiting, &mut busy, 32)), ["a", "b"]);
         assert_eq!(users(&waiting), ["c"]);
     }
 
     #[test]
-    fn a_batch_is_bounded_and_skips_replacements_nobody_waits_for() {
-        let mut answers = Vec::new();
-        let mut waiting = VecDeque::new();
-        for n in 0..MAX_BATCH + 3 {
-            let (job, answer) = job(&format!("user-{n}"));
-            waiting.push_back(job);
-            answers.push(answer);
-        }
-        // The first caller gave up.
-        drop(answers.remove(0));
-        let mut busy = HashSet::new();
-        let batch = take_batch(&mut waiting, &mut busy);
-        assert_eq!(batch.len(), MAX_BATCH);
-        assert_eq!(batch[0].user_id, "user-1");
-        assert_eq!(
-            users(&waiting),
-            [
-                format!("user-{}", MAX_BATCH + 1),
-                format!("user-{}", MAX_BATCH + 2)
-            ]
-        );
+    fn a_batch_is_bounded_and_skips_operations_nobody_waits_for() {
+        let mut waiting: VecDeque<Job> = (0..7).map(|n| job(&format!("user-{n}"))).collect();
+        waiting[0].abandoned = true;
+        let batch = take_batch(&mut waiting, &mut HashSet::new(), 4);
+        assert_eq!(users(&batch), ["user-1", "user-2", "user-3", "user-4"]);
+        assert_eq!(users(&waiting), ["user-5", "user-6"]);
     }
 }

@@ -6,11 +6,13 @@
 //! planner decides its version.
 
 use chrono::{DateTime, Utc};
-use sea_orm::DbBackend;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, QueryResult, Statement};
 use serde_json::Value;
+use tokio::sync::oneshot;
 
 use super::{
     Key, Setting, Store,
+    batch::{Grouped, Limits, Queue},
     model::Outcome,
     plan::{Change, LOCALE_KEY, Target},
     store::now,
@@ -55,7 +57,7 @@ impl Store {
             .map_err(|err| crate::error::Error::internal(anyhow::anyhow!(err)))?;
         // Held while the statement is queued and in flight, as a direct query holds it.
         let _db = self.db()?;
-        let Some(row) = self.replace_queue().replace(write.user_id, input).await? else {
+        let Some(row) = self.replace(write.user_id, input).await? else {
             return Ok(None);
         };
         let after = Setting {
@@ -105,9 +107,27 @@ impl Store {
         let simple = op.expect.is_none() && write.document.is_none() && !mirrored;
         (simple && self.backend() == DbBackend::Postgres).then_some((&op.key, value, op.expires_at))
     }
+
+    /// Replaces `user_id`'s setting described by `row` (the JSON text of an [`Input`]) in a
+    /// statement shared with other users' replacements: the statement's result row for it, or
+    /// `None` when the statement wrote nothing for it (see [`REPLACE_MANY_SQL`]).
+    async fn replace(&self, user_id: &str, row: String) -> Result<Option<QueryResult>, DbErr> {
+        let (reply, answer) = oneshot::channel();
+        let job = Replacement {
+            user_id: user_id.to_owned(),
+            row,
+            reply,
+        };
+        self.replace_queue()
+            .push(job)
+            .map_err(|_| DbErr::Custom("the write queue has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| DbErr::Custom("the write queue dropped a write".into()))?
+    }
 }
 
-/// One replacement as the statement takes it ([`super::batch::REPLACE_MANY_SQL`]).
+/// One replacement as the statement takes it ([`REPLACE_MANY_SQL`]).
 #[derive(serde::Serialize)]
 struct Input<'a> {
     user_id: &'a str,
@@ -123,3 +143,154 @@ struct Input<'a> {
     expires_at: Option<DateTime<Utc>>,
     lockable: bool,
 }
+
+/// Most replacements in one statement, and most such statements in flight at once.
+const REPLACE_LIMITS: Limits = Limits {
+    per_statement: 32,
+    in_flight: 2,
+};
+
+/// One replacement in the queue: its user, its row of the statement's input as JSON text,
+/// and where its result goes. Each statement holds at most one replacement per user, and no
+/// user is in two statements at once: a user's row in `users` (the feed position) and the
+/// byte-quota sum over the user's scope are then read and written by one replacement only,
+/// and statements in flight never wait for one another's rows.
+pub(super) struct Replacement {
+    user_id: String,
+    row: String,
+    reply: oneshot::Sender<Result<Option<QueryResult>, DbErr>>,
+}
+
+impl Grouped for Replacement {
+    fn exclusive_user(&self) -> Option<&str> {
+        Some(&self.user_id)
+    }
+
+    fn joins(&self, _first: &Self) -> bool {
+        true
+    }
+
+    fn abandoned(&self) -> bool {
+        self.reply.is_closed()
+    }
+}
+
+/// The queue of one-statement replacements on `db`.
+pub(super) fn replace_queue(db: DatabaseConnection) -> Queue<Replacement> {
+    Queue::start(REPLACE_LIMITS, move |batch| {
+        let db = db.clone();
+        async move { run(&db, batch).await }
+    })
+}
+
+/// Sends `batch` as one statement and answers each replacement. When the database refuses the
+/// statement, sends the replacements again one by one; when it cannot be reached, each gets
+/// that error.
+async fn run(db: &DatabaseConnection, batch: Vec<Replacement>) {
+    match execute(db, &batch).await {
+        Ok(rows) => {
+            let mut rows: Vec<(Option<String>, QueryResult)> = rows
+                .into_iter()
+                .map(|row| (row.try_get("", "user_id").ok(), row))
+                .collect();
+            for job in batch {
+                let row = rows
+                    .iter()
+                    .position(|(user, _)| user.as_deref() == Some(job.user_id.as_str()))
+                    .map(|at| rows.swap_remove(at).1);
+                let _ = job.reply.send(Ok(row));
+            }
+        }
+        // The database cannot be reached: no replacement would fare better alone.
+        Err(err) if batch.len() == 1 || crate::error::is_unavailable(&err) => {
+            for job in batch {
+                let _ = job.reply.send(Err(err.clone()));
+            }
+        }
+        Err(_) => {
+            for job in batch {
+                let answer = execute(db, std::slice::from_ref(&job))
+                    .await
+                    .map(|mut rows| rows.pop());
+                let _ = job.reply.send(answer);
+            }
+        }
+    }
+}
+
+async fn execute(
+    db: &DatabaseConnection,
+    batch: &[Replacement],
+) -> Result<Vec<QueryResult>, DbErr> {
+    let mut rows =
+        String::with_capacity(2 + batch.iter().map(|job| job.row.len() + 1).sum::<usize>());
+    rows.push('[');
+    for (at, job) in batch.iter().enumerate() {
+        if at > 0 {
+            rows.push(',');
+        }
+        rows.push_str(&job.row);
+    }
+    rows.push(']');
+    let statement =
+        Statement::from_sql_and_values(DbBackend::Postgres, REPLACE_MANY_SQL, [rows.into()]);
+    db.query_all_raw(statement).await
+}
+
+/// The statement: replaces each setting the input describes, one version up, and appends its
+/// history row, as the top of this file explains. The one parameter is a JSON array of
+/// objects, at most one per user, with `user_id`, `scope`, `key`, `value` (alone in an array,
+/// so that a JSON `null` stays a value), `now`, `actor`, `interface`, `correlation_id`, the
+/// history `kind`, the scope's byte `quota` (null for none), `expires_at` (null: never) and
+/// `lockable` (a catalog key, which the organisation may lock). A row is returned, with its
+/// `user_id`, for each setting replaced; none for a key without a row, an expired value, a row
+/// changed meanwhile, a locked key or a value that would take the scope past its byte quota.
+/// The rows are locked in the order of their users.
+const REPLACE_MANY_SQL: &str = r#"
+WITH input AS (
+    SELECT * FROM jsonb_to_recordset($1::text::jsonb) AS i(
+        user_id text, scope text, key text, value jsonb, now timestamptz, actor text,
+        interface text, correlation_id text, kind text, quota bigint, expires_at timestamptz,
+        lockable boolean)
+), old AS (
+    SELECT s.user_id, s.value, s.value_bytes, s.version, s.updated_at, s.expires_at
+    FROM settings AS s JOIN input AS i
+        ON s.user_id = i.user_id AND s.scope = i.scope AND s.key = i.key
+    WHERE s.expires_at IS NULL OR s.expires_at > i.now
+    ORDER BY s.user_id
+    FOR UPDATE OF s
+), saved AS (
+    UPDATE settings AS s SET value = i.value -> 0, version = s.version + 1,
+        updated_at = i.now, expires_at = i.expires_at
+    FROM input AS i JOIN old ON old.user_id = i.user_id
+    WHERE s.user_id = i.user_id AND s.scope = i.scope AND s.key = i.key
+      AND s.version = old.version
+      AND NOT (i.lockable AND EXISTS (
+          SELECT 1 FROM org_defaults AS d WHERE d.key = i.key AND d.locked))
+      AND (i.quota IS NULL
+           OR octet_length((i.value -> 0)::text) <= old.value_bytes
+           OR (SELECT sum(t.value_bytes) FROM settings AS t
+               WHERE t.user_id = i.user_id AND t.scope = i.scope)
+              - old.value_bytes + octet_length((i.value -> 0)::text) <= i.quota)
+    RETURNING s.user_id, s.key, s.scope, s.value, s.version, s.created_at, s.updated_at,
+        s.expires_at
+), bump AS (
+    UPDATE users AS u SET feed_position = u.feed_position + 1
+    FROM saved WHERE u.id = saved.user_id
+    RETURNING u.id, u.feed_position
+), logged AS (
+    INSERT INTO setting_changes
+        (user_id, scope, key, kind, version, old_value, new_value, actor, interface,
+         correlation_id, changed_at, position)
+    SELECT saved.user_id, saved.scope, saved.key, i.kind, saved.version, old.value,
+        saved.value, i.actor, i.interface, i.correlation_id, i.now, bump.feed_position
+    FROM saved JOIN old ON old.user_id = saved.user_id
+        JOIN bump ON bump.id = saved.user_id
+        JOIN input AS i ON i.user_id = saved.user_id
+)
+SELECT saved.user_id, saved.key, saved.scope, saved.value, saved.version, saved.created_at,
+    saved.updated_at, saved.expires_at, old.version AS old_version, old.value AS old_value,
+    old.updated_at AS old_updated_at, old.expires_at AS old_expires_at,
+    bump.feed_position AS position
+FROM saved JOIN old ON old.user_id = saved.user_id JOIN bump ON bump.id = saved.user_id
+"#;

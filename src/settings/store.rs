@@ -57,7 +57,7 @@ pub struct Store {
     /// that it must not act on again when they come back.
     pub(super) instance_id: String,
     /// The group commit of one-statement replacements (PostgreSQL), started by the first.
-    replace_queue: std::sync::OnceLock<super::batch::ReplaceQueue>,
+    replace_queue: std::sync::OnceLock<super::batch::Queue<super::replace_one::Replacement>>,
 }
 
 /// Opens a pool. SQLite gets one connection: it serializes writers anyway, and a single
@@ -172,9 +172,9 @@ impl Store {
 
     /// The queue of one-statement replacements; the first call starts its task, on the
     /// runtime it is called from.
-    pub(super) fn replace_queue(&self) -> &super::batch::ReplaceQueue {
+    pub(super) fn replace_queue(&self) -> &super::batch::Queue<super::replace_one::Replacement> {
         self.replace_queue
-            .get_or_init(|| super::batch::ReplaceQueue::start(self.pool.clone()))
+            .get_or_init(|| super::replace_one::replace_queue(self.pool.clone()))
     }
 
     pub(super) fn take_notice_queue(
