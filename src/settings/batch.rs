@@ -228,4 +228,24 @@ mod tests {
         assert_eq!(users(&batch), ["user-1", "user-2", "user-3", "user-4"]);
         assert_eq!(users(&waiting), ["user-5", "user-6"]);
     }
+
+    #[test]
+    fn a_batch_takes_only_operations_that_join_its_first_and_shared_users_repeat() {
+        let mut waiting: VecDeque<Job> = [(0, "a"), (1, "b"), (0, "a"), (1, "c"), (0, "d")]
+            .into_iter()
+            .map(|(group, user)| Job {
+                group,
+                exclusive: false,
+                ..job(user)
+            })
+            .collect();
+        let mut busy = HashSet::new();
+        assert_eq!(
+            users(&take_batch(&mut waiting, &mut busy, 32)),
+            ["a", "a", "d"]
+        );
+        assert!(busy.is_empty());
+        assert_eq!(users(&take_batch(&mut waiting, &mut busy, 32)), ["b", "c"]);
+        assert!(waiting.is_empty());
+    }
 }

@@ -7,10 +7,18 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QueryTrait};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, QueryTrait,
+};
 use serde_json::Value;
+use tokio::sync::oneshot;
 
-use super::{Key, Scope, Setting, Store, expiry::unexpired};
+use super::{
+    Key, Scope, Setting, Store,
+    batch::{Grouped, Limits, Queue},
+    expiry::unexpired,
+};
 use crate::{
     entity::{org_default, setting},
     error::Result,
@@ -67,14 +75,13 @@ impl Store {
         keys: Option<&'k [Key]>,
     ) -> Result<Listed<'k>> {
         let Some(cache) = &self.cache else {
-            let settings = Arc::new(self.read_list(user_id, scope, keys).await?);
-            return Ok(Listed::new(settings, None));
+            return Ok(Listed::new(self.read_scope(user_id, scope).await?, keys));
         };
         let all = match cache.get(user_id, scope.as_str()) {
             Some(all) => all,
             None => {
                 let generation = cache.generation(user_id);
-                let all = Arc::new(self.read_list(user_id, scope, None).await?);
+                let all = self.read_scope(user_id, scope).await?;
                 cache.put(user_id, scope.as_str(), generation, all.clone());
                 all
             }
@@ -82,14 +89,28 @@ impl Store {
         Ok(Listed::new(all, keys))
     }
 
-    async fn read_list(
-        &self,
-        user_id: &str,
-        scope: &Scope,
-        keys: Option<&[Key]>,
-    ) -> Result<Vec<Setting>> {
-        let mut settings = self.list_many(&[user_id], scope, keys).await?;
-        Ok(settings.remove(user_id).unwrap_or_default())
+    /// All the user's settings in `scope` from the database. On PostgreSQL the read shares
+    /// its statement with other users' reads of the scope that arrive while earlier reads are
+    /// in flight ([`super::batch`]).
+    async fn read_scope(&self, user_id: &str, scope: &Scope) -> Result<Arc<Vec<Setting>>> {
+        // Held while the read is queued and in flight, as a direct query holds it.
+        let db = self.reader()?;
+        if self.backend() != DbBackend::Postgres {
+            let mut settings = list_many_on(&*db, &[user_id], scope, None).await?;
+            return Ok(Arc::new(settings.remove(user_id).unwrap_or_default()));
+        }
+        let (reply, answer) = oneshot::channel();
+        let read = ScopeRead {
+            user_id: user_id.to_owned(),
+            scope: scope.clone(),
+            reply,
+        };
+        self.read_queue()
+            .push(read)
+            .map_err(|_| DbErr::Custom("the read queue has stopped".into()))?;
+        Ok(answer
+            .await
+            .map_err(|_| DbErr::Custom("the read queue dropped a read".into()))??)
     }
 
     /// The settings of several users in `scope`, each ordered by key, in one query; only
@@ -101,24 +122,7 @@ impl Store {
         scope: &Scope,
         keys: Option<&[Key]>,
     ) -> Result<HashMap<String, Vec<Setting>>> {
-        let rows = setting::Entity::find()
-            .filter(setting::Column::UserId.is_in(user_ids.iter().copied()))
-            .filter(setting::Column::Scope.eq(scope.as_str()))
-            .filter(unexpired())
-            .apply_if(keys, |query, keys| {
-                query.filter(setting::Column::Key.is_in(keys.iter().map(Key::as_str)))
-            })
-            .order_by_asc(setting::Column::Key)
-            .all(&*self.reader()?)
-            .await?;
-        let mut by_user: HashMap<String, Vec<Setting>> = HashMap::new();
-        for row in rows {
-            by_user
-                .entry(row.user_id.clone())
-                .or_default()
-                .push(Setting::from(row));
-        }
-        Ok(by_user)
+        Ok(list_many_on(&*self.reader()?, user_ids, scope, keys).await?)
     }
 
     #[tracing::instrument(skip_all, err(level = "debug", Debug))]
@@ -303,4 +307,87 @@ impl Effective {
             locked: false,
         }
     }
+}
+
+/// [`Store::list_many`] on `db`.
+async fn list_many_on(
+    db: &impl ConnectionTrait,
+    user_ids: &[&str],
+    scope: &Scope,
+    keys: Option<&[Key]>,
+) -> Result<HashMap<String, Vec<Setting>>, DbErr> {
+    let rows = setting::Entity::find()
+        .filter(setting::Column::UserId.is_in(user_ids.iter().copied()))
+        .filter(setting::Column::Scope.eq(scope.as_str()))
+        .filter(unexpired())
+        .apply_if(keys, |query, keys| {
+            query.filter(setting::Column::Key.is_in(keys.iter().map(Key::as_str)))
+        })
+        .order_by_asc(setting::Column::Key)
+        .all(db)
+        .await?;
+    let mut by_user: HashMap<String, Vec<Setting>> = HashMap::new();
+    for row in rows {
+        by_user
+            .entry(row.user_id.clone())
+            .or_default()
+            .push(Setting::from(row));
+    }
+    Ok(by_user)
+}
+
+/// Most reads in one statement, and most such statements in flight at once.
+const READ_LIMITS: Limits = Limits {
+    per_statement: 32,
+    in_flight: 2,
+};
+
+/// One user's read of a whole scope in the queue. Reads of the same scope go together;
+/// a user may be in several reads at once.
+pub(super) struct ScopeRead {
+    user_id: String,
+    scope: Scope,
+    reply: oneshot::Sender<Result<Arc<Vec<Setting>>, DbErr>>,
+}
+
+impl Grouped for ScopeRead {
+    fn exclusive_user(&self) -> Option<&str> {
+        None
+    }
+
+    fn joins(&self, first: &Self) -> bool {
+        self.scope == first.scope
+    }
+
+    fn abandoned(&self) -> bool {
+        self.reply.is_closed()
+    }
+}
+
+/// The queue of scope reads on `db`.
+pub(super) fn read_queue(db: DatabaseConnection) -> Queue<ScopeRead> {
+    Queue::start(READ_LIMITS, move |batch: Vec<ScopeRead>| {
+        let db = db.clone();
+        async move {
+            let users: Vec<&str> = batch.iter().map(|read| read.user_id.as_str()).collect();
+            let scope = batch[0].scope.clone();
+            match list_many_on(&db, &users, &scope, None).await {
+                Ok(found) => {
+                    let mut found: HashMap<String, Arc<Vec<Setting>>> = found
+                        .into_iter()
+                        .map(|(user, settings)| (user, Arc::new(settings)))
+                        .collect();
+                    for read in batch {
+                        let settings = found.entry(read.user_id).or_default().clone();
+                        let _ = read.reply.send(Ok(settings));
+                    }
+                }
+                Err(err) => {
+                    for read in batch {
+                        let _ = read.reply.send(Err(err.clone()));
+                    }
+                }
+            }
+        }
+    })
 }

@@ -58,6 +58,8 @@ pub struct Store {
     pub(super) instance_id: String,
     /// The group commit of one-statement replacements (PostgreSQL), started by the first.
     replace_queue: std::sync::OnceLock<super::batch::Queue<super::replace_one::Replacement>>,
+    /// The grouped reads of whole scopes (PostgreSQL), started by the first.
+    read_queue: std::sync::OnceLock<super::batch::Queue<super::read::ScopeRead>>,
 }
 
 /// Opens a pool. SQLite gets one connection: it serializes writers anyway, and a single
@@ -167,6 +169,7 @@ impl Store {
             hub: super::events::Hub::default(),
             cache: None,
             replace_queue: std::sync::OnceLock::new(),
+            read_queue: std::sync::OnceLock::new(),
         }
     }
 
@@ -175,6 +178,12 @@ impl Store {
     pub(super) fn replace_queue(&self) -> &super::batch::Queue<super::replace_one::Replacement> {
         self.replace_queue
             .get_or_init(|| super::replace_one::replace_queue(self.pool.clone()))
+    }
+
+    /// The queue of reads of whole scopes, like [`Store::replace_queue`].
+    pub(super) fn read_queue(&self) -> &super::batch::Queue<super::read::ScopeRead> {
+        self.read_queue
+            .get_or_init(|| super::read::read_queue(self.pool.clone()))
     }
 
     pub(super) fn take_notice_queue(

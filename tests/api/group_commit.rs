@@ -1,8 +1,9 @@
-//! PostgreSQL: replacements of stored settings that arrive together go to the database
-//! together (src/settings/batch.rs). Each must still get its own answer, version, history row
-//! and feed position, and one that cannot take the shared statement must not hold back the
-//! others. The writes go straight to the store, all started before any of them runs, so that
-//! they are queued together whatever the machine's speed.
+//! PostgreSQL: replacements of stored settings, and reads of whole scopes, that arrive
+//! together go to the database together (src/settings/batch.rs). Each must still get its own
+//! answer: a write its own version, history row and feed position, and one that cannot take
+//! the shared statement must not hold back the others; a read its own user's settings. The
+//! operations go straight to the store, all started before any of them runs, so that they are
+//! queued together whatever the machine's speed.
 
 use std::sync::Arc;
 
@@ -255,4 +256,61 @@ async fn a_statement_the_database_refuses_is_retried_one_replacement_at_a_time()
     );
     assert_eq!(history_count(&app, "bob").await, 1);
     assert_eq!(history_count(&app, "alice").await, 2);
+}
+
+#[tokio::test]
+async fn reads_of_many_users_share_statements_and_each_gets_its_own_settings() {
+    let options = Options::default().env("SETTINGS_CACHE_MB", "0");
+    let Some(app) = TestApp::spawn_with(Backend::Postgres, options).await else {
+        return;
+    };
+    let users: Vec<String> = (0..30).map(|n| format!("user-{n:02}")).collect();
+    for (n, user) in users.iter().enumerate() {
+        let token = app.token(user);
+        app.set(&token, "theme", json!({"for": user})).await;
+        app.set(&token, "n", json!(n)).await;
+    }
+    app.store
+        .flush_notices(std::time::Duration::from_secs(5))
+        .await;
+    // Every user, one who has nothing, one user twice, and one read of a single key.
+    let mut reads: Vec<(String, Option<&str>)> = users.iter().map(|u| (u.clone(), None)).collect();
+    reads.push(("nobody".to_owned(), None));
+    reads.push((users[3].clone(), None));
+    reads.push((users[4].clone(), Some("n")));
+    let before = app.store.statements();
+    let scope = Scope::parse("").unwrap();
+    let mut tasks = JoinSet::new();
+    for (at, (user, key)) in reads.clone().into_iter().enumerate() {
+        let (store, scope) = (app.store.clone(), scope.clone());
+        let key = key.map(|key| [Key::parse(key, "key").unwrap()]);
+        tasks.spawn(async move {
+            let listed = store
+                .list(&user, &scope, key.as_ref().map(|k| k.as_slice()))
+                .await;
+            (at, listed)
+        });
+    }
+    let mut answers = tasks.join_all().await;
+    answers.sort_by_key(|(at, _)| *at);
+    let statements = app.store.statements() - before;
+
+    for ((user, key), (_, listed)) in reads.iter().zip(answers) {
+        let values: serde_json::Map<String, Value> = listed
+            .expect("read")
+            .into_iter()
+            .map(|setting| {
+                assert_eq!(setting.user_id, *user);
+                (setting.key, setting.value)
+            })
+            .collect();
+        let expected = match (user.strip_prefix("user-"), key) {
+            (None, _) => json!({}),
+            (Some(n), None) => json!({"n": n.parse::<u64>().unwrap(), "theme": {"for": user}}),
+            (Some(n), Some(_)) => json!({"n": n.parse::<u64>().unwrap()}),
+        };
+        assert_eq!(Value::Object(values), expected, "{user} {key:?}");
+    }
+    // 33 reads of the default scope: two statements of at most 32; one each would be 33.
+    assert!(statements <= 3, "33 reads took {statements} statements");
 }
