@@ -9,7 +9,7 @@ use std::{
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, QueryTrait,
+    QueryOrder, QueryTrait, Statement,
 };
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -370,8 +370,7 @@ pub(super) fn read_queue(db: DatabaseConnection) -> Queue<ScopeRead> {
         let db = db.clone();
         async move {
             let users: Vec<&str> = batch.iter().map(|read| read.user_id.as_str()).collect();
-            let scope = batch[0].scope.clone();
-            match list_many_on(&db, &users, &scope, None).await {
+            match read_scopes(&db, &users, &batch[0].scope).await {
                 Ok(found) => {
                     let mut found: HashMap<String, Arc<Vec<Setting>>> = found
                         .into_iter()
@@ -390,4 +389,50 @@ pub(super) fn read_queue(db: DatabaseConnection) -> Queue<ScopeRead> {
             }
         }
     })
+}
+
+/// The settings of `user_ids` in `scope` on PostgreSQL, each user's ordered by key: what
+/// [`list_many_on`] reads without keys, in a statement written out and read by position.
+async fn read_scopes(
+    db: &DatabaseConnection,
+    user_ids: &[&str],
+    scope: &Scope,
+) -> Result<HashMap<String, Vec<Setting>>, DbErr> {
+    use std::fmt::Write as _;
+    let mut sql = String::from(
+        "SELECT user_id, key, value, version, created_at, updated_at, expires_at \
+         FROM settings WHERE scope = $1 AND (expires_at IS NULL OR expires_at > $2) \
+         AND user_id IN (",
+    );
+    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(2 + user_ids.len());
+    values.push(scope.as_str().into());
+    values.push(super::store::now().into());
+    for (at, user) in user_ids.iter().enumerate() {
+        let separator = if at == 0 { "" } else { ", " };
+        let _ = write!(sql, "{separator}${}", at + 3);
+        values.push((*user).into());
+    }
+    sql.push_str(") ORDER BY key");
+    let statement = Statement::from_sql_and_values(DbBackend::Postgres, sql, values);
+    let rows = db.query_all_raw(statement).await?;
+    let mut by_user: HashMap<String, Vec<Setting>> = HashMap::new();
+    for row in rows {
+        let setting = Setting {
+            user_id: row.try_get_by_index(0)?,
+            key: row.try_get_by_index(1)?,
+            scope: scope.as_str().to_owned(),
+            value: row.try_get_by_index(2)?,
+            version: row.try_get_by_index(3)?,
+            created_at: row.try_get_by_index(4)?,
+            updated_at: row.try_get_by_index(5)?,
+            expires_at: row.try_get_by_index(6)?,
+        };
+        match by_user.get_mut(setting.user_id.as_str()) {
+            Some(settings) => settings.push(setting),
+            None => {
+                by_user.insert(setting.user_id.clone(), vec![setting]);
+            }
+        }
+    }
+    Ok(by_user)
 }
