@@ -314,3 +314,49 @@ async fn reads_of_many_users_share_statements_and_each_gets_its_own_settings() {
     // 33 reads of the default scope: two statements of at most 32; one each would be 33.
     assert!(statements <= 3, "33 reads took {statements} statements");
 }
+
+#[tokio::test]
+async fn replacements_together_on_a_database_that_takes_no_writes_each_get_unavailable() {
+    use sea_orm::{ConnectionTrait, Database};
+    let Some(app) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    for user in ["alice", "bob", "carol"] {
+        app.set(&app.token(user), "theme", json!("light")).await;
+    }
+    let name = app.database_url.rsplit('/').next().unwrap();
+    let name = name.split('?').next().unwrap().to_owned();
+    let admin = Database::connect(std::env::var("TEST_DATABASE_URL").unwrap())
+        .await
+        .unwrap();
+    admin
+        .execute_unprepared(&format!(
+            "ALTER DATABASE \"{name}\" SET default_transaction_read_only = true"
+        ))
+        .await
+        .unwrap();
+    // New sessions take the setting: end the service's current ones.
+    admin
+        .execute_unprepared(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+        ))
+        .await
+        .unwrap();
+
+    let writes = ["alice", "bob", "carol"]
+        .map(|user| (user.to_owned(), "theme", json!("dark")))
+        .into();
+    let before = app.store.statements();
+    for answer in write_together(&app.store, "", writes).await {
+        assert!(matches!(answer, Err(Error::Unavailable(_))), "{answer:?}");
+    }
+    // The shared statement failed, and none was sent again alone: none would fare better.
+    assert_eq!(app.store.statements() - before, 1);
+    // Read on a connection of the test's own: the service's pool may still hold sessions
+    // that were ended.
+    let stored = app
+        .query_text("SELECT string_agg(value::text, ',' ORDER BY user_id) FROM settings")
+        .await;
+    assert_eq!(stored.as_deref(), Some(r#""light","light","light""#));
+}
