@@ -9,7 +9,6 @@ use std::{
 };
 
 use reqwest::StatusCode;
-use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -251,11 +250,6 @@ async fn writes_are_refused_as_read_only(app: &TestApp, token: &str) {
     );
 }
 
-fn database_name(app: &TestApp) -> String {
-    let path = app.database_url.rsplit('/').next().unwrap();
-    path.split('?').next().unwrap().to_owned()
-}
-
 #[tokio::test]
 async fn a_read_only_postgresql_database_serves_reads_and_refuses_writes_clearly() {
     let Some(app) = TestApp::spawn(Backend::Postgres).await else {
@@ -263,30 +257,7 @@ async fn a_read_only_postgresql_database_serves_reads_and_refuses_writes_clearly
     };
     let token = app.token("alice");
     app.set(&token, "theme", json!("dark")).await;
-    let name = database_name(&app);
-    let admin = Database::connect(std::env::var("TEST_DATABASE_URL").unwrap())
-        .await
-        .unwrap();
-    let read_only = |on: bool| {
-        let (admin, name) = (&admin, &name);
-        async move {
-            admin
-                .execute_unprepared(&format!(
-                    "ALTER DATABASE \"{name}\" SET default_transaction_read_only = {on}"
-                ))
-                .await
-                .unwrap();
-            // New sessions take the setting: end the service's current ones.
-            admin
-                .execute_unprepared(&format!(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                     WHERE datname = '{name}' AND pid <> pg_backend_pid()"
-                ))
-                .await
-                .unwrap();
-        }
-    };
-    read_only(true).await;
+    set_database_read_only(&app, true).await;
 
     let (status, body) = until_ready_says(&app, "read-only").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
@@ -313,7 +284,7 @@ async fn a_read_only_postgresql_database_serves_reads_and_refuses_writes_clearly
         reply.body
     );
 
-    read_only(false).await;
+    set_database_read_only(&app, false).await;
     until_ready_says(&app, "ok").await;
     eventually(
         &app,

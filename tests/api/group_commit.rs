@@ -317,32 +317,13 @@ async fn reads_of_many_users_share_statements_and_each_gets_its_own_settings() {
 
 #[tokio::test]
 async fn replacements_together_on_a_database_that_takes_no_writes_each_get_unavailable() {
-    use sea_orm::{ConnectionTrait, Database};
     let Some(app) = TestApp::spawn(Backend::Postgres).await else {
         return;
     };
     for user in ["alice", "bob", "carol"] {
         app.set(&app.token(user), "theme", json!("light")).await;
     }
-    let name = app.database_url.rsplit('/').next().unwrap();
-    let name = name.split('?').next().unwrap().to_owned();
-    let admin = Database::connect(std::env::var("TEST_DATABASE_URL").unwrap())
-        .await
-        .unwrap();
-    admin
-        .execute_unprepared(&format!(
-            "ALTER DATABASE \"{name}\" SET default_transaction_read_only = true"
-        ))
-        .await
-        .unwrap();
-    // New sessions take the setting: end the service's current ones.
-    admin
-        .execute_unprepared(&format!(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE datname = '{name}' AND pid <> pg_backend_pid()"
-        ))
-        .await
-        .unwrap();
+    set_database_read_only(&app, true).await;
 
     let writes = ["alice", "bob", "carol"]
         .map(|user| (user.to_owned(), "theme", json!("dark")))

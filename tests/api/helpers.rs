@@ -598,3 +598,26 @@ pub async fn history_count(app: &TestApp, user: &str) -> i64 {
     .parse()
     .expect("a number")
 }
+
+/// PostgreSQL: makes the app's database take no writes (`on`) or take them again, for new
+/// sessions, and ends the service's current sessions so that the next ones get the setting.
+pub async fn set_database_read_only(app: &TestApp, on: bool) {
+    let path = app.database_url.rsplit('/').next().unwrap();
+    let name = path.split('?').next().unwrap();
+    let admin = Database::connect(std::env::var("TEST_DATABASE_URL").unwrap())
+        .await
+        .unwrap();
+    admin
+        .execute_unprepared(&format!(
+            "ALTER DATABASE \"{name}\" SET default_transaction_read_only = {on}"
+        ))
+        .await
+        .unwrap();
+    admin
+        .execute_unprepared(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+        ))
+        .await
+        .unwrap();
+}
