@@ -13,7 +13,8 @@ use std::{
     future::Future,
 };
 
-use tokio::sync::mpsc;
+use sea_orm::DbErr;
+use tokio::sync::{mpsc, oneshot};
 
 /// An operation that may share a statement with others.
 pub(super) trait Grouped: Send + 'static {
@@ -50,9 +51,19 @@ impl<J: Grouped> Queue<J> {
         Queue { jobs }
     }
 
-    /// Queues `job`; gives it back if the queue has stopped.
-    pub(super) fn push(&self, job: J) -> Result<(), J> {
-        self.jobs.send(job).map_err(|refused| refused.0)
+    /// Queues the operation that `job` makes around its reply channel, and waits for the
+    /// answer.
+    pub(super) async fn ask<T>(
+        &self,
+        job: impl FnOnce(oneshot::Sender<Result<T, DbErr>>) -> J,
+    ) -> Result<T, DbErr> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(job(reply))
+            .map_err(|_| DbErr::Custom("the statement queue has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| DbErr::Custom("the statement queue dropped an operation".into()))?
     }
 }
 

@@ -99,18 +99,12 @@ impl Store {
             let mut settings = list_many_on(&*db, &[user_id], scope, None).await?;
             return Ok(Arc::new(settings.remove(user_id).unwrap_or_default()));
         }
-        let (reply, answer) = oneshot::channel();
-        let read = ScopeRead {
+        let read = |reply| ScopeRead {
             user_id: user_id.to_owned(),
             scope: scope.clone(),
             reply,
         };
-        self.read_queue()
-            .push(read)
-            .map_err(|_| DbErr::Custom("the read queue has stopped".into()))?;
-        Ok(answer
-            .await
-            .map_err(|_| DbErr::Custom("the read queue dropped a read".into()))??)
+        Ok(self.read_queue().ask(read).await?)
     }
 
     /// The settings of several users in `scope`, each ordered by key, in one query; only

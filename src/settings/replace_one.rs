@@ -1,9 +1,9 @@
 //! The PostgreSQL one-statement path: replacing one stored setting, the most common write, in
 //! one round trip instead of the five of a transaction, with the same guarantees; under load
-//! the round trip and the commit are shared with other users' replacements (`batch.rs`). Only the
-//! mechanics are here; what the write means (the history kind, the value rules) is decided by
-//! the same functions the planner uses. A key without a row takes the transaction, where the
-//! planner decides its version.
+//! the round trip and the commit are shared with other users' replacements (`batch.rs`).
+//! Only the mechanics are here; what the write means (the history kind, the value rules) is
+//! decided by the same functions the planner uses. A key without a row takes the
+//! transaction, where the planner decides its version.
 
 use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, QueryResult, Statement};
@@ -112,18 +112,12 @@ impl Store {
     /// statement shared with other users' replacements: the statement's result row for it, or
     /// `None` when the statement wrote nothing for it (see [`REPLACE_MANY_SQL`]).
     async fn replace(&self, user_id: &str, row: String) -> Result<Option<QueryResult>, DbErr> {
-        let (reply, answer) = oneshot::channel();
-        let job = Replacement {
+        let job = |reply| Replacement {
             user_id: user_id.to_owned(),
             row,
             reply,
         };
-        self.replace_queue()
-            .push(job)
-            .map_err(|_| DbErr::Custom("the write queue has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| DbErr::Custom("the write queue dropped a write".into()))?
+        self.replace_queue().ask(job).await
     }
 }
 
