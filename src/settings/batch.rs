@@ -5,8 +5,8 @@
 //!
 //! An operation may name a user whose operations of its kind must never be in flight two at a
 //! time (see [`Grouped::exclusive_user`]): a statement then holds at most one of that user's,
-//! and the next waits until that statement is done. The one-statement replace uses this
-//! (`replace_one.rs`).
+//! and the next waits until that statement is done. The shared writes use this
+//! (`grouped_write.rs`).
 
 use std::{
     collections::{HashSet, VecDeque},

@@ -8,6 +8,7 @@ mod events;
 mod expiry;
 mod export;
 mod feed;
+mod grouped_write;
 mod health;
 mod history;
 mod import;

@@ -1,18 +1,17 @@
 //! The PostgreSQL one-statement path: replacing one stored setting, the most common write, in
 //! one round trip instead of the five of a transaction, with the same guarantees; under load
-//! the round trip and the commit are shared with other users' replacements (`batch.rs`).
+//! the round trip and the commit are shared with other users' writes (`grouped_write.rs`).
 //! Only the mechanics are here; what the write means (the history kind, the value rules) is
 //! decided by the same functions the planner uses. A key without a row takes the
 //! transaction, where the planner decides its version.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, QueryResult, Statement};
+use sea_orm::DbBackend;
 use serde_json::Value;
-use tokio::sync::oneshot;
 
 use super::{
     Key, Setting, Store,
-    batch::{Grouped, Limits, Queue},
+    grouped_write::Shared,
     model::Outcome,
     plan::{Change, LOCALE_KEY, Target},
     store::now,
@@ -57,7 +56,10 @@ impl Store {
             .map_err(|err| crate::error::Error::internal(anyhow::anyhow!(err)))?;
         // Held while the statement is queued and in flight, as a direct query holds it.
         let _db = self.db()?;
-        let Some(row) = self.replace(write.user_id, input).await? else {
+        let rows = self
+            .shared_write(Shared::Replace, write.user_id, input)
+            .await?;
+        let Some(row) = rows.into_iter().next() else {
             return Ok(None);
         };
         let after = Setting {
@@ -107,18 +109,6 @@ impl Store {
         let simple = op.expect.is_none() && write.document.is_none() && !mirrored;
         (simple && self.backend() == DbBackend::Postgres).then_some((&op.key, value, op.expires_at))
     }
-
-    /// Replaces `user_id`'s setting described by `row` (the JSON text of an [`Input`]) in a
-    /// statement shared with other users' replacements: the statement's result row for it, or
-    /// `None` when the statement wrote nothing for it (see [`REPLACE_MANY_SQL`]).
-    async fn replace(&self, user_id: &str, row: String) -> Result<Option<QueryResult>, DbErr> {
-        let job = |reply| Replacement {
-            user_id: user_id.to_owned(),
-            row,
-            reply,
-        };
-        self.replace_queue().ask(job).await
-    }
 }
 
 /// One replacement as the statement takes it ([`REPLACE_MANY_SQL`]).
@@ -138,99 +128,6 @@ struct Input<'a> {
     lockable: bool,
 }
 
-/// Most replacements in one statement, and most such statements in flight at once.
-const REPLACE_LIMITS: Limits = Limits {
-    per_statement: 32,
-    in_flight: 2,
-};
-
-/// One replacement in the queue: its user, its row of the statement's input as JSON text,
-/// and where its result goes. Each statement holds at most one replacement per user, and no
-/// user is in two statements at once: a user's row in `users` (the feed position) and the
-/// byte-quota sum over the user's scope are then read and written by one replacement only,
-/// and statements in flight never wait for one another's rows.
-pub(super) struct Replacement {
-    user_id: String,
-    row: String,
-    reply: oneshot::Sender<Result<Option<QueryResult>, DbErr>>,
-}
-
-impl Grouped for Replacement {
-    fn exclusive_user(&self) -> Option<&str> {
-        Some(&self.user_id)
-    }
-
-    fn joins(&self, _first: &Self) -> bool {
-        true
-    }
-
-    fn abandoned(&self) -> bool {
-        self.reply.is_closed()
-    }
-}
-
-/// The queue of one-statement replacements on `db`.
-pub(super) fn replace_queue(db: DatabaseConnection) -> Queue<Replacement> {
-    Queue::start(REPLACE_LIMITS, move |batch| {
-        let db = db.clone();
-        async move { run(&db, batch).await }
-    })
-}
-
-/// Sends `batch` as one statement and answers each replacement. When the database refuses the
-/// statement, sends the replacements again one by one; when it cannot be reached, each gets
-/// that error.
-async fn run(db: &DatabaseConnection, batch: Vec<Replacement>) {
-    match execute(db, &batch).await {
-        Ok(rows) => {
-            let mut rows: Vec<(Option<String>, QueryResult)> = rows
-                .into_iter()
-                .map(|row| (row.try_get("", "user_id").ok(), row))
-                .collect();
-            for job in batch {
-                let row = rows
-                    .iter()
-                    .position(|(user, _)| user.as_deref() == Some(job.user_id.as_str()))
-                    .map(|at| rows.swap_remove(at).1);
-                let _ = job.reply.send(Ok(row));
-            }
-        }
-        // The database cannot be reached: no replacement would fare better alone.
-        Err(err) if batch.len() == 1 || crate::error::is_unavailable(&err) => {
-            for job in batch {
-                let _ = job.reply.send(Err(err.clone()));
-            }
-        }
-        Err(_) => {
-            for job in batch {
-                let answer = execute(db, std::slice::from_ref(&job))
-                    .await
-                    .map(|mut rows| rows.pop());
-                let _ = job.reply.send(answer);
-            }
-        }
-    }
-}
-
-async fn execute(
-    db: &DatabaseConnection,
-    batch: &[Replacement],
-) -> Result<Vec<QueryResult>, DbErr> {
-    let mut rows =
-        String::with_capacity(2 + batch.iter().map(|job| job.row.len() + 1).sum::<usize>());
-    rows.push('[');
-    for (at, job) in batch.iter().enumerate() {
-        if at > 0 {
-            rows.push(',');
-        }
-        rows.push_str(&job.row);
-    }
-    rows.push(']');
-    let statement =
-        Statement::from_sql_and_values(DbBackend::Postgres, REPLACE_MANY_SQL, [rows.into()]);
-    db.query_all_raw(statement).await
-}
-
 /// The statement: replaces each setting the input describes, one version up, and appends its
 /// history row, as the top of this file explains. The one parameter is a JSON array of
 /// objects, at most one per user, with `user_id`, `scope`, `key`, `value` (alone in an array,
@@ -240,7 +137,7 @@ async fn execute(
 /// `user_id`, for each setting replaced; none for a key without a row, an expired value, a row
 /// changed meanwhile, a locked key or a value that would take the scope past its byte quota.
 /// The rows are locked in the order of their users.
-const REPLACE_MANY_SQL: &str = r#"
+pub(super) const REPLACE_MANY_SQL: &str = r#"
 WITH input AS (
     SELECT * FROM jsonb_to_recordset($1::text::jsonb) AS i(
         user_id text, scope text, key text, value jsonb, now timestamptz, actor text,

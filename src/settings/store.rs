@@ -56,8 +56,8 @@ pub struct Store {
     /// This process among the instances sharing a database: it names the notices it sends
     /// that it must not act on again when they come back.
     pub(super) instance_id: String,
-    /// The group commit of one-statement replacements (PostgreSQL), started by the first.
-    replace_queue: std::sync::OnceLock<super::batch::Queue<super::replace_one::Replacement>>,
+    /// The group commit of writes that share statements (PostgreSQL), started by the first.
+    write_queue: std::sync::OnceLock<super::batch::Queue<super::grouped_write::GroupedWrite>>,
     /// The grouped reads of whole scopes (PostgreSQL), started by the first.
     read_queue: std::sync::OnceLock<super::batch::Queue<super::read::ScopeRead>>,
 }
@@ -168,19 +168,19 @@ impl Store {
             known_users: Mutex::new(HashMap::new()),
             hub: super::events::Hub::default(),
             cache: None,
-            replace_queue: std::sync::OnceLock::new(),
+            write_queue: std::sync::OnceLock::new(),
             read_queue: std::sync::OnceLock::new(),
         }
     }
 
-    /// The queue of one-statement replacements; the first call starts its task, on the
+    /// The queue of writes that share statements; the first call starts its task, on the
     /// runtime it is called from.
-    pub(super) fn replace_queue(&self) -> &super::batch::Queue<super::replace_one::Replacement> {
-        self.replace_queue
-            .get_or_init(|| super::replace_one::replace_queue(self.pool.clone()))
+    pub(super) fn write_queue(&self) -> &super::batch::Queue<super::grouped_write::GroupedWrite> {
+        self.write_queue
+            .get_or_init(|| super::grouped_write::write_queue(self.pool.clone()))
     }
 
-    /// The queue of reads of whole scopes, like [`Store::replace_queue`].
+    /// The queue of reads of whole scopes, like [`Store::write_queue`].
     pub(super) fn read_queue(&self) -> &super::batch::Queue<super::read::ScopeRead> {
         self.read_queue
             .get_or_init(|| super::read::read_queue(self.pool.clone()))

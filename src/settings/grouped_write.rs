@@ -1,0 +1,141 @@
+//! The one queue of writes that share statements on PostgreSQL (`batch.rs`): each write is
+//! one user's row of a statement's JSON input, and the statement returns rows naming their
+//! user. One queue for every such statement, so that no user is in two write statements in
+//! flight at once, whichever statement: a user's row in `users` (the feed position) and the
+//! byte-quota sum over the user's scope are then read and written by one write only, and
+//! statements in flight never wait for one another's rows.
+
+use std::collections::HashMap;
+
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, QueryResult, Statement};
+use tokio::sync::oneshot;
+
+use super::{
+    Store,
+    batch::{Grouped, Limits, Queue},
+};
+
+/// The statements writes share. Each takes one parameter, a JSON array of the writes' rows,
+/// at most one per user, and returns rows with a `user_id` column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Shared {
+    /// One stored setting replaced (`replace_one.rs`).
+    Replace,
+}
+
+impl Shared {
+    fn sql(self) -> &'static str {
+        match self {
+            Shared::Replace => super::replace_one::REPLACE_MANY_SQL,
+        }
+    }
+}
+
+/// Most writes in one statement, and most such statements in flight at once.
+const WRITE_LIMITS: Limits = Limits {
+    per_statement: 32,
+    in_flight: 2,
+};
+
+/// One write in the queue: its statement, its user, its row of the statement's input as JSON
+/// text, and where the statement's rows for the user go.
+pub(super) struct GroupedWrite {
+    statement: Shared,
+    user_id: String,
+    row: String,
+    reply: oneshot::Sender<Result<Vec<QueryResult>, DbErr>>,
+}
+
+impl Grouped for GroupedWrite {
+    fn exclusive_user(&self) -> Option<&str> {
+        Some(&self.user_id)
+    }
+
+    fn joins(&self, first: &Self) -> bool {
+        self.statement == first.statement
+    }
+
+    fn abandoned(&self) -> bool {
+        self.reply.is_closed()
+    }
+}
+
+/// The queue of shared write statements on `db`.
+pub(super) fn write_queue(db: DatabaseConnection) -> Queue<GroupedWrite> {
+    Queue::start(WRITE_LIMITS, move |batch| {
+        let db = db.clone();
+        async move { run(&db, batch).await }
+    })
+}
+
+impl Store {
+    /// Sends `user_id`'s `row` (JSON text) with the other writes of `statement` that are
+    /// waiting, and returns the statement's rows for the user (none when it wrote nothing for
+    /// them).
+    pub(super) async fn shared_write(
+        &self,
+        statement: Shared,
+        user_id: &str,
+        row: String,
+    ) -> Result<Vec<QueryResult>, DbErr> {
+        let job = |reply| GroupedWrite {
+            statement,
+            user_id: user_id.to_owned(),
+            row,
+            reply,
+        };
+        self.write_queue().ask(job).await
+    }
+}
+
+/// Sends `batch` as one statement and answers each write. When the database refuses the
+/// statement, sends the writes again one by one; when it cannot be reached, each gets that
+/// error.
+async fn run(db: &DatabaseConnection, batch: Vec<GroupedWrite>) {
+    match execute(db, &batch).await {
+        Ok(rows) => {
+            let mut by_user: HashMap<String, Vec<QueryResult>> = HashMap::new();
+            for row in rows {
+                if let Ok(user) = row.try_get::<String>("", "user_id") {
+                    by_user.entry(user).or_default().push(row);
+                }
+            }
+            for job in batch {
+                let rows = by_user.remove(&job.user_id).unwrap_or_default();
+                let _ = job.reply.send(Ok(rows));
+            }
+        }
+        // The database cannot be reached: no write would fare better alone.
+        Err(err) if batch.len() == 1 || crate::error::is_unavailable(&err) => {
+            for job in batch {
+                let _ = job.reply.send(Err(err.clone()));
+            }
+        }
+        Err(_) => {
+            for job in batch {
+                let answer = execute(db, std::slice::from_ref(&job)).await;
+                let _ = job.reply.send(answer);
+            }
+        }
+    }
+}
+
+/// Sends the writes of `batch`, which share their statement, as one statement.
+async fn execute(
+    db: &DatabaseConnection,
+    batch: &[GroupedWrite],
+) -> Result<Vec<QueryResult>, DbErr> {
+    let mut rows =
+        String::with_capacity(2 + batch.iter().map(|job| job.row.len() + 1).sum::<usize>());
+    rows.push('[');
+    for (at, job) in batch.iter().enumerate() {
+        if at > 0 {
+            rows.push(',');
+        }
+        rows.push_str(&job.row);
+    }
+    rows.push(']');
+    let sql = batch.first().map_or("", |job| job.statement.sql());
+    let statement = Statement::from_sql_and_values(DbBackend::Postgres, sql, [rows.into()]);
+    db.query_all_raw(statement).await
+}
