@@ -21,12 +21,15 @@ use super::{
 pub(super) enum Shared {
     /// One stored setting replaced (`replace_one.rs`).
     Replace,
+    /// Stored settings updated if still as read (`checked_update.rs`).
+    Update,
 }
 
 impl Shared {
     fn sql(self) -> &'static str {
         match self {
             Shared::Replace => super::replace_one::REPLACE_MANY_SQL,
+            Shared::Update => super::checked_update::UPDATE_MANY_SQL,
         }
     }
 }

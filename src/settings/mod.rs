@@ -3,6 +3,7 @@
 
 mod batch;
 mod cache;
+mod checked_update;
 mod erase;
 mod events;
 mod expiry;

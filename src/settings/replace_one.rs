@@ -88,6 +88,11 @@ impl Store {
         }]))
     }
 
+    /// Whether `write` takes this path.
+    pub(super) fn replaces_one(&self, write: &Write<'_>) -> bool {
+        self.single_replacement(write).is_some()
+    }
+
     /// The write that fits one statement: one key replaced by a value that does not depend on
     /// the stored one, without preconditions, on PostgreSQL (SQLite cannot write inside a
     /// `WITH`), and not the `locale` that the users table mirrors.

@@ -1,7 +1,8 @@
 //! Every change of settings goes through one path: lock the rows, let the planner decide the
 //! change, write it and append one history row per changed key, in one transaction; then tell
 //! subscribers. On PostgreSQL, replacing one stored key takes the same steps in one statement
-//! (`replace_one.rs`).
+//! (`replace_one.rs`), and so does a write that only updates stored keys, planned on the
+//! settings as read (`checked_update.rs`).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -351,10 +352,15 @@ impl Store {
         }
     }
 
-    /// One attempt: the one-statement path where it applies; otherwise lock and read the
-    /// current rows, plan, and carry the plan out in the same transaction.
+    /// One attempt: a one-statement path where one applies (`replace_one.rs`,
+    /// `checked_update.rs`); otherwise, or when it wrote nothing, lock and read the current
+    /// rows, plan, and carry the plan out in the same transaction.
     async fn try_write(&self, write: &Write<'_>) -> Result<Written, WriteError> {
-        if let Some(outcomes) = self.try_replace_one(write).await? {
+        let one_statement = match self.try_replace_one(write).await? {
+            Some(outcomes) => Some(outcomes),
+            None => self.try_checked_update(write).await?,
+        };
+        if let Some(outcomes) = one_statement {
             return Ok(Written {
                 expired: Vec::new(),
                 outcomes,

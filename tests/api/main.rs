@@ -6,6 +6,7 @@ mod helpers;
 mod auth;
 mod binary;
 mod catalog;
+mod checked_update;
 mod connections;
 mod cors;
 mod disconnects;

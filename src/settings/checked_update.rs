@@ -1,0 +1,263 @@
+//! The PostgreSQL path for writes that only update stored keys, such as most merge patches:
+//! the write is planned on the user's settings as last read (from the cache, or in a read
+//! shared with other users' reads), then written in one statement, shared with other users'
+//! writes (`grouped_write.rs`), that applies only if every key is still at the version read,
+//! unexpired, not locked by the organisation and within the byte quota. Otherwise it writes
+//! nothing, and the write takes the transaction, which locks the rows and plans again. A
+//! version names one value of its key (versions never repeat, see `plan::next_version`), so a
+//! plan made on versions that are still current is the plan the transaction would make.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use sea_orm::{DbBackend, QueryResult};
+use serde_json::Value;
+
+use super::{
+    Setting, Store,
+    grouped_write::Shared,
+    model::Outcome,
+    plan::{self, Change, LOCALE_KEY, Op, Target},
+    store::now,
+    write::{Write, WriteError},
+};
+use crate::error::Error;
+
+impl Store {
+    /// Writes `write` in one statement where that path applies and every key it names is still
+    /// as read; `None` when it does not apply or nothing was written.
+    pub(super) async fn try_checked_update(
+        &self,
+        write: &Write<'_>,
+    ) -> Result<Option<Vec<Outcome>>, WriteError> {
+        let Some(ops) = self.checked_update_ops(write) else {
+            return Ok(None);
+        };
+        let listed = self.listed(write.user_id, write.scope, None).await?;
+        let current: HashMap<String, Setting> = listed
+            .iter()
+            .filter(|setting| ops.iter().any(|op| op.key.as_str() == setting.key))
+            .map(|setting| (setting.key.clone(), setting.clone()))
+            .collect();
+        // A key without a row, or named twice.
+        if current.len() != ops.len() {
+            return Ok(None);
+        }
+        let (no_keys, no_versions) = (HashSet::new(), HashMap::new());
+        let planned = plan::plan(
+            plan::Input {
+                mirrors_locale: write.scope == &self.locale_scope,
+                target: &write.target,
+                kinds: write.kinds,
+                document: None,
+                current: &current,
+                last_versions: &no_versions,
+                // The statement leaves a write of a locked key alone, and the transaction
+                // then refuses it.
+                locked: &no_keys,
+            },
+            |key, value| self.check_value(write.scope, key, value),
+        );
+        // A refusal is decided again on the locked rows: what was read may be out of date.
+        let Ok(plan) = planned else {
+            return Ok(None);
+        };
+        // Every key updated, none removed.
+        if plan.updates.len() != ops.len() || plan.locale.is_some() {
+            return Ok(None);
+        }
+        let catalog = self.catalog();
+        let (origin, now) = (write.origin, now());
+        // With only updates, the plan's history rows are its rows, in the order of its
+        // outcomes, which is the order of their feed positions.
+        let keys = plan
+            .updates
+            .iter()
+            .zip(&plan.history)
+            .enumerate()
+            .map(|(at, (row, history))| KeyInput {
+                key: &row.key,
+                version: current[&row.key].version,
+                value: [&row.value],
+                expires_at: row.expires_at,
+                kind: history.kind.as_str(),
+                offset: at as i64 + 1,
+                lockable: catalog.get(write.scope.as_str(), &row.key).is_some(),
+            })
+            .collect();
+        let input = UserInput {
+            user_id: write.user_id,
+            scope: write.scope.as_str(),
+            now,
+            actor: &origin.actor,
+            interface: origin.interface,
+            correlation_id: &origin.correlation_id,
+            quota: self.quotas().bytes.map(|q| q.min(i64::MAX as u64) as i64),
+            grows: plan.growth().bytes > 0,
+            keys,
+        };
+        let input =
+            serde_json::to_string(&input).map_err(|err| Error::internal(anyhow::anyhow!(err)))?;
+        // Held while the statement is queued and in flight, as a direct query holds it.
+        let _db = self.db()?;
+        let rows = self
+            .shared_write(Shared::Update, write.user_id, input)
+            .await?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let mut saved = rows
+            .iter()
+            .map(|row| saved(write.user_id, row))
+            .collect::<Result<HashMap<_, _>, _>>()?;
+        let mut outcomes = plan.outcomes;
+        for outcome in &mut outcomes {
+            let (after, position) = saved.remove(&outcome.key).ok_or_else(|| {
+                Error::internal(anyhow::anyhow!("a checked update returned too few rows"))
+            })?;
+            outcome.after = Some(after);
+            outcome.position = position;
+        }
+        Ok(Some(outcomes))
+    }
+
+    /// The operations of a write this path may take: on PostgreSQL, values written to named
+    /// keys without a document precondition, not the `locale` that the users table mirrors,
+    /// and not the one-key replacement that `replace_one.rs` writes without reading.
+    fn checked_update_ops<'w>(&self, write: &'w Write<'_>) -> Option<&'w [Op]> {
+        let Target::Keys(ops) = &write.target else {
+            return None;
+        };
+        let mirrors_locale = write.scope == &self.locale_scope;
+        let mirrored = |op: &Op| mirrors_locale && op.key.as_str() == LOCALE_KEY;
+        let writes_values = ops
+            .iter()
+            .all(|op| !matches!(op.change, Change::Remove) && !mirrored(op));
+        let applies = self.backend() == DbBackend::Postgres
+            && !ops.is_empty()
+            && writes_values
+            && write.document.is_none()
+            && !self.replaces_one(write);
+        applies.then_some(ops.as_slice())
+    }
+}
+
+/// A setting the statement saved, by key, with its feed position.
+fn saved(user_id: &str, row: &QueryResult) -> Result<(String, (Setting, i64)), WriteError> {
+    let setting = Setting {
+        user_id: user_id.to_owned(),
+        key: row.try_get("", "key")?,
+        scope: row.try_get("", "scope")?,
+        value: row.try_get("", "value")?,
+        version: row.try_get("", "version")?,
+        created_at: row.try_get("", "created_at")?,
+        updated_at: row.try_get("", "updated_at")?,
+        expires_at: row.try_get("", "expires_at")?,
+    };
+    let position: i64 = row.try_get("", "position")?;
+    Ok((setting.key.clone(), (setting, position)))
+}
+
+/// One user's write as the statement takes it ([`UPDATE_MANY_SQL`]).
+#[derive(serde::Serialize)]
+struct UserInput<'a> {
+    user_id: &'a str,
+    scope: &'a str,
+    now: DateTime<Utc>,
+    actor: &'a str,
+    interface: &'a str,
+    correlation_id: &'a str,
+    quota: Option<i64>,
+    /// Whether the write adds bytes to the scope: only then may the quota refuse it.
+    grows: bool,
+    keys: Vec<KeyInput<'a>>,
+}
+
+/// One key of a user's write.
+#[derive(serde::Serialize)]
+struct KeyInput<'a> {
+    key: &'a str,
+    /// The version read, which the key must still have.
+    version: i32,
+    value: [&'a Value; 1],
+    expires_at: Option<DateTime<Utc>>,
+    kind: &'a str,
+    /// The key's place among the write's history rows, from 1.
+    offset: i64,
+    lockable: bool,
+}
+
+/// The statement: for each user of the input whose every key is still at the version read
+/// (and unexpired), none of them locked (`lockable`: a catalog key, which the organisation
+/// may lock) and whose scope stays within its byte `quota` if the write `grows` it, writes
+/// each key one version up and appends its history row, with feed positions in the order of
+/// the keys' `offset`; for any other user it writes nothing. The one parameter is a JSON array
+/// of objects, at most one per user, with `user_id`, `scope`, `now`, `actor`, `interface`,
+/// `correlation_id`, `quota` (null for none), `grows` and `keys`: objects with `key`,
+/// `version`, `value` (alone in an array, so that a JSON `null` stays a value), `expires_at`
+/// (null: never), the history `kind`, `offset` and `lockable`. A row is returned, with its
+/// `user_id`, for each setting written.
+///
+/// Every row is locked, in the order of users and keys, before any user's row in `users`: the
+/// count of a user's locked rows needs all of them.
+pub(super) const UPDATE_MANY_SQL: &str = r#"
+WITH batch AS (
+    SELECT * FROM jsonb_to_recordset($1::text::jsonb) AS b(
+        user_id text, scope text, now timestamptz, actor text, interface text,
+        correlation_id text, quota bigint, grows boolean, keys jsonb)
+), input AS (
+    SELECT b.user_id, b.scope, b.now, k.*
+    FROM batch AS b, jsonb_to_recordset(b.keys) AS k(
+        key text, version integer, value jsonb, expires_at timestamptz, kind text,
+        "offset" bigint, lockable boolean)
+), old AS (
+    SELECT s.user_id, s.key, s.value, s.value_bytes
+    FROM settings AS s JOIN input AS i
+        ON s.user_id = i.user_id AND s.scope = i.scope AND s.key = i.key
+    WHERE s.version = i.version AND (s.expires_at IS NULL OR s.expires_at > i.now)
+    ORDER BY s.user_id, s.key
+    FOR UPDATE OF s
+), ready AS (
+    SELECT b.user_id, jsonb_array_length(b.keys) AS changes
+    FROM batch AS b
+    WHERE (SELECT count(*) FROM old WHERE old.user_id = b.user_id) = jsonb_array_length(b.keys)
+      AND NOT EXISTS (
+          SELECT 1 FROM input AS i JOIN org_defaults AS d ON d.key = i.key
+          WHERE i.user_id = b.user_id AND i.lockable AND d.locked)
+      AND (b.quota IS NULL OR NOT b.grows
+           OR (SELECT sum(t.value_bytes) FROM settings AS t
+               WHERE t.user_id = b.user_id AND t.scope = b.scope)
+              + (SELECT sum(octet_length((i.value -> 0)::text) - old.value_bytes)
+                 FROM input AS i JOIN old ON old.user_id = i.user_id AND old.key = i.key
+                 WHERE i.user_id = b.user_id)
+              <= b.quota)
+), saved AS (
+    UPDATE settings AS s SET value = i.value -> 0, version = s.version + 1,
+        updated_at = i.now, expires_at = i.expires_at
+    FROM input AS i JOIN ready AS r ON r.user_id = i.user_id
+    WHERE s.user_id = i.user_id AND s.scope = i.scope AND s.key = i.key
+      AND s.version = i.version
+    RETURNING s.user_id, s.key, s.scope, s.value, s.version, s.created_at, s.updated_at,
+        s.expires_at
+), bump AS (
+    UPDATE users AS u SET feed_position = u.feed_position + r.changes
+    FROM ready AS r WHERE u.id = r.user_id
+    RETURNING u.id, u.feed_position - r.changes AS before
+), logged AS (
+    INSERT INTO setting_changes
+        (user_id, scope, key, kind, version, old_value, new_value, actor, interface,
+         correlation_id, changed_at, position)
+    SELECT saved.user_id, saved.scope, saved.key, i.kind, saved.version, old.value,
+        saved.value, b.actor, b.interface, b.correlation_id, b.now, bump.before + i.offset
+    FROM saved
+        JOIN input AS i ON i.user_id = saved.user_id AND i.key = saved.key
+        JOIN old ON old.user_id = saved.user_id AND old.key = saved.key
+        JOIN bump ON bump.id = saved.user_id
+        JOIN batch AS b ON b.user_id = saved.user_id
+)
+SELECT saved.user_id, saved.key, saved.scope, saved.value, saved.version, saved.created_at,
+    saved.updated_at, saved.expires_at, bump.before + i.offset AS position
+FROM saved
+    JOIN input AS i ON i.user_id = saved.user_id AND i.key = saved.key
+    JOIN bump ON bump.id = saved.user_id
+"#;
