@@ -68,14 +68,22 @@ impl Store {
         }
         let catalog = self.catalog();
         let (origin, now) = (write.origin, now());
+        let shared = WriteInput {
+            user_id: write.user_id,
+            scope: write.scope.as_str(),
+            keys: plan.updates.len(),
+            now,
+            actor: &origin.actor,
+            interface: origin.interface,
+            correlation_id: &origin.correlation_id,
+            quota: self.quotas().bytes.map(|q| q.min(i64::MAX as u64) as i64),
+            grows: plan.growth().bytes > 0,
+        };
         // With only updates, the plan's history rows are its rows, in the order of its
         // outcomes, which is the order of their feed positions.
-        let keys = plan
-            .updates
-            .iter()
-            .zip(&plan.history)
-            .enumerate()
-            .map(|(at, (row, history))| KeyInput {
+        let mut input = String::new();
+        for (at, (row, history)) in plan.updates.iter().zip(&plan.history).enumerate() {
+            let key = KeyInput {
                 key: &row.key,
                 version: current[&row.key].version,
                 value: [&row.value],
@@ -83,21 +91,15 @@ impl Store {
                 kind: history.kind.as_str(),
                 offset: at as i64 + 1,
                 lockable: catalog.get(write.scope.as_str(), &row.key).is_some(),
-            })
-            .collect();
-        let input = UserInput {
-            user_id: write.user_id,
-            scope: write.scope.as_str(),
-            now,
-            actor: &origin.actor,
-            interface: origin.interface,
-            correlation_id: &origin.correlation_id,
-            quota: self.quotas().bytes.map(|q| q.min(i64::MAX as u64) as i64),
-            grows: plan.growth().bytes > 0,
-            keys,
-        };
-        let input =
-            serde_json::to_string(&input).map_err(|err| Error::internal(anyhow::anyhow!(err)))?;
+                write: &shared,
+            };
+            if at > 0 {
+                input.push(',');
+            }
+            let key =
+                serde_json::to_string(&key).map_err(|err| Error::internal(anyhow::anyhow!(err)))?;
+            input.push_str(&key);
+        }
         // Held while the statement is queued and in flight, as a direct query holds it.
         let _db = self.db()?;
         let rows = self
@@ -158,11 +160,13 @@ fn saved(user_id: &str, row: &QueryResult) -> Result<(String, (Setting, i64)), W
     Ok((setting.key.clone(), (setting, position)))
 }
 
-/// One user's write as the statement takes it ([`UPDATE_MANY_SQL`]).
+/// What a user's write tells the statement beside its keys ([`UPDATE_MANY_SQL`]).
 #[derive(serde::Serialize)]
-struct UserInput<'a> {
+struct WriteInput<'a> {
     user_id: &'a str,
     scope: &'a str,
+    /// How many keys it writes.
+    keys: usize,
     now: DateTime<Utc>,
     actor: &'a str,
     interface: &'a str,
@@ -170,10 +174,9 @@ struct UserInput<'a> {
     quota: Option<i64>,
     /// Whether the write adds bytes to the scope: only then may the quota refuse it.
     grows: bool,
-    keys: Vec<KeyInput<'a>>,
 }
 
-/// One key of a user's write.
+/// One key of a user's write: one object of the statement's input.
 #[derive(serde::Serialize)]
 struct KeyInput<'a> {
     key: &'a str,
@@ -185,6 +188,8 @@ struct KeyInput<'a> {
     /// The key's place among the write's history rows, from 1.
     offset: i64,
     lockable: bool,
+    #[serde(flatten)]
+    write: &'a WriteInput<'a>,
 }
 
 /// The statement: for each user of the input whose every key is still at the version read
@@ -192,24 +197,23 @@ struct KeyInput<'a> {
 /// may lock) and whose scope stays within its byte `quota` if the write `grows` it, writes
 /// each key one version up and appends its history row, with feed positions in the order of
 /// the keys' `offset`; for any other user it writes nothing. The one parameter is a JSON array
-/// of objects, at most one per user, with `user_id`, `scope`, `now`, `actor`, `interface`,
-/// `correlation_id`, `quota` (null for none), `grows` and `keys`: objects with `key`,
-/// `version`, `value` (alone in an array, so that a JSON `null` stays a value), `expires_at`
-/// (null: never), the history `kind`, `offset` and `lockable`. A row is returned, with its
-/// `user_id`, for each setting written.
+/// of objects, one per key written, each user's together: the key's `key`, `version` (the
+/// version read), `value` (alone in an array, so that a JSON `null` stays a value),
+/// `expires_at` (null: never), the history `kind`, `offset` (from 1) and `lockable`, then
+/// its write's `user_id`, `scope`, `keys` (how many), `now`, `actor`, `interface`,
+/// `correlation_id`, `quota` (null for none) and `grows`. (One object per key, rather than
+/// one per user holding its keys: PostgreSQL's estimate of a nested set function's rows makes
+/// it read the whole table.) A row is returned, with its `user_id`, for each setting written.
 ///
 /// Every row is locked, in the order of users and keys, before any user's row in `users`: the
 /// count of a user's locked rows needs all of them.
 pub(super) const UPDATE_MANY_SQL: &str = r#"
-WITH batch AS (
-    SELECT * FROM jsonb_to_recordset($1::text::jsonb) AS b(
-        user_id text, scope text, now timestamptz, actor text, interface text,
-        correlation_id text, quota bigint, grows boolean, keys jsonb)
-), input AS (
-    SELECT b.user_id, b.scope, b.now, k.*
-    FROM batch AS b, jsonb_to_recordset(b.keys) AS k(
+WITH input AS (
+    SELECT * FROM jsonb_to_recordset($1::text::jsonb) AS i(
         key text, version integer, value jsonb, expires_at timestamptz, kind text,
-        "offset" bigint, lockable boolean)
+        "offset" bigint, lockable boolean, user_id text, scope text, keys bigint,
+        now timestamptz, actor text, interface text, correlation_id text, quota bigint,
+        grows boolean)
 ), old AS (
     SELECT s.user_id, s.key, s.value, s.value_bytes
     FROM settings AS s JOIN input AS i
@@ -218,19 +222,20 @@ WITH batch AS (
     ORDER BY s.user_id, s.key
     FOR UPDATE OF s
 ), ready AS (
-    SELECT b.user_id, jsonb_array_length(b.keys) AS changes
-    FROM batch AS b
-    WHERE (SELECT count(*) FROM old WHERE old.user_id = b.user_id) = jsonb_array_length(b.keys)
+    SELECT w.user_id, w.keys
+    FROM input AS w
+    WHERE w."offset" = 1
+      AND (SELECT count(*) FROM old WHERE old.user_id = w.user_id) = w.keys
       AND NOT EXISTS (
           SELECT 1 FROM input AS i JOIN org_defaults AS d ON d.key = i.key
-          WHERE i.user_id = b.user_id AND i.lockable AND d.locked)
-      AND (b.quota IS NULL OR NOT b.grows
+          WHERE i.user_id = w.user_id AND i.lockable AND d.locked)
+      AND (w.quota IS NULL OR NOT w.grows
            OR (SELECT sum(t.value_bytes) FROM settings AS t
-               WHERE t.user_id = b.user_id AND t.scope = b.scope)
+               WHERE t.user_id = w.user_id AND t.scope = w.scope)
               + (SELECT sum(octet_length((i.value -> 0)::text) - old.value_bytes)
                  FROM input AS i JOIN old ON old.user_id = i.user_id AND old.key = i.key
-                 WHERE i.user_id = b.user_id)
-              <= b.quota)
+                 WHERE i.user_id = w.user_id)
+              <= w.quota)
 ), saved AS (
     UPDATE settings AS s SET value = i.value -> 0, version = s.version + 1,
         updated_at = i.now, expires_at = i.expires_at
@@ -240,20 +245,19 @@ WITH batch AS (
     RETURNING s.user_id, s.key, s.scope, s.value, s.version, s.created_at, s.updated_at,
         s.expires_at
 ), bump AS (
-    UPDATE users AS u SET feed_position = u.feed_position + r.changes
+    UPDATE users AS u SET feed_position = u.feed_position + r.keys
     FROM ready AS r WHERE u.id = r.user_id
-    RETURNING u.id, u.feed_position - r.changes AS before
+    RETURNING u.id, u.feed_position - r.keys AS before
 ), logged AS (
     INSERT INTO setting_changes
         (user_id, scope, key, kind, version, old_value, new_value, actor, interface,
          correlation_id, changed_at, position)
     SELECT saved.user_id, saved.scope, saved.key, i.kind, saved.version, old.value,
-        saved.value, b.actor, b.interface, b.correlation_id, b.now, bump.before + i.offset
+        saved.value, i.actor, i.interface, i.correlation_id, i.now, bump.before + i.offset
     FROM saved
         JOIN input AS i ON i.user_id = saved.user_id AND i.key = saved.key
         JOIN old ON old.user_id = saved.user_id AND old.key = saved.key
         JOIN bump ON bump.id = saved.user_id
-        JOIN batch AS b ON b.user_id = saved.user_id
 )
 SELECT saved.user_id, saved.key, saved.scope, saved.value, saved.version, saved.created_at,
     saved.updated_at, saved.expires_at, bump.before + i.offset AS position

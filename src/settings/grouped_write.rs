@@ -1,5 +1,5 @@
 //! The one queue of writes that share statements on PostgreSQL (`batch.rs`): each write is
-//! one user's row of a statement's JSON input, and the statement returns rows naming their
+//! one user's rows of a statement's JSON input, and the statement returns rows naming their
 //! user. One queue for every such statement, so that no user is in two write statements in
 //! flight at once, whichever statement: a user's row in `users` (the feed position) and the
 //! byte-quota sum over the user's scope are then read and written by one write only, and
@@ -16,7 +16,7 @@ use super::{
 };
 
 /// The statements writes share. Each takes one parameter, a JSON array of the writes' rows,
-/// at most one per user, and returns rows with a `user_id` column.
+/// at most one write per user, and returns rows with a `user_id` column.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Shared {
     /// One stored setting replaced (`replace_one.rs`).
@@ -40,12 +40,12 @@ const WRITE_LIMITS: Limits = Limits {
     in_flight: 2,
 };
 
-/// One write in the queue: its statement, its user, its row of the statement's input as JSON
-/// text, and where the statement's rows for the user go.
+/// One write in the queue: its statement, its user, its rows of the statement's input as JSON
+/// text (objects separated by commas), and where the statement's rows for the user go.
 pub(super) struct GroupedWrite {
     statement: Shared,
     user_id: String,
-    row: String,
+    rows: String,
     reply: oneshot::Sender<Result<Vec<QueryResult>, DbErr>>,
 }
 
@@ -72,19 +72,19 @@ pub(super) fn write_queue(db: DatabaseConnection) -> Queue<GroupedWrite> {
 }
 
 impl Store {
-    /// Sends `user_id`'s `row` (JSON text) with the other writes of `statement` that are
+    /// Sends `user_id`'s `rows` (JSON objects separated by commas) with the other writes of `statement` that are
     /// waiting, and returns the statement's rows for the user (none when it wrote nothing for
     /// them).
     pub(super) async fn shared_write(
         &self,
         statement: Shared,
         user_id: &str,
-        row: String,
+        rows: String,
     ) -> Result<Vec<QueryResult>, DbErr> {
         let job = |reply| GroupedWrite {
             statement,
             user_id: user_id.to_owned(),
-            row,
+            rows,
             reply,
         };
         self.write_queue().ask(job).await
@@ -129,13 +129,13 @@ async fn execute(
     batch: &[GroupedWrite],
 ) -> Result<Vec<QueryResult>, DbErr> {
     let mut rows =
-        String::with_capacity(2 + batch.iter().map(|job| job.row.len() + 1).sum::<usize>());
+        String::with_capacity(2 + batch.iter().map(|job| job.rows.len() + 1).sum::<usize>());
     rows.push('[');
     for (at, job) in batch.iter().enumerate() {
         if at > 0 {
             rows.push(',');
         }
-        rows.push_str(&job.row);
+        rows.push_str(&job.rows);
     }
     rows.push(']');
     let sql = batch.first().map_or("", |job| job.statement.sql());
