@@ -10,12 +10,12 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use sea_orm::{DbBackend, QueryResult};
+use sea_orm::DbBackend;
 use serde_json::Value;
 
 use super::{
     Setting, Store,
-    grouped_write::Shared,
+    grouped_write::{Shared, saved_setting},
     model::Outcome,
     plan::{self, Change, LOCALE_KEY, Op, Target},
     store::now,
@@ -108,10 +108,11 @@ impl Store {
         if rows.is_empty() {
             return Ok(None);
         }
-        let mut saved = rows
-            .iter()
-            .map(|row| saved(write.user_id, row))
-            .collect::<Result<HashMap<_, _>, _>>()?;
+        let mut saved = HashMap::new();
+        for row in &rows {
+            let (setting, position) = saved_setting(write.user_id, row)?;
+            saved.insert(setting.key.clone(), (setting, position));
+        }
         let mut outcomes = plan.outcomes;
         for outcome in &mut outcomes {
             let (after, position) = saved.remove(&outcome.key).ok_or_else(|| {
@@ -142,22 +143,6 @@ impl Store {
             && !self.replaces_one(write);
         applies.then_some(ops.as_slice())
     }
-}
-
-/// A setting the statement saved, by key, with its feed position.
-fn saved(user_id: &str, row: &QueryResult) -> Result<(String, (Setting, i64)), WriteError> {
-    let setting = Setting {
-        user_id: user_id.to_owned(),
-        key: row.try_get("", "key")?,
-        scope: row.try_get("", "scope")?,
-        value: row.try_get("", "value")?,
-        version: row.try_get("", "version")?,
-        created_at: row.try_get("", "created_at")?,
-        updated_at: row.try_get("", "updated_at")?,
-        expires_at: row.try_get("", "expires_at")?,
-    };
-    let position: i64 = row.try_get("", "position")?;
-    Ok((setting.key.clone(), (setting, position)))
 }
 
 /// What a user's write tells the statement beside its keys ([`UPDATE_MANY_SQL`]).

@@ -11,7 +11,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, QueryResult
 use tokio::sync::oneshot;
 
 use super::{
-    Store,
+    Setting, Store,
     batch::{Grouped, Limits, Queue},
 };
 
@@ -32,6 +32,22 @@ impl Shared {
             Shared::Update => super::checked_update::UPDATE_MANY_SQL,
         }
     }
+}
+
+/// A setting as a shared write statement returns it (`key`, `scope`, `value`, `version`,
+/// `created_at`, `updated_at`, `expires_at`), with its feed `position`.
+pub(super) fn saved_setting(user_id: &str, row: &QueryResult) -> Result<(Setting, i64), DbErr> {
+    let setting = Setting {
+        user_id: user_id.to_owned(),
+        key: row.try_get("", "key")?,
+        scope: row.try_get("", "scope")?,
+        value: row.try_get("", "value")?,
+        version: row.try_get("", "version")?,
+        created_at: row.try_get("", "created_at")?,
+        updated_at: row.try_get("", "updated_at")?,
+        expires_at: row.try_get("", "expires_at")?,
+    };
+    Ok((setting, row.try_get("", "position")?))
 }
 
 /// Most writes in one statement, and most such statements in flight at once.

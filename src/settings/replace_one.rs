@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::{
     Key, Setting, Store,
-    grouped_write::Shared,
+    grouped_write::{Shared, saved_setting},
     model::Outcome,
     plan::{Change, LOCALE_KEY, Target},
     store::now,
@@ -62,17 +62,7 @@ impl Store {
         let Some(row) = rows.into_iter().next() else {
             return Ok(None);
         };
-        let after = Setting {
-            user_id: write.user_id.to_owned(),
-            key: row.try_get("", "key")?,
-            scope: row.try_get("", "scope")?,
-            value: row.try_get("", "value")?,
-            version: row.try_get("", "version")?,
-            created_at: row.try_get("", "created_at")?,
-            updated_at: row.try_get("", "updated_at")?,
-            expires_at: row.try_get("", "expires_at")?,
-        };
-        let position: i64 = row.try_get("", "position")?;
+        let (after, position) = saved_setting(write.user_id, &row)?;
         let before = Setting {
             version: row.try_get("", "old_version")?,
             value: row.try_get("", "old_value")?,
