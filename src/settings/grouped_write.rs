@@ -88,9 +88,9 @@ pub(super) fn write_queue(db: DatabaseConnection) -> Queue<GroupedWrite> {
 }
 
 impl Store {
-    /// Sends `user_id`'s `rows` (JSON objects separated by commas) with the other writes of `statement` that are
-    /// waiting, and returns the statement's rows for the user (none when it wrote nothing for
-    /// them).
+    /// Sends `user_id`'s `rows` (JSON objects separated by commas) with the other writes of
+    /// `statement` that are waiting, and returns the statement's rows for the user (none when
+    /// it wrote nothing for them).
     pub(super) async fn shared_write(
         &self,
         statement: Shared,
