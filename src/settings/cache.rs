@@ -1,7 +1,7 @@
 //! A per-instance cache of each user's settings per scope, bounded in entries (moka), kept
 //! coherent by the change feed: this instance's writes invalidate at commit, and on
 //! PostgreSQL every other instance's writes invalidate as soon as their notification arrives
-//! (`listen.rs`). A read that raced a write never stores what it read: each user hashes to a
+//! (`listen.rs`); the echo of this instance's own notification drops nothing. A read that raced a write never stores what it read: each user hashes to a
 //! generation that every invalidation bumps, and a read keeps its result only if the
 //! generation did not move while it read. When the listening connection drops, the whole
 //! cache is dropped, since notifications may have been missed.
@@ -26,6 +26,10 @@ pub(super) struct SettingsCache {
     /// Off while other instances' changes cannot be heard (PostgreSQL without a listening
     /// connection): reads then go to the database.
     coherent: AtomicBool,
+    /// This instance's own commits by user, scope and feed position, until their notice comes
+    /// back through the channel: the commit already dropped those settings here, and what was
+    /// read since is current, so the echo must not drop it again.
+    own_commits: Cache<(String, String, i64), ()>,
 }
 
 impl SettingsCache {
@@ -49,6 +53,12 @@ impl SettingsCache {
                 .build(),
             generations: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
             coherent: AtomicBool::new(true),
+            // An echo comes within milliseconds; one that never comes (the notice was dropped)
+            // leaves its entry until then, and an echo that comes later still drops the settings.
+            own_commits: Cache::builder()
+                .max_capacity(super::listen::NOTIFY_BACKLOG as u64)
+                .time_to_live(std::time::Duration::from_secs(60))
+                .build(),
         })
     }
 
@@ -101,6 +111,22 @@ impl SettingsCache {
             .invalidate(&(user_id.to_owned(), scope.to_owned()));
     }
 
+    /// This instance committed a change of the user's settings in `scope`, up to `position`,
+    /// and is about to tell the other instances.
+    pub fn committed_here(&self, user_id: &str, scope: &str, position: i64) {
+        self.own_commits
+            .insert((user_id.to_owned(), scope.to_owned(), position), ());
+    }
+
+    /// A notice of a commit came through the channel: another instance's commit drops the
+    /// settings; this instance's own dropped them when it committed.
+    pub fn heard(&self, user_id: &str, scope: &str, position: i64) {
+        let commit = (user_id.to_owned(), scope.to_owned(), position);
+        if self.own_commits.remove(&commit).is_none() {
+            self.invalidate(user_id, scope);
+        }
+    }
+
     /// Every scope of the user (erased).
     pub fn invalidate_user(&self, user_id: &str) {
         self.stripe(user_id).fetch_add(1, Ordering::AcqRel);
@@ -151,6 +177,28 @@ mod tests {
         assert_eq!(cache.get("alice", "").unwrap()[0].value, 2);
         cache.invalidate("alice", "");
         assert!(cache.get("alice", "").is_none());
+    }
+
+    #[test]
+    fn the_echo_of_an_own_commit_keeps_what_was_read_since_and_another_instances_commit_drops_it() {
+        let cache = SettingsCache::new(1 << 20).unwrap();
+        // This instance commits at position 7, then reads the settings again.
+        cache.invalidate("alice", "");
+        cache.committed_here("alice", "", 7);
+        cache.put("alice", "", cache.generation("alice"), list(1));
+        cache.heard("alice", "", 7);
+        assert_eq!(cache.get("alice", "").unwrap()[0].value, 1);
+        // Another instance's commit, and an echo heard twice, drop it.
+        cache.heard("alice", "", 8);
+        assert!(cache.get("alice", "").is_none());
+        cache.put("alice", "", cache.generation("alice"), list(2));
+        cache.heard("alice", "", 7);
+        assert!(cache.get("alice", "").is_none());
+        // The scope is part of the commit.
+        cache.committed_here("alice", "a", 9);
+        cache.put("alice", "b", cache.generation("alice"), list(3));
+        cache.heard("alice", "b", 9);
+        assert!(cache.get("alice", "b").is_none());
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Changes committed by other instances, on PostgreSQL. After each commit the writing
 //! instance notifies the channel `settings_feed` with the user, scope and feed position (a
 //! small payload; notifications of many writes go together, so that notifying costs little
-//! under load and never holds up a write's commit); every instance drops those settings from
-//! its cache and reads the changes its subscribers have not seen from the table. When the
+//! under load and never holds up a write's commit); every other instance drops those settings
+//! from its cache (the writer dropped them at commit, and ignores its own notice when it comes
+//! back) and reads the changes its subscribers have not seen from the table. When the
 //! listening connection or the database drops, it reconnects, listens again, and then reads
 //! whatever committed meanwhile, so nothing is lost; positions keep anything from coming
 //! twice. A notification is lost only if its instance dies between a commit and sending it:
@@ -81,7 +82,7 @@ impl Store {
                     continue;
                 }
                 if let Some(cache) = &self.cache {
-                    cache.invalidate(&user_id, &scope);
+                    cache.heard(&user_id, &scope, position);
                 }
                 if let Some(delivered) = self.hub.behind(&user_id, position) {
                     self.deliver_from(&user_id, delivered).await?;
@@ -95,6 +96,9 @@ impl Store {
         let Some(sender) = &self.notices else {
             return;
         };
+        if let Some(cache) = &self.cache {
+            cache.committed_here(user_id, scope, position);
+        }
         match sender.try_send((user_id.to_owned(), scope.to_owned(), position)) {
             Ok(()) => {
                 self.notices_pending.fetch_add(1, Ordering::AcqRel);
