@@ -405,6 +405,22 @@ impl TestApp {
             .clone()
     }
 
+    /// What `query` answered, and the statements it cost with the notice it sent to the other
+    /// instances: the notices of earlier writes are sent before counting.
+    pub async fn data_and_statements(
+        &self,
+        token: &str,
+        query: &str,
+        variables: Value,
+    ) -> (Value, u64) {
+        let flushed = || self.store.flush_notices(std::time::Duration::from_secs(5));
+        flushed().await;
+        let before = self.store.statements();
+        let data = self.data(token, query, variables).await;
+        flushed().await;
+        (data, self.store.statements() - before)
+    }
+
     /// All of the user's settings in the default scope, as key → value.
     pub async fn values(&self, token: &str) -> Value {
         self.values_in(token, "").await

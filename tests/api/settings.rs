@@ -193,22 +193,6 @@ both_backends! {
     }
 }
 
-/// What `query` answered, and the statements it cost with the notice it sent to the other
-/// instances: the notices of earlier writes are sent before counting.
-async fn data_and_statements(
-    app: &TestApp,
-    token: &str,
-    query: &str,
-    variables: Value,
-) -> (Value, u64) {
-    let flushed = || app.store.flush_notices(std::time::Duration::from_secs(5));
-    flushed().await;
-    let before = app.store.statements();
-    let data = app.data(token, query, variables).await;
-    flushed().await;
-    (data, app.store.statements() - before)
-}
-
 /// PostgreSQL: replacing a stored value is one statement, for a key the organisation may lock
 /// (the statement checks the lock itself) as for a free-form one; then one notice tells the
 /// other instances.
@@ -225,8 +209,9 @@ async fn replacing_a_stored_setting_is_one_statement_on_postgres() {
         ("nickname", json!("al"), json!("alice")),
     ] {
         app.data(&token, set, json!({"k": key, "v": first})).await;
-        let (data, statements) =
-            data_and_statements(&app, &token, set, json!({"k": key, "v": second})).await;
+        let (data, statements) = app
+            .data_and_statements(&token, set, json!({"k": key, "v": second}))
+            .await;
         assert_eq!(data["setSetting"]["version"], 2);
         assert_eq!(statements, 2, "{key}: the write and its notice");
     }
@@ -249,13 +234,15 @@ async fn a_patch_of_stored_settings_is_one_statement_after_the_read_on_postgres(
     )
     .await;
     // The write left the cache without alice's settings: one read first.
-    let (data, statements) =
-        data_and_statements(&app, &token, patch, json!({"p": {"a": "longer value"}})).await;
+    let (data, statements) = app
+        .data_and_statements(&token, patch, json!({"p": {"a": "longer value"}}))
+        .await;
     assert_eq!(data["updateSettings"], json!([{"key": "a", "version": 2}]));
     assert_eq!(statements, 3, "the read, the write and the notice");
     app.values(&token).await;
-    let (data, statements) =
-        data_and_statements(&app, &token, patch, json!({"p": {"a": "short", "b": [1]}})).await;
+    let (data, statements) = app
+        .data_and_statements(&token, patch, json!({"p": {"a": "short", "b": [1]}}))
+        .await;
     assert_eq!(
         data["updateSettings"],
         json!([{"key": "a", "version": 3}, {"key": "b", "version": 2}])
