@@ -20,8 +20,26 @@ use super::Setting;
 
 const STRIPES: usize = 1024;
 
+/// A user's settings in one scope as read, ordered by key.
+#[derive(Clone, Default)]
+pub(super) struct Snapshot {
+    pub settings: Arc<Vec<Setting>>,
+    /// The user's feed position when they were read, which every commit of the user's
+    /// settings moves (PostgreSQL; `None` where unknown).
+    pub position: Option<i64>,
+}
+
+/// The settings a write left, to replace the cached ones when it is published: what was
+/// read, with the written settings in place, when the user's feed position shows that nothing
+/// else committed between the read and the write.
+pub(super) struct AfterWrite {
+    /// The user's generation before the write was sent.
+    pub generation: u64,
+    pub snapshot: Snapshot,
+}
+
 pub(super) struct SettingsCache {
-    entries: Cache<(String, String), Arc<Vec<Setting>>>,
+    entries: Cache<(String, String), Snapshot>,
     generations: Box<[AtomicU64]>,
     /// Off while other instances' changes cannot be heard (PostgreSQL without a listening
     /// connection): reads then go to the database.
@@ -38,15 +56,14 @@ impl SettingsCache {
         (bytes > 0).then(|| SettingsCache {
             entries: Cache::builder()
                 .max_capacity(bytes)
-                .weigher(
-                    |(user, scope): &(String, String), settings: &Arc<Vec<Setting>>| {
-                        let size: usize = settings
-                            .iter()
-                            .map(|s| s.key.len() + super::value::serialized_len(&s.value) + 160)
-                            .sum();
-                        u32::try_from(user.len() + scope.len() + 64 + size).unwrap_or(u32::MAX)
-                    },
-                )
+                .weigher(|(user, scope): &(String, String), snapshot: &Snapshot| {
+                    let size: usize = snapshot
+                        .settings
+                        .iter()
+                        .map(|s| s.key.len() + super::value::serialized_len(&s.value) + 160)
+                        .sum();
+                    u32::try_from(user.len() + scope.len() + 64 + size).unwrap_or(u32::MAX)
+                })
                 // The bound on staleness should a notification of another instance be lost.
                 .time_to_live(std::time::Duration::from_secs(60))
                 .support_invalidation_closures()
@@ -81,7 +98,7 @@ impl SettingsCache {
         self.stripe(user_id).load(Ordering::Acquire)
     }
 
-    pub fn get(&self, user_id: &str, scope: &str) -> Option<Arc<Vec<Setting>>> {
+    pub fn get(&self, user_id: &str, scope: &str) -> Option<Snapshot> {
         if !self.coherent.load(Ordering::Acquire) {
             return None;
         }
@@ -92,15 +109,46 @@ impl SettingsCache {
     }
 
     /// Stores a read, unless the user's settings changed since `generation` was taken.
-    pub fn put(&self, user_id: &str, scope: &str, generation: u64, settings: Arc<Vec<Setting>>) {
+    pub fn put(&self, user_id: &str, scope: &str, generation: u64, snapshot: Snapshot) {
         if self.coherent.load(Ordering::Acquire) && self.generation(user_id) == generation {
-            self.entries
-                .insert((user_id.to_owned(), scope.to_owned()), settings);
-            // An invalidation that came between the check and the insert removes it again.
-            if self.generation(user_id) != generation {
-                self.entries
-                    .invalidate(&(user_id.to_owned(), scope.to_owned()));
+            self.insert_at(user_id, scope, generation, snapshot);
+        }
+    }
+
+    /// Inserts an entry valid at `generation`; an invalidation that came after the caller
+    /// checked the generation removes it again.
+    fn insert_at(&self, user_id: &str, scope: &str, generation: u64, snapshot: Snapshot) {
+        let entry = (user_id.to_owned(), scope.to_owned());
+        self.entries.insert(entry.clone(), snapshot);
+        if self.generation(user_id) != generation {
+            self.entries.invalidate(&entry);
+        }
+    }
+
+    /// This instance committed a write of the user's settings in `scope`: keeps what the
+    /// write left when it knows it and nothing invalidated the user since the write was sent;
+    /// otherwise drops the settings, as [`SettingsCache::invalidate`].
+    pub fn written(&self, user_id: &str, scope: &str, after: Option<&AfterWrite>) {
+        let stripe = self.stripe(user_id);
+        // Moving the generation on keeps reads that were in flight during the write from
+        // storing what they read.
+        let kept = after.filter(|after| {
+            self.coherent.load(Ordering::Acquire)
+                && stripe
+                    .compare_exchange(
+                        after.generation,
+                        after.generation + 1,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    )
+                    .is_ok()
+        });
+        match kept {
+            Some(after) => {
+                let snapshot = after.snapshot.clone();
+                self.insert_at(user_id, scope, after.generation + 1, snapshot);
             }
+            None => self.invalidate(user_id, scope),
         }
     }
 
@@ -150,8 +198,8 @@ impl SettingsCache {
 mod tests {
     use super::*;
 
-    fn list(value: i64) -> Arc<Vec<Setting>> {
-        Arc::new(vec![Setting {
+    fn list(value: i64) -> Snapshot {
+        let settings = Arc::new(vec![Setting {
             user_id: "alice".into(),
             key: "k".into(),
             scope: String::new(),
@@ -160,7 +208,11 @@ mod tests {
             created_at: chrono::Utc::now(),
             updated_at: chrono::Utc::now(),
             expires_at: None,
-        }])
+        }]);
+        Snapshot {
+            settings,
+            position: Some(value),
+        }
     }
 
     #[test]
@@ -174,7 +226,7 @@ mod tests {
         // A read that did not race is kept, until the next write.
         let now = cache.generation("alice");
         cache.put("alice", "", now, list(2));
-        assert_eq!(cache.get("alice", "").unwrap()[0].value, 2);
+        assert_eq!(cache.get("alice", "").unwrap().settings[0].value, 2);
         cache.invalidate("alice", "");
         assert!(cache.get("alice", "").is_none());
     }
@@ -187,7 +239,7 @@ mod tests {
         cache.committed_here("alice", "", 7);
         cache.put("alice", "", cache.generation("alice"), list(1));
         cache.heard("alice", "", 7);
-        assert_eq!(cache.get("alice", "").unwrap()[0].value, 1);
+        assert_eq!(cache.get("alice", "").unwrap().settings[0].value, 1);
         // Another instance's commit, and an echo heard twice, drop it.
         cache.heard("alice", "", 8);
         assert!(cache.get("alice", "").is_none());
@@ -199,6 +251,35 @@ mod tests {
         cache.put("alice", "b", cache.generation("alice"), list(3));
         cache.heard("alice", "b", 9);
         assert!(cache.get("alice", "b").is_none());
+    }
+
+    #[test]
+    fn a_write_keeps_what_it_left_unless_the_user_was_invalidated_since_it_was_sent() {
+        let cache = SettingsCache::new(1 << 20).unwrap();
+        let sent = cache.generation("alice");
+        let read_during_the_write = cache.generation("alice");
+        let after = AfterWrite {
+            generation: sent,
+            snapshot: list(1),
+        };
+        cache.written("alice", "", Some(&after));
+        assert_eq!(cache.get("alice", "").unwrap().settings[0].value, 1);
+        // A read that was in flight during the write does not replace it.
+        cache.put("alice", "", read_during_the_write, list(0));
+        assert_eq!(cache.get("alice", "").unwrap().settings[0].value, 1);
+        // Another commit heard after the write was sent: what the write left may be old.
+        let sent = cache.generation("alice");
+        cache.heard("alice", "", 99);
+        let after = AfterWrite {
+            generation: sent,
+            snapshot: list(2),
+        };
+        cache.written("alice", "", Some(&after));
+        assert!(cache.get("alice", "").is_none());
+        // Without what the write left, the settings are dropped.
+        cache.put("alice", "", cache.generation("alice"), list(3));
+        cache.written("alice", "", None);
+        assert!(cache.get("alice", "").is_none());
     }
 
     #[test]

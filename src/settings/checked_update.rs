@@ -7,7 +7,10 @@
 //! version names one value of its key (versions never repeat, see `plan::next_version`), so a
 //! plan made on versions that are still current is the plan the transaction would make.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use chrono::{DateTime, Utc};
 use sea_orm::DbBackend;
@@ -15,11 +18,12 @@ use serde_json::Value;
 
 use super::{
     Setting, Store,
+    cache::{AfterWrite, Snapshot},
     grouped_write::{Shared, saved_setting},
     model::Outcome,
     plan::{self, Change, LOCALE_KEY, Op, Target},
     store::now,
-    write::{Write, WriteError},
+    write::{Write, WriteError, Written},
 };
 use crate::error::Error;
 
@@ -29,7 +33,7 @@ impl Store {
     pub(super) async fn try_checked_update(
         &self,
         write: &Write<'_>,
-    ) -> Result<Option<Vec<Outcome>>, WriteError> {
+    ) -> Result<Option<Written>, WriteError> {
         let Some(ops) = self.checked_update_ops(write) else {
             return Ok(None);
         };
@@ -102,6 +106,10 @@ impl Store {
         }
         // Held while the statement is queued and in flight, as a direct query holds it.
         let _db = self.db()?;
+        let generation = self
+            .cache
+            .as_ref()
+            .map(|cache| cache.generation(write.user_id));
         let rows = self
             .shared_write(Shared::Update, write.user_id, input)
             .await?;
@@ -121,7 +129,18 @@ impl Store {
             outcome.after = Some(after);
             outcome.position = position;
         }
-        Ok(Some(outcomes))
+        let after = generation.and_then(|generation| {
+            let snapshot = left_by(listed.snapshot(), &outcomes)?;
+            Some(AfterWrite {
+                generation,
+                snapshot,
+            })
+        });
+        Ok(Some(Written {
+            expired: Vec::new(),
+            outcomes,
+            after,
+        }))
     }
 
     /// The operations of a write this path may take: on PostgreSQL, values written to named
@@ -143,6 +162,27 @@ impl Store {
             && !self.replaces_one(write);
         applies.then_some(ops.as_slice())
     }
+}
+
+/// The settings a write of `outcomes` left, if nothing else committed for the user between
+/// the read of `read` and the write: its first feed position follows the one read. They are
+/// those read with the written ones in place (the write only updates keys that were read).
+fn left_by(read: &Snapshot, outcomes: &[Outcome]) -> Option<Snapshot> {
+    let first = outcomes.iter().map(|outcome| outcome.position).min()?;
+    if read.position? != first - 1 {
+        return None;
+    }
+    let mut settings = read.settings.as_ref().clone();
+    for outcome in outcomes {
+        let after = outcome.after.as_ref()?;
+        // (Ordered by the database's collation, not by bytes.)
+        let at = settings.iter().position(|s| s.key == after.key)?;
+        settings[at] = after.clone();
+    }
+    Some(Snapshot {
+        settings: Arc::new(settings),
+        position: outcomes.iter().map(|outcome| outcome.position).max(),
+    })
 }
 
 /// What a user's write tells the statement beside its keys ([`UPDATE_MANY_SQL`]).

@@ -130,6 +130,7 @@ impl Store {
             &Written {
                 expired,
                 outcomes: Vec::new(),
+                after: None,
             },
         );
         Ok(count)

@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 use super::{
     Key, Scope, Setting, Store,
     batch::{Grouped, Limits, Queue},
+    cache::Snapshot,
     expiry::unexpired,
 };
 use crate::{
@@ -26,16 +27,16 @@ use crate::{
 
 /// A user's settings in one scope as [`Store::listed`] found them, ordered by key.
 pub struct Listed<'k> {
-    settings: Arc<Vec<Setting>>,
+    snapshot: Snapshot,
     /// Only these keys, when the settings are all of the scope's.
     keys: Option<&'k [Key]>,
     now: DateTime<Utc>,
 }
 
 impl<'k> Listed<'k> {
-    fn new(settings: Arc<Vec<Setting>>, keys: Option<&'k [Key]>) -> Self {
+    fn new(snapshot: Snapshot, keys: Option<&'k [Key]>) -> Self {
         Listed {
-            settings,
+            snapshot,
             keys,
             now: super::store::now(),
         }
@@ -43,13 +44,19 @@ impl<'k> Listed<'k> {
 
     /// The settings asked for. A value that expired since it was read is left out at once.
     pub fn iter(&self) -> impl Iterator<Item = &Setting> {
-        self.settings
+        self.snapshot
+            .settings
             .iter()
             .filter(|setting| {
                 self.keys
                     .is_none_or(|keys| keys.iter().any(|key| key.as_str() == setting.key))
             })
             .filter(|setting| !setting.expired(self.now))
+    }
+
+    /// All the scope's settings as read, with the user's feed position then.
+    pub(super) fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
     }
 }
 
@@ -92,12 +99,15 @@ impl Store {
     /// All the user's settings in `scope` from the database. On PostgreSQL the read shares
     /// its statement with other users' reads of the scope that arrive while earlier reads are
     /// in flight ([`super::batch`]).
-    async fn read_scope(&self, user_id: &str, scope: &Scope) -> Result<Arc<Vec<Setting>>> {
+    async fn read_scope(&self, user_id: &str, scope: &Scope) -> Result<Snapshot> {
         // Held while the read is queued and in flight, as a direct query holds it.
         let db = self.reader()?;
         if self.backend() != DbBackend::Postgres {
             let mut settings = list_many_on(&*db, &[user_id], scope, None).await?;
-            return Ok(Arc::new(settings.remove(user_id).unwrap_or_default()));
+            return Ok(Snapshot {
+                settings: Arc::new(settings.remove(user_id).unwrap_or_default()),
+                position: None,
+            });
         }
         let read = |reply| ScopeRead {
             user_id: user_id.to_owned(),
@@ -341,7 +351,7 @@ const READ_LIMITS: Limits = Limits {
 pub(super) struct ScopeRead {
     user_id: String,
     scope: Scope,
-    reply: oneshot::Sender<Result<Arc<Vec<Setting>>, DbErr>>,
+    reply: oneshot::Sender<Result<Snapshot, DbErr>>,
 }
 
 impl Grouped for ScopeRead {
@@ -365,11 +375,7 @@ pub(super) fn read_queue(db: DatabaseConnection) -> Queue<ScopeRead> {
         async move {
             let users: Vec<&str> = batch.iter().map(|read| read.user_id.as_str()).collect();
             match read_scopes(&db, &users, &batch[0].scope).await {
-                Ok(found) => {
-                    let mut found: HashMap<String, Arc<Vec<Setting>>> = found
-                        .into_iter()
-                        .map(|(user, settings)| (user, Arc::new(settings)))
-                        .collect();
+                Ok(mut found) => {
                     for read in batch {
                         let settings = found.entry(read.user_id).or_default().clone();
                         let _ = read.reply.send(Ok(settings));
@@ -385,18 +391,21 @@ pub(super) fn read_queue(db: DatabaseConnection) -> Queue<ScopeRead> {
     })
 }
 
-/// The settings of `user_ids` in `scope` on PostgreSQL, each user's ordered by key: what
-/// [`list_many_on`] reads without keys, in a statement written out and read by position.
+/// The settings of `user_ids` in `scope` on PostgreSQL, each user's ordered by key (what
+/// [`list_many_on`] reads without keys), with the user's feed position in the same snapshot;
+/// in a statement written out and read by position. Users without a row are absent.
 async fn read_scopes(
     db: &DatabaseConnection,
     user_ids: &[&str],
     scope: &Scope,
-) -> Result<HashMap<String, Vec<Setting>>, DbErr> {
+) -> Result<HashMap<String, Snapshot>, DbErr> {
     use std::fmt::Write as _;
+    // Every setting's user has a row (a foreign key): a user without settings comes as one
+    // row without a key.
     let mut sql = String::from(
-        "SELECT user_id, key, value, version, created_at, updated_at, expires_at \
-         FROM settings WHERE scope = $1 AND (expires_at IS NULL OR expires_at > $2) \
-         AND user_id IN (",
+        "SELECT u.id, u.feed_position, s.key, s.value, s.version, s.created_at, s.updated_at, \
+         s.expires_at FROM users AS u LEFT JOIN settings AS s ON s.user_id = u.id \
+         AND s.scope = $1 AND (s.expires_at IS NULL OR s.expires_at > $2) WHERE u.id IN (",
     );
     let mut values: Vec<sea_orm::Value> = Vec::with_capacity(2 + user_ids.len());
     values.push(scope.as_str().into());
@@ -406,27 +415,39 @@ async fn read_scopes(
         let _ = write!(sql, "{separator}${}", at + 3);
         values.push((*user).into());
     }
-    sql.push_str(") ORDER BY key");
+    sql.push_str(") ORDER BY s.key");
     let statement = Statement::from_sql_and_values(DbBackend::Postgres, sql, values);
     let rows = db.query_all_raw(statement).await?;
-    let mut by_user: HashMap<String, Vec<Setting>> = HashMap::new();
+    let mut by_user: HashMap<String, (i64, Vec<Setting>)> = HashMap::new();
     for row in rows {
-        let setting = Setting {
-            user_id: row.try_get_by_index(0)?,
-            key: row.try_get_by_index(1)?,
-            scope: scope.as_str().to_owned(),
-            value: row.try_get_by_index(2)?,
-            version: row.try_get_by_index(3)?,
-            created_at: row.try_get_by_index(4)?,
-            updated_at: row.try_get_by_index(5)?,
-            expires_at: row.try_get_by_index(6)?,
+        let user_id: String = row.try_get_by_index(0)?;
+        let position: i64 = row.try_get_by_index(1)?;
+        let (_, settings) = by_user
+            .entry(user_id.clone())
+            .or_insert_with(|| (position, Vec::new()));
+        let Some(key) = row.try_get_by_index::<Option<String>>(2)? else {
+            continue;
         };
-        match by_user.get_mut(setting.user_id.as_str()) {
-            Some(settings) => settings.push(setting),
-            None => {
-                by_user.insert(setting.user_id.clone(), vec![setting]);
-            }
-        }
+        settings.push(Setting {
+            user_id,
+            key,
+            scope: scope.as_str().to_owned(),
+            value: row.try_get_by_index(3)?,
+            version: row.try_get_by_index(4)?,
+            created_at: row.try_get_by_index(5)?,
+            updated_at: row.try_get_by_index(6)?,
+            expires_at: row.try_get_by_index(7)?,
+        });
     }
-    Ok(by_user)
+    let snapshots = by_user
+        .into_iter()
+        .map(|(user, (position, settings))| {
+            let snapshot = Snapshot {
+                settings: Arc::new(settings),
+                position: Some(position),
+            };
+            (user, snapshot)
+        })
+        .collect();
+    Ok(snapshots)
 }

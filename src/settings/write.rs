@@ -67,6 +67,8 @@ impl<E: Into<Error>> From<E> for WriteError {
 pub(super) struct Written {
     pub expired: Vec<Outcome>,
     pub outcomes: Vec<Outcome>,
+    /// The settings the write left, for the cache, when the write knows them.
+    pub after: Option<super::cache::AfterWrite>,
 }
 
 /// One write as the runner receives it.
@@ -356,15 +358,15 @@ impl Store {
     /// `checked_update.rs`); otherwise, or when it wrote nothing, lock and read the current
     /// rows, plan, and carry the plan out in the same transaction.
     async fn try_write(&self, write: &Write<'_>) -> Result<Written, WriteError> {
-        let one_statement = match self.try_replace_one(write).await? {
-            Some(outcomes) => Some(outcomes),
-            None => self.try_checked_update(write).await?,
-        };
-        if let Some(outcomes) = one_statement {
+        if let Some(outcomes) = self.try_replace_one(write).await? {
             return Ok(Written {
                 expired: Vec::new(),
                 outcomes,
+                after: None,
             });
+        }
+        if let Some(written) = self.try_checked_update(write).await? {
+            return Ok(written);
         }
         let txn = self.begin_write().await?;
         let outcome = self.write_in(&txn, write).await?;
@@ -428,7 +430,11 @@ impl Store {
             user_locked,
         )
         .await?;
-        Ok(Written { expired, outcomes })
+        Ok(Written {
+            expired,
+            outcomes,
+            after: None,
+        })
     }
 
     /// The keys of `target` that the organisation locked in `scope`: catalog keys of the
@@ -721,16 +727,22 @@ impl Store {
                 kinds: super::expiry::KINDS,
                 ..Write::keys(&origin, write.user_id, write.scope, Vec::new())
             };
-            self.publish_outcomes(&expiry, &written.expired);
+            self.publish_outcomes(&expiry, &written.expired, None);
         }
-        self.publish_outcomes(write, &written.outcomes);
+        self.publish_outcomes(write, &written.outcomes, written.after.as_ref());
     }
 
-    pub(super) fn publish_outcomes(&self, write: &Write<'_>, outcomes: &[Outcome]) {
+    /// Tells subscribers what a committed write changed; `after`: the settings it left.
+    fn publish_outcomes(
+        &self,
+        write: &Write<'_>,
+        outcomes: &[Outcome],
+        after: Option<&super::cache::AfterWrite>,
+    ) {
         if let Some(cache) = &self.cache
             && !outcomes.is_empty()
         {
-            cache.invalidate(write.user_id, write.scope.as_str());
+            cache.written(write.user_id, write.scope.as_str(), after);
         }
         if let Some(last) = outcomes.iter().map(|outcome| outcome.position).max() {
             self.notify_other_instances(write.user_id, write.scope.as_str(), last);

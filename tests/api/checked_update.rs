@@ -167,6 +167,85 @@ async fn a_patch_planned_on_settings_changed_since_they_were_read_loses_nothing(
     );
 }
 
+const SETTINGS: &str = "{ settings { key value version } }";
+
+#[tokio::test]
+async fn after_a_patch_the_cache_holds_what_it_left_and_the_next_patch_and_read_need_no_read() {
+    let Some(app) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    let token = app.token("alice");
+    app.set(&token, "prefs", json!({"font": "serif"})).await;
+    app.set(&token, "tags", json!(["a"])).await;
+    let update = "mutation($p: JSON!) { updateSettings(patch: $p) { key version } }";
+    // The settings are read once, for the first patch.
+    let (_, statements) = app
+        .data_and_statements(&token, update, json!({"p": {"prefs": {"size": 14}}}))
+        .await;
+    assert_eq!(statements, 3, "the read, the write and the notice");
+    let (data, statements) = app.data_and_statements(&token, SETTINGS, json!({})).await;
+    assert_eq!(
+        data["settings"],
+        json!([
+            {"key": "prefs", "value": {"font": "serif", "size": 14}, "version": 2},
+            {"key": "tags", "value": ["a"], "version": 1}
+        ])
+    );
+    assert_eq!(statements, 0, "the read after the patch");
+    let (_, statements) = app
+        .data_and_statements(
+            &token,
+            update,
+            json!({"p": {"tags": ["b"], "prefs": {"font": null}}}),
+        )
+        .await;
+    assert_eq!(statements, 2, "the next patch: the write and the notice");
+    let (data, statements) = app.data_and_statements(&token, SETTINGS, json!({})).await;
+    assert_eq!(
+        data["settings"],
+        json!([
+            {"key": "prefs", "value": {"size": 14}, "version": 3},
+            {"key": "tags", "value": ["b"], "version": 2}
+        ])
+    );
+    assert_eq!(statements, 0);
+}
+
+#[tokio::test]
+async fn a_patch_after_a_commit_the_cache_did_not_hear_of_leaves_the_next_read_to_the_database() {
+    let Some(app) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    let token = app.token("alice");
+    app.set(&token, "prefs", json!({"font": "serif"})).await;
+    app.set(&token, "other", json!(1)).await;
+    assert_eq!(
+        app.values(&token).await,
+        json!({"prefs": {"font": "serif"}, "other": 1})
+    );
+    // Another instance commits a change of `other`, whose notice has not arrived: the cache
+    // still holds `other` at 1.
+    app.execute_sql(
+        "WITH bump AS (UPDATE users SET feed_position = feed_position + 1 WHERE id = 'alice' \
+         RETURNING feed_position) \
+         UPDATE settings SET value = '2', version = version + 1 \
+         WHERE user_id = 'alice' AND key = 'other'",
+    )
+    .await;
+    // The patch of `prefs` is planned on the cached settings and applies (prefs is as read),
+    // but what it leaves is not the settings read with `prefs` replaced.
+    let data = patch(&app, &token, json!({"prefs": {"size": 14}}), json!(null)).await;
+    assert_eq!(
+        data["data"]["updateSettings"],
+        json!([{"key": "prefs", "value": {"font": "serif", "size": 14}, "version": 2}]),
+        "{data}"
+    );
+    assert_eq!(
+        app.values(&token).await,
+        json!({"prefs": {"font": "serif", "size": 14}, "other": 2})
+    );
+}
+
 #[tokio::test]
 async fn expected_versions_are_checked_against_the_stored_rows_not_the_settings_read() {
     let Some(app) = TestApp::spawn(Backend::Postgres).await else {

@@ -219,7 +219,8 @@ async fn replacing_a_stored_setting_is_one_statement_on_postgres() {
 
 /// PostgreSQL: a patch of stored keys is planned on the settings as read and written in one
 /// statement (the rows, the history rows with their feed positions), then one notice tells
-/// the other instances. Settings in the cache cost no read; after a write they are read again.
+/// the other instances. Settings in the cache cost no read; after a write that created keys
+/// they are read again.
 #[tokio::test]
 async fn a_patch_of_stored_settings_is_one_statement_after_the_read_on_postgres() {
     let Some(app) = TestApp::spawn(Backend::Postgres).await else {
