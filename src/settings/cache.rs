@@ -1,9 +1,11 @@
 //! A per-instance cache of each user's settings per scope, bounded in entries (moka), kept
 //! coherent by the change feed: this instance's writes invalidate at commit, and on
 //! PostgreSQL every other instance's writes invalidate as soon as their notification arrives
-//! (`listen.rs`); the echo of this instance's own notification drops nothing. A read that raced a write never stores what it read: each user hashes to a
-//! generation that every invalidation bumps, and a read keeps its result only if the
-//! generation did not move while it read. When the listening connection drops, the whole
+//! (`listen.rs`); the echo of this instance's own notification drops nothing. A read that
+//! raced a write never stores what it read: each user hashes to a generation that every
+//! invalidation bumps, and a read keeps its result only if the generation did not move while
+//! it read. A checked update that knows the settings it left keeps them instead
+//! (`SettingsCache::written`), under the same check. When the listening connection drops, the whole
 //! cache is dropped, since notifications may have been missed.
 
 use std::{
