@@ -126,20 +126,27 @@ async fn patches_of_many_users_share_statements_and_each_keeps_its_own_history()
     assert!(statements <= 10, "40 patches took {statements} statements");
 }
 
+/// Alice's token, once her `prefs` (version 1) and `other` (1) are stored and read, so that the
+/// cache holds them.
+async fn alice_with_cached_settings(app: &TestApp) -> String {
+    let token = app.token("alice");
+    app.set(&token, "prefs", json!({"font": "serif"})).await;
+    app.set(&token, "other", json!(1)).await;
+    assert_eq!(
+        app.values(&token).await,
+        json!({"prefs": {"font": "serif"}, "other": 1})
+    );
+    token
+}
+
 #[tokio::test]
 async fn a_patch_planned_on_settings_changed_since_they_were_read_loses_nothing() {
     let Some(app) = TestApp::spawn(Backend::Postgres).await else {
         return;
     };
-    let token = app.token("alice");
-    app.set(&token, "prefs", json!({"font": "serif"})).await;
-    app.set(&token, "other", json!(1)).await;
     // The cache holds version 1 of `prefs`; another writer then changes it, unseen (as an
     // instance whose notice has not arrived yet).
-    assert_eq!(
-        app.values(&token).await,
-        json!({"prefs": {"font": "serif"}, "other": 1})
-    );
+    let token = alice_with_cached_settings(&app).await;
     app.execute_sql(
         "UPDATE settings SET value = value || '{\"size\": 14}', version = version + 1 \
          WHERE user_id = 'alice' AND key = 'prefs'",
@@ -216,13 +223,7 @@ async fn a_patch_after_a_commit_the_cache_did_not_hear_of_leaves_the_next_read_t
     let Some(app) = TestApp::spawn(Backend::Postgres).await else {
         return;
     };
-    let token = app.token("alice");
-    app.set(&token, "prefs", json!({"font": "serif"})).await;
-    app.set(&token, "other", json!(1)).await;
-    assert_eq!(
-        app.values(&token).await,
-        json!({"prefs": {"font": "serif"}, "other": 1})
-    );
+    let token = alice_with_cached_settings(&app).await;
     // Another instance commits a change of `other`, whose notice has not arrived: the cache
     // still holds `other` at 1.
     app.execute_sql(
