@@ -112,6 +112,8 @@ impl Store {
         let read = |reply| ScopeRead {
             user_id: user_id.to_owned(),
             scope: scope.clone(),
+            // Only a cached read is ever compared with a write's positions.
+            with_position: self.cache.is_some(),
             reply,
         };
         Ok(self.read_queue().ask(read).await?)
@@ -351,6 +353,8 @@ const READ_LIMITS: Limits = Limits {
 pub(super) struct ScopeRead {
     user_id: String,
     scope: Scope,
+    /// Whether to read the user's feed position too.
+    with_position: bool,
     reply: oneshot::Sender<Result<Snapshot, DbErr>>,
 }
 
@@ -360,7 +364,7 @@ impl Grouped for ScopeRead {
     }
 
     fn joins(&self, first: &Self) -> bool {
-        self.scope == first.scope
+        self.scope == first.scope && self.with_position == first.with_position
     }
 
     fn abandoned(&self) -> bool {
@@ -374,7 +378,8 @@ pub(super) fn read_queue(db: DatabaseConnection) -> Queue<ScopeRead> {
         let db = db.clone();
         async move {
             let users: Vec<&str> = batch.iter().map(|read| read.user_id.as_str()).collect();
-            match read_scopes(&db, &users, &batch[0].scope).await {
+            let (scope, with_position) = (&batch[0].scope, batch[0].with_position);
+            match read_scopes(&db, &users, scope, with_position).await {
                 Ok(mut found) => {
                     for read in batch {
                         let settings = found.entry(read.user_id).or_default().clone();
@@ -392,21 +397,28 @@ pub(super) fn read_queue(db: DatabaseConnection) -> Queue<ScopeRead> {
 }
 
 /// The settings of `user_ids` in `scope` on PostgreSQL, each user's ordered by key (what
-/// [`list_many_on`] reads without keys), with the user's feed position in the same snapshot;
-/// in a statement written out and read by position. Users without a row are absent.
+/// [`list_many_on`] reads without keys), `with_position`: with the user's feed position in
+/// the same snapshot (which costs PostgreSQL a lookup of each user); in a statement written
+/// out and read by position. Users without settings (or, with positions, without a row) are
+/// absent.
 async fn read_scopes(
     db: &DatabaseConnection,
     user_ids: &[&str],
     scope: &Scope,
+    with_position: bool,
 ) -> Result<HashMap<String, Snapshot>, DbErr> {
     use std::fmt::Write as _;
-    // Every setting's user has a row (a foreign key): a user without settings comes as one
-    // row without a key.
-    let mut sql = String::from(
+    let mut sql = String::from(if with_position {
+        // Every setting's user has a row (a foreign key): a user without settings comes as
+        // one row without a key.
         "SELECT u.id, u.feed_position, s.key, s.value, s.version, s.created_at, s.updated_at, \
          s.expires_at FROM users AS u LEFT JOIN settings AS s ON s.user_id = u.id \
-         AND s.scope = $1 AND (s.expires_at IS NULL OR s.expires_at > $2) WHERE u.id IN (",
-    );
+         AND s.scope = $1 AND (s.expires_at IS NULL OR s.expires_at > $2) WHERE u.id IN ("
+    } else {
+        "SELECT s.user_id, NULL::bigint, s.key, s.value, s.version, s.created_at, \
+         s.updated_at, s.expires_at FROM settings AS s WHERE s.scope = $1 \
+         AND (s.expires_at IS NULL OR s.expires_at > $2) AND s.user_id IN ("
+    });
     let mut values: Vec<sea_orm::Value> = Vec::with_capacity(2 + user_ids.len());
     values.push(scope.as_str().into());
     values.push(super::store::now().into());
@@ -418,10 +430,10 @@ async fn read_scopes(
     sql.push_str(") ORDER BY s.key");
     let statement = Statement::from_sql_and_values(DbBackend::Postgres, sql, values);
     let rows = db.query_all_raw(statement).await?;
-    let mut by_user: HashMap<String, (i64, Vec<Setting>)> = HashMap::new();
+    let mut by_user: HashMap<String, (Option<i64>, Vec<Setting>)> = HashMap::new();
     for row in rows {
         let user_id: String = row.try_get_by_index(0)?;
-        let position: i64 = row.try_get_by_index(1)?;
+        let position: Option<i64> = row.try_get_by_index(1)?;
         let (_, settings) = by_user
             .entry(user_id.clone())
             .or_insert_with(|| (position, Vec::new()));
@@ -444,7 +456,7 @@ async fn read_scopes(
         .map(|(user, (position, settings))| {
             let snapshot = Snapshot {
                 settings: Arc::new(settings),
-                position: Some(position),
+                position,
             };
             (user, snapshot)
         })
