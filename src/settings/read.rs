@@ -112,8 +112,6 @@ impl Store {
         let read = |reply| ScopeRead {
             user_id: user_id.to_owned(),
             scope: scope.clone(),
-            // Only a cached read is ever compared with a write's positions.
-            with_position: self.cache.is_some(),
             reply,
         };
         Ok(self.read_queue().ask(read).await?)
@@ -353,8 +351,6 @@ const READ_LIMITS: Limits = Limits {
 pub(super) struct ScopeRead {
     user_id: String,
     scope: Scope,
-    /// Whether to read the user's feed position too.
-    with_position: bool,
     reply: oneshot::Sender<Result<Snapshot, DbErr>>,
 }
 
@@ -364,7 +360,7 @@ impl Grouped for ScopeRead {
     }
 
     fn joins(&self, first: &Self) -> bool {
-        self.scope == first.scope && self.with_position == first.with_position
+        self.scope == first.scope
     }
 
     fn abandoned(&self) -> bool {
@@ -372,14 +368,14 @@ impl Grouped for ScopeRead {
     }
 }
 
-/// The queue of scope reads on `db`.
-pub(super) fn read_queue(db: DatabaseConnection) -> Queue<ScopeRead> {
+/// The queue of scope reads on `db`; `with_position`: each with the user's feed position
+/// (reads for a cache, whose entries a write's positions are compared with).
+pub(super) fn read_queue(db: DatabaseConnection, with_position: bool) -> Queue<ScopeRead> {
     Queue::start(READ_LIMITS, move |batch: Vec<ScopeRead>| {
         let db = db.clone();
         async move {
             let users: Vec<&str> = batch.iter().map(|read| read.user_id.as_str()).collect();
-            let (scope, with_position) = (&batch[0].scope, batch[0].with_position);
-            match read_scopes(&db, &users, scope, with_position).await {
+            match read_scopes(&db, &users, &batch[0].scope, with_position).await {
                 Ok(mut found) => {
                     for read in batch {
                         let settings = found.entry(read.user_id).or_default().clone();
@@ -434,13 +430,12 @@ async fn read_scopes(
     for row in rows {
         let user_id: String = row.try_get_by_index(0)?;
         let position: Option<i64> = row.try_get_by_index(1)?;
-        let (_, settings) = by_user
-            .entry(user_id.clone())
-            .or_insert_with(|| (position, Vec::new()));
         let Some(key) = row.try_get_by_index::<Option<String>>(2)? else {
+            // A user without settings (read with the position).
+            by_user.entry(user_id).or_insert((position, Vec::new()));
             continue;
         };
-        settings.push(Setting {
+        let setting = Setting {
             user_id,
             key,
             scope: scope.as_str().to_owned(),
@@ -449,7 +444,14 @@ async fn read_scopes(
             created_at: row.try_get_by_index(5)?,
             updated_at: row.try_get_by_index(6)?,
             expires_at: row.try_get_by_index(7)?,
-        });
+        };
+        // The user's id is copied once, not for each of their rows.
+        match by_user.get_mut(setting.user_id.as_str()) {
+            Some((_, settings)) => settings.push(setting),
+            None => {
+                by_user.insert(setting.user_id.clone(), (position, vec![setting]));
+            }
+        }
     }
     let snapshots = by_user
         .into_iter()

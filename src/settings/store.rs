@@ -183,7 +183,7 @@ impl Store {
     /// The queue of reads of whole scopes, like [`Store::write_queue`].
     pub(super) fn read_queue(&self) -> &super::batch::Queue<super::read::ScopeRead> {
         self.read_queue
-            .get_or_init(|| super::read::read_queue(self.pool.clone()))
+            .get_or_init(|| super::read::read_queue(self.pool.clone(), self.cache.is_some()))
     }
 
     pub(super) fn take_notice_queue(
