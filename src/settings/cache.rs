@@ -22,10 +22,11 @@ use super::Setting;
 
 const STRIPES: usize = 1024;
 
-/// A user's settings in one scope as read, ordered by key.
+/// A user's settings in one scope as read, ordered by key. Each setting is shared, so that
+/// the settings a write left share the unchanged ones with the settings it read.
 #[derive(Clone, Default)]
 pub(super) struct Snapshot {
-    pub settings: Arc<Vec<Setting>>,
+    pub settings: Arc<Vec<Arc<Setting>>>,
     /// The user's feed position when they were read, which every commit of the user's
     /// settings moves (PostgreSQL; `None` where unknown).
     pub position: Option<i64>,
@@ -201,7 +202,7 @@ mod tests {
     use super::*;
 
     fn list(value: i64) -> Snapshot {
-        let settings = Arc::new(vec![Setting {
+        let settings = Arc::new(vec![Arc::new(Setting {
             user_id: "alice".into(),
             key: "k".into(),
             scope: String::new(),
@@ -210,7 +211,7 @@ mod tests {
             created_at: chrono::Utc::now(),
             updated_at: chrono::Utc::now(),
             expires_at: None,
-        }]);
+        })]);
         Snapshot {
             settings,
             position: Some(value),

@@ -38,10 +38,10 @@ impl Store {
             return Ok(None);
         };
         let listed = self.listed(write.user_id, write.scope, None).await?;
-        let current: HashMap<String, Setting> = listed
+        let current: HashMap<&str, &Setting> = listed
             .iter()
             .filter(|setting| ops.iter().any(|op| op.key.as_str() == setting.key))
-            .map(|setting| (setting.key.clone(), setting.clone()))
+            .map(|setting| (setting.key.as_str(), setting))
             .collect();
         // A key without a row, or named twice.
         if current.len() != ops.len() {
@@ -89,7 +89,7 @@ impl Store {
         for (at, (row, history)) in plan.updates.iter().zip(&plan.history).enumerate() {
             let key = KeyInput {
                 key: &row.key,
-                version: current[&row.key].version,
+                version: current[row.key.as_str()].version,
                 value: [&row.value],
                 expires_at: row.expires_at,
                 kind: history.kind.as_str(),
@@ -172,12 +172,13 @@ fn left_by(read: &Snapshot, outcomes: &[Outcome]) -> Option<Snapshot> {
     if read.position? != first - 1 {
         return None;
     }
+    // The unchanged settings are shared with the read.
     let mut settings = read.settings.as_ref().clone();
     for outcome in outcomes {
         let after = outcome.after.as_ref()?;
         // (Ordered by the database's collation, not by bytes.)
         let at = settings.iter().position(|s| s.key == after.key)?;
-        settings[at] = after.clone();
+        settings[at] = Arc::new(after.clone());
     }
     Some(Snapshot {
         settings: Arc::new(settings),

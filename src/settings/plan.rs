@@ -77,8 +77,8 @@ pub(super) struct Input<'a> {
     pub target: &'a Target,
     pub kinds: Kinds,
     pub document: Option<&'a DocumentCheck>,
-    /// The locked rows by key: those of [`locked_keys`].
-    pub current: &'a HashMap<String, Setting>,
+    /// The locked rows by key: those of [`locked_keys`] ([`by_key`] of a map that owns them).
+    pub current: &'a HashMap<&'a str, &'a Setting>,
     /// The last version the history records for keys of [`created_keys`].
     pub last_versions: &'a HashMap<String, i32>,
     /// Keys the organisation locked in this scope: no write may name them, and removing the
@@ -148,6 +148,11 @@ pub(super) fn locked_keys<'a>(
     Some(keys)
 }
 
+/// The settings of `rows` by key, as [`Input::current`] borrows them.
+pub(super) fn by_key(rows: &HashMap<String, Setting>) -> HashMap<&str, &Setting> {
+    rows.iter().map(|(key, row)| (key.as_str(), row)).collect()
+}
+
 /// The keys a write may create: written, and without a row now.
 pub(super) fn created_keys<'a>(
     target: &'a Target,
@@ -210,10 +215,10 @@ pub(super) fn plan(input: Input<'_>, check: impl Fn(&str, &Value) -> Result<()>)
         Target::WholeScope => {
             whole_scope = current
                 .keys()
-                .filter(|key| !locked.contains(key.as_str()))
+                .filter(|key| !locked.contains(**key))
                 .map(|key| {
                     Ok(Op {
-                        key: Key::parse(key.as_str(), "key")?,
+                        key: Key::parse(*key, "key")?,
                         change: Change::Remove,
                         expect: None,
                         expires_at: None,
@@ -226,7 +231,7 @@ pub(super) fn plan(input: Input<'_>, check: impl Fn(&str, &Value) -> Result<()>)
 
     let mut plan = Plan::default();
     for op in ops {
-        let existing = current.get(op.key.as_str());
+        let existing = current.get(op.key.as_str()).copied();
         check_expectation(&op.key, op.expect, existing)?;
         let new_value = match &op.change {
             Change::Replace(value) => Some(value.clone()),
@@ -429,7 +434,7 @@ mod tests {
                     target: &self.target,
                     kinds: self.kinds,
                     document: self.document.as_ref(),
-                    current: &self.current,
+                    current: &by_key(&self.current),
                     last_versions: &self.last_versions,
                     locked: &self.locked,
                 },

@@ -47,6 +47,7 @@ impl<'k> Listed<'k> {
         self.snapshot
             .settings
             .iter()
+            .map(|setting| setting.as_ref())
             .filter(|setting| {
                 self.keys
                     .is_none_or(|keys| keys.iter().any(|key| key.as_str() == setting.key))
@@ -104,8 +105,9 @@ impl Store {
         let db = self.reader()?;
         if self.backend() != DbBackend::Postgres {
             let mut settings = list_many_on(&*db, &[user_id], scope, None).await?;
+            let settings = settings.remove(user_id).unwrap_or_default();
             return Ok(Snapshot {
-                settings: Arc::new(settings.remove(user_id).unwrap_or_default()),
+                settings: Arc::new(settings.into_iter().map(Arc::new).collect()),
                 position: None,
             });
         }
@@ -426,7 +428,7 @@ async fn read_scopes(
     sql.push_str(") ORDER BY s.key");
     let statement = Statement::from_sql_and_values(DbBackend::Postgres, sql, values);
     let rows = db.query_all_raw(statement).await?;
-    let mut by_user: HashMap<String, (Option<i64>, Vec<Setting>)> = HashMap::new();
+    let mut by_user: HashMap<String, (Option<i64>, Vec<Arc<Setting>>)> = HashMap::new();
     for row in rows {
         let user_id: String = row.try_get_by_index(0)?;
         let position: Option<i64> = row.try_get_by_index(1)?;
@@ -435,7 +437,7 @@ async fn read_scopes(
             by_user.entry(user_id).or_insert((position, Vec::new()));
             continue;
         };
-        let setting = Setting {
+        let setting = Arc::new(Setting {
             user_id,
             key,
             scope: scope.as_str().to_owned(),
@@ -444,7 +446,7 @@ async fn read_scopes(
             created_at: row.try_get_by_index(5)?,
             updated_at: row.try_get_by_index(6)?,
             expires_at: row.try_get_by_index(7)?,
-        };
+        });
         // The user's id is copied once, not for each of their rows.
         match by_user.get_mut(setting.user_id.as_str()) {
             Some((_, settings)) => settings.push(setting),

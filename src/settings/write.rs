@@ -412,7 +412,7 @@ impl Store {
                 target: &write.target,
                 kinds: write.kinds,
                 document: write.document,
-                current: &current,
+                current: &plan::by_key(&current),
                 last_versions: &last_versions,
                 locked: &locked,
             },
