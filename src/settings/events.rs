@@ -86,22 +86,34 @@ impl Hub {
     /// Sends a committed change to the user's subscribers, unless one at or after its position
     /// was sent already (they read anything in between from the table).
     pub fn publish(&self, event: Arc<ChangeEvent>) {
+        let (user_id, position) = (event.user_id.clone(), event.position);
+        self.publish_with(&user_id, position, || event);
+    }
+
+    /// [`Hub::publish`] of the change `event` makes, which is made only if it is sent: most
+    /// writes are of users without subscribers here.
+    pub fn publish_with(
+        &self,
+        user_id: &str,
+        position: i64,
+        event: impl FnOnce() -> Arc<ChangeEvent>,
+    ) {
         let mut users = self.lock();
-        let Some(channel) = users.get_mut(&event.user_id) else {
+        let Some(channel) = users.get_mut(user_id) else {
             return;
         };
         if channel.sender.receiver_count() == 0 {
-            users.remove(&event.user_id);
+            users.remove(user_id);
             return;
         }
         if channel
             .delivered
-            .is_some_and(|delivered| event.position <= delivered)
+            .is_some_and(|delivered| position <= delivered)
         {
             return;
         }
-        channel.delivered = Some(event.position);
-        let _ = channel.sender.send(event);
+        channel.delivered = Some(position);
+        let _ = channel.sender.send(event());
     }
 
     /// Sends the user's last event (a tombstone) and closes their channel: subscribers get it

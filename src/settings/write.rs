@@ -760,18 +760,20 @@ impl Store {
                     after.updated_at,
                 ),
             };
-            self.hub.publish(Arc::new(ChangeEvent {
-                position: outcome.position,
-                user_id: write.user_id.to_owned(),
-                scope: write.scope.as_str().to_owned(),
-                key: outcome.key.clone(),
-                kind,
-                version,
-                setting: outcome.after.clone(),
-                actor: write.origin.actor.clone(),
-                interface: write.origin.interface.to_owned(),
-                changed_at,
-            }));
+            self.hub.publish_with(write.user_id, outcome.position, || {
+                Arc::new(ChangeEvent {
+                    position: outcome.position,
+                    user_id: write.user_id.to_owned(),
+                    scope: write.scope.as_str().to_owned(),
+                    key: outcome.key.clone(),
+                    kind,
+                    version,
+                    setting: outcome.after.clone(),
+                    actor: write.origin.actor.clone(),
+                    interface: write.origin.interface.to_owned(),
+                    changed_at,
+                })
+            });
         }
     }
 }
