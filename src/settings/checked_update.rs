@@ -88,6 +88,7 @@ impl Store {
         let mut input = String::new();
         for (at, (row, history)) in plan.updates.iter().zip(&plan.history).enumerate() {
             let key = KeyInput {
+                user_id: write.user_id,
                 key: &row.key,
                 version: current[row.key.as_str()].version,
                 value: [&row.value],
@@ -95,7 +96,6 @@ impl Store {
                 kind: history.kind.as_str(),
                 offset: at as i64 + 1,
                 lockable: catalog.get(write.scope.as_str(), &row.key).is_some(),
-                write: &shared,
             };
             if at > 0 {
                 input.push(',');
@@ -104,6 +104,8 @@ impl Store {
                 serde_json::to_string(&key).map_err(|err| Error::internal(anyhow::anyhow!(err)))?;
             input.push_str(&key);
         }
+        let shared =
+            serde_json::to_string(&shared).map_err(|err| Error::internal(anyhow::anyhow!(err)))?;
         // Held while the statement is queued and in flight, as a direct query holds it.
         let _db = self.db()?;
         let generation = self
@@ -111,7 +113,7 @@ impl Store {
             .as_ref()
             .map(|cache| cache.generation(write.user_id));
         let rows = self
-            .shared_write(Shared::Update, write.user_id, input)
+            .shared_write(Shared::Update, write.user_id, Some(shared), input)
             .await?;
         if rows.is_empty() {
             return Ok(None);
@@ -186,7 +188,7 @@ fn left_by(read: &Snapshot, outcomes: &[Outcome]) -> Option<Snapshot> {
     })
 }
 
-/// What a user's write tells the statement beside its keys ([`UPDATE_MANY_SQL`]).
+/// A user's write: one object of the statement's first parameter ([`UPDATE_MANY_SQL`]).
 #[derive(serde::Serialize)]
 struct WriteInput<'a> {
     user_id: &'a str,
@@ -202,9 +204,11 @@ struct WriteInput<'a> {
     grows: bool,
 }
 
-/// One key of a user's write: one object of the statement's input.
+/// One key of a user's write: one object of the statement's second parameter.
 #[derive(serde::Serialize)]
 struct KeyInput<'a> {
+    /// The write's user.
+    user_id: &'a str,
     key: &'a str,
     /// The version read, which the key must still have.
     version: i32,
@@ -214,32 +218,35 @@ struct KeyInput<'a> {
     /// The key's place among the write's history rows, from 1.
     offset: i64,
     lockable: bool,
-    #[serde(flatten)]
-    write: &'a WriteInput<'a>,
 }
 
 /// The statement: for each user of the input whose every key is still at the version read
 /// (and unexpired), none of them locked (`lockable`: a catalog key, which the organisation
 /// may lock) and whose scope stays within its byte `quota` if the write `grows` it, writes
 /// each key one version up and appends its history row, with feed positions in the order of
-/// the keys' `offset`; for any other user it writes nothing. The one parameter is a JSON array
-/// of objects, one per key written, each user's together: the key's `key`, `version` (the
+/// the keys' `offset`; for any other user it writes nothing. `$1` is a JSON array of the
+/// writes, one object per user: `user_id`, `scope`, `keys` (how many), `now`, `actor`,
+/// `interface`, `correlation_id`, `quota` (null for none) and `grows`. `$2` is a JSON array
+/// of the keys written, one object per key: its write's `user_id`, the `key`, `version` (the
 /// version read), `value` (alone in an array, so that a JSON `null` stays a value),
-/// `expires_at` (null: never), the history `kind`, `offset` (from 1) and `lockable`, then
-/// its write's `user_id`, `scope`, `keys` (how many), `now`, `actor`, `interface`,
-/// `correlation_id`, `quota` (null for none) and `grows`. (One object per key, rather than
-/// one per user holding its keys: PostgreSQL's estimate of a nested set function's rows makes
-/// it read the whole table.) A row is returned, with its `user_id`, for each setting written.
+/// `expires_at` (null: never), the history `kind`, `offset` (from 1) and `lockable`. (Two
+/// flat arrays, rather than one per user holding its keys: PostgreSQL's estimate of a nested
+/// set function's rows makes it read the whole table.) A row is returned, with its
+/// `user_id`, for each setting written.
 ///
 /// Every row is locked, in the order of users and keys, before any user's row in `users`: the
 /// count of a user's locked rows needs all of them.
 pub(super) const UPDATE_MANY_SQL: &str = r#"
-WITH input AS (
-    SELECT * FROM jsonb_to_recordset($1::text::jsonb) AS i(
-        key text, version integer, value jsonb, expires_at timestamptz, kind text,
-        "offset" bigint, lockable boolean, user_id text, scope text, keys bigint,
-        now timestamptz, actor text, interface text, correlation_id text, quota bigint,
-        grows boolean)
+WITH writes AS (
+    SELECT * FROM jsonb_to_recordset($1::text::jsonb) AS w(
+        user_id text, scope text, keys bigint, now timestamptz, actor text, interface text,
+        correlation_id text, quota bigint, grows boolean)
+), input AS (
+    SELECT k.key, k.version, k.value, k.expires_at, k.kind, k."offset", k.lockable, w.*
+    FROM jsonb_to_recordset($2::text::jsonb) AS k(
+        user_id text, key text, version integer, value jsonb, expires_at timestamptz,
+        kind text, "offset" bigint, lockable boolean)
+        JOIN writes AS w ON w.user_id = k.user_id
 ), old AS (
     SELECT s.user_id, s.key, s.value, s.value_bytes
     FROM settings AS s JOIN input AS i

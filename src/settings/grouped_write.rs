@@ -15,13 +15,15 @@ use super::{
     batch::{Grouped, Limits, Queue},
 };
 
-/// The statements writes share. Each takes one parameter, a JSON array of the writes' rows,
-/// at most one write per user, and returns rows with a `user_id` column.
+/// The statements writes share. Each takes a JSON array of the writes' rows, at most one write
+/// per user (one statement also an array of the writes themselves, before it), and returns
+/// rows with a `user_id` column.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Shared {
     /// One stored setting replaced (`replace_one.rs`).
     Replace,
-    /// Stored settings updated if still as read (`checked_update.rs`).
+    /// Stored settings updated if still as read (`checked_update.rs`): the writes, then the
+    /// keys written.
     Update,
 }
 
@@ -56,11 +58,13 @@ const WRITE_LIMITS: Limits = Limits {
     in_flight: 2,
 };
 
-/// One write in the queue: its statement, its user, its rows of the statement's input as JSON
-/// text (objects separated by commas), and where the statement's rows for the user go.
+/// One write in the queue: its statement, its user, its input as JSON text (its object of the
+/// writes, for a statement that takes them, and its rows: objects separated by commas), and
+/// where the statement's rows for the user go.
 pub(super) struct GroupedWrite {
     statement: Shared,
     user_id: String,
+    write: Option<String>,
     rows: String,
     reply: oneshot::Sender<Result<Vec<QueryResult>, DbErr>>,
 }
@@ -88,18 +92,21 @@ pub(super) fn write_queue(db: DatabaseConnection) -> Queue<GroupedWrite> {
 }
 
 impl Store {
-    /// Sends `user_id`'s `rows` (JSON objects separated by commas) with the other writes of
-    /// `statement` that are waiting, and returns the statement's rows for the user (none when
-    /// it wrote nothing for them).
+    /// Sends `user_id`'s `rows` (JSON objects separated by commas), and the object of the
+    /// write itself where `statement` takes one, with the other writes of `statement` that
+    /// are waiting, and returns the statement's rows for the user (none when it wrote nothing
+    /// for them).
     pub(super) async fn shared_write(
         &self,
         statement: Shared,
         user_id: &str,
+        write: Option<String>,
         rows: String,
     ) -> Result<Vec<QueryResult>, DbErr> {
         let job = |reply| GroupedWrite {
             statement,
             user_id: user_id.to_owned(),
+            write,
             rows,
             reply,
         };
@@ -144,17 +151,30 @@ async fn execute(
     db: &DatabaseConnection,
     batch: &[GroupedWrite],
 ) -> Result<Vec<QueryResult>, DbErr> {
-    let mut rows =
-        String::with_capacity(2 + batch.iter().map(|job| job.rows.len() + 1).sum::<usize>());
-    rows.push('[');
-    for (at, job) in batch.iter().enumerate() {
-        if at > 0 {
-            rows.push(',');
-        }
-        rows.push_str(&job.rows);
+    let Some(first) = batch.first() else {
+        return Ok(Vec::new());
+    };
+    let mut values = Vec::with_capacity(2);
+    if first.write.is_some() {
+        values.push(json_array(batch.iter().filter_map(|job| job.write.as_deref())).into());
     }
-    rows.push(']');
-    let sql = batch.first().map_or("", |job| job.statement.sql());
-    let statement = Statement::from_sql_and_values(DbBackend::Postgres, sql, [rows.into()]);
+    values.push(json_array(batch.iter().map(|job| job.rows.as_str())).into());
+    let statement =
+        Statement::from_sql_and_values(DbBackend::Postgres, first.statement.sql(), values);
     db.query_all_raw(statement).await
+}
+
+/// The JSON array of `parts`, each one or more values separated by commas.
+fn json_array<'a>(parts: impl Iterator<Item = &'a str> + Clone) -> String {
+    let mut array =
+        String::with_capacity(2 + parts.clone().map(|part| part.len() + 1).sum::<usize>());
+    array.push('[');
+    for (at, part) in parts.enumerate() {
+        if at > 0 {
+            array.push(',');
+        }
+        array.push_str(part);
+    }
+    array.push(']');
+    array
 }

@@ -57,7 +57,7 @@ impl Store {
         // Held while the statement is queued and in flight, as a direct query holds it.
         let _db = self.db()?;
         let rows = self
-            .shared_write(Shared::Replace, write.user_id, input)
+            .shared_write(Shared::Replace, write.user_id, None, input)
             .await?;
         let Some(row) = rows.into_iter().next() else {
             return Ok(None);
