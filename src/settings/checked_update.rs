@@ -248,35 +248,36 @@ WITH writes AS (
         kind text, "offset" bigint, lockable boolean)
         JOIN writes AS w ON w.user_id = k.user_id
 ), old AS (
-    SELECT s.user_id, s.key, s.value, s.value_bytes
+    SELECT s.user_id, s.scope, s.key, s.version, s.value, s.value_bytes,
+        i.value -> 0 AS new_value, i.expires_at, i.kind, i."offset", i.lockable, i.now,
+        i.actor, i.interface, i.correlation_id
     FROM settings AS s JOIN input AS i
         ON s.user_id = i.user_id AND s.scope = i.scope AND s.key = i.key
     WHERE s.version = i.version AND (s.expires_at IS NULL OR s.expires_at > i.now)
     ORDER BY s.user_id, s.key
     FOR UPDATE OF s
+), tally AS (
+    SELECT old.user_id, count(*) AS keys,
+        sum(octet_length(old.new_value::text) - old.value_bytes) AS growth,
+        bool_or(old.lockable AND EXISTS (
+            SELECT 1 FROM org_defaults AS d WHERE d.key = old.key AND d.locked)) AS locked
+    FROM old GROUP BY old.user_id
 ), ready AS (
     SELECT w.user_id, w.keys
-    FROM input AS w
-    WHERE w."offset" = 1
-      AND (SELECT count(*) FROM old WHERE old.user_id = w.user_id) = w.keys
-      AND NOT EXISTS (
-          SELECT 1 FROM input AS i JOIN org_defaults AS d ON d.key = i.key
-          WHERE i.user_id = w.user_id AND i.lockable AND d.locked)
+    FROM writes AS w JOIN tally AS t ON t.user_id = w.user_id
+    WHERE t.keys = w.keys AND NOT t.locked
       AND (w.quota IS NULL OR NOT w.grows
-           OR (SELECT sum(t.value_bytes) FROM settings AS t
-               WHERE t.user_id = w.user_id AND t.scope = w.scope)
-              + (SELECT sum(octet_length((i.value -> 0)::text) - old.value_bytes)
-                 FROM input AS i JOIN old ON old.user_id = i.user_id AND old.key = i.key
-                 WHERE i.user_id = w.user_id)
-              <= w.quota)
+           OR (SELECT sum(s.value_bytes) FROM settings AS s
+               WHERE s.user_id = w.user_id AND s.scope = w.scope) + t.growth <= w.quota)
 ), saved AS (
-    UPDATE settings AS s SET value = i.value -> 0, version = s.version + 1,
-        updated_at = i.now, expires_at = i.expires_at
-    FROM input AS i JOIN ready AS r ON r.user_id = i.user_id
-    WHERE s.user_id = i.user_id AND s.scope = i.scope AND s.key = i.key
-      AND s.version = i.version
+    UPDATE settings AS s SET value = old.new_value, version = s.version + 1,
+        updated_at = old.now, expires_at = old.expires_at
+    FROM old JOIN ready AS r ON r.user_id = old.user_id
+    WHERE s.user_id = old.user_id AND s.scope = old.scope AND s.key = old.key
+      AND s.version = old.version
     RETURNING s.user_id, s.key, s.scope, s.value, s.version, s.created_at, s.updated_at,
-        s.expires_at
+        s.expires_at, old.value AS old_value, old.kind, old."offset", old.now, old.actor,
+        old.interface, old.correlation_id
 ), bump AS (
     UPDATE users AS u SET feed_position = u.feed_position + r.keys
     FROM ready AS r WHERE u.id = r.user_id
@@ -285,16 +286,12 @@ WITH writes AS (
     INSERT INTO setting_changes
         (user_id, scope, key, kind, version, old_value, new_value, actor, interface,
          correlation_id, changed_at, position)
-    SELECT saved.user_id, saved.scope, saved.key, i.kind, saved.version, old.value,
-        saved.value, i.actor, i.interface, i.correlation_id, i.now, bump.before + i.offset
-    FROM saved
-        JOIN input AS i ON i.user_id = saved.user_id AND i.key = saved.key
-        JOIN old ON old.user_id = saved.user_id AND old.key = saved.key
-        JOIN bump ON bump.id = saved.user_id
+    SELECT saved.user_id, saved.scope, saved.key, saved.kind, saved.version, saved.old_value,
+        saved.value, saved.actor, saved.interface, saved.correlation_id, saved.now,
+        bump.before + saved."offset"
+    FROM saved JOIN bump ON bump.id = saved.user_id
 )
 SELECT saved.user_id, saved.key, saved.scope, saved.value, saved.version, saved.created_at,
-    saved.updated_at, saved.expires_at, bump.before + i.offset AS position
-FROM saved
-    JOIN input AS i ON i.user_id = saved.user_id AND i.key = saved.key
-    JOIN bump ON bump.id = saved.user_id
+    saved.updated_at, saved.expires_at, bump.before + saved."offset" AS position
+FROM saved JOIN bump ON bump.id = saved.user_id
 "#;
