@@ -30,6 +30,10 @@ pub(super) const NOTIFY_BACKLOG: usize = 65_536;
 
 pub(super) type Notice = (String, String, i64);
 
+/// The least time from one notification statement's answer to the next statement: under
+/// load, each carries the commits since the last, instead of a notifying commit for every few.
+const NOTICE_INTERVAL: Duration = Duration::from_millis(1);
+
 impl Store {
     /// Runs until dropped: listens, and delivers other instances' changes to this instance's
     /// subscribers.
@@ -124,8 +128,13 @@ impl Store {
             return;
         };
         let mut batch: Vec<Notice> = Vec::new();
+        let mut last_sent: Option<tokio::time::Instant> = None;
         while let Some(first) = queue.recv().await {
             batch.push(first);
+            // Under load, the commits until then go together; after a quiet spell, at once.
+            if let Some(sent) = last_sent {
+                tokio::time::sleep_until(sent + NOTICE_INTERVAL).await;
+            }
             while batch.len() < 256
                 && let Ok(next) = queue.try_recv()
             {
@@ -149,6 +158,7 @@ impl Store {
                     tracing::warn!(error = %err, "could not notify the other instances of a change");
                 }
             }
+            last_sent = Some(tokio::time::Instant::now());
             self.notices_pending
                 .fetch_sub(batch.len(), Ordering::AcqRel);
             batch.clear();
