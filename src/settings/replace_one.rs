@@ -139,27 +139,31 @@ WITH input AS (
         interface text, correlation_id text, kind text, quota bigint, expires_at timestamptz,
         lockable boolean)
 ), old AS (
-    SELECT s.user_id, s.value, s.value_bytes, s.version, s.updated_at, s.expires_at
+    SELECT s.user_id, s.scope, s.key, s.value, s.value_bytes, s.version, s.updated_at,
+        s.expires_at, i.value -> 0 AS new_value, i.expires_at AS new_expires_at, i.now,
+        i.actor, i.interface, i.correlation_id, i.kind, i.quota, i.lockable
     FROM settings AS s JOIN input AS i
         ON s.user_id = i.user_id AND s.scope = i.scope AND s.key = i.key
     WHERE s.expires_at IS NULL OR s.expires_at > i.now
     ORDER BY s.user_id
     FOR UPDATE OF s
 ), saved AS (
-    UPDATE settings AS s SET value = i.value -> 0, version = s.version + 1,
-        updated_at = i.now, expires_at = i.expires_at
-    FROM input AS i JOIN old ON old.user_id = i.user_id
-    WHERE s.user_id = i.user_id AND s.scope = i.scope AND s.key = i.key
+    UPDATE settings AS s SET value = old.new_value, version = s.version + 1,
+        updated_at = old.now, expires_at = old.new_expires_at
+    FROM old
+    WHERE s.user_id = old.user_id AND s.scope = old.scope AND s.key = old.key
       AND s.version = old.version
-      AND NOT (i.lockable AND EXISTS (
-          SELECT 1 FROM org_defaults AS d WHERE d.key = i.key AND d.locked))
-      AND (i.quota IS NULL
-           OR octet_length((i.value -> 0)::text) <= old.value_bytes
+      AND NOT (old.lockable AND EXISTS (
+          SELECT 1 FROM org_defaults AS d WHERE d.key = old.key AND d.locked))
+      AND (old.quota IS NULL
+           OR octet_length(old.new_value::text) <= old.value_bytes
            OR (SELECT sum(t.value_bytes) FROM settings AS t
-               WHERE t.user_id = i.user_id AND t.scope = i.scope)
-              - old.value_bytes + octet_length((i.value -> 0)::text) <= i.quota)
+               WHERE t.user_id = old.user_id AND t.scope = old.scope)
+              - old.value_bytes + octet_length(old.new_value::text) <= old.quota)
     RETURNING s.user_id, s.key, s.scope, s.value, s.version, s.created_at, s.updated_at,
-        s.expires_at
+        s.expires_at, old.version AS old_version, old.value AS old_value,
+        old.updated_at AS old_updated_at, old.expires_at AS old_expires_at, old.kind,
+        old.now, old.actor, old.interface, old.correlation_id
 ), bump AS (
     UPDATE users AS u SET feed_position = u.feed_position + 1
     FROM saved WHERE u.id = saved.user_id
@@ -168,15 +172,13 @@ WITH input AS (
     INSERT INTO setting_changes
         (user_id, scope, key, kind, version, old_value, new_value, actor, interface,
          correlation_id, changed_at, position)
-    SELECT saved.user_id, saved.scope, saved.key, i.kind, saved.version, old.value,
-        saved.value, i.actor, i.interface, i.correlation_id, i.now, bump.feed_position
-    FROM saved JOIN old ON old.user_id = saved.user_id
-        JOIN bump ON bump.id = saved.user_id
-        JOIN input AS i ON i.user_id = saved.user_id
+    SELECT saved.user_id, saved.scope, saved.key, saved.kind, saved.version, saved.old_value,
+        saved.value, saved.actor, saved.interface, saved.correlation_id, saved.now,
+        bump.feed_position
+    FROM saved JOIN bump ON bump.id = saved.user_id
 )
 SELECT saved.user_id, saved.key, saved.scope, saved.value, saved.version, saved.created_at,
-    saved.updated_at, saved.expires_at, old.version AS old_version, old.value AS old_value,
-    old.updated_at AS old_updated_at, old.expires_at AS old_expires_at,
-    bump.feed_position AS position
-FROM saved JOIN old ON old.user_id = saved.user_id JOIN bump ON bump.id = saved.user_id
+    saved.updated_at, saved.expires_at, saved.old_version, saved.old_value,
+    saved.old_updated_at, saved.old_expires_at, bump.feed_position AS position
+FROM saved JOIN bump ON bump.id = saved.user_id
 "#;
