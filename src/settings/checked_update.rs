@@ -236,12 +236,16 @@ struct KeyInput<'a> {
 ///
 /// Every row is locked, in the order of users and keys, before any user's row in `users`: the
 /// count of a user's locked rows needs all of them.
+///
+/// The users ready to write and their feed positions are looked up in JSON objects by user,
+/// and the keys joined to their writes once: PostgreSQL estimates one row for a CTE, so it
+/// would join two of them by searching one for every row of the other.
 pub(super) const UPDATE_MANY_SQL: &str = r#"
 WITH writes AS (
     SELECT * FROM jsonb_to_recordset($1::text::jsonb) AS w(
         user_id text, scope text, keys bigint, now timestamptz, actor text, interface text,
         correlation_id text, quota bigint, grows boolean)
-), input AS (
+), input AS MATERIALIZED (
     SELECT k.key, k.version, k.value, k.expires_at, k.kind, k."offset", k.lockable, w.*
     FROM jsonb_to_recordset($2::text::jsonb) AS k(
         user_id text, key text, version integer, value jsonb, expires_at timestamptz,
@@ -269,11 +273,14 @@ WITH writes AS (
       AND (w.quota IS NULL OR NOT w.grows
            OR (SELECT sum(s.value_bytes) FROM settings AS s
                WHERE s.user_id = w.user_id AND s.scope = w.scope) + t.growth <= w.quota)
+), ready_users AS (
+    SELECT jsonb_object_agg(ready.user_id, true) AS users FROM ready
 ), saved AS (
     UPDATE settings AS s SET value = old.new_value, version = s.version + 1,
         updated_at = old.now, expires_at = old.expires_at
-    FROM old JOIN ready AS r ON r.user_id = old.user_id
-    WHERE s.user_id = old.user_id AND s.scope = old.scope AND s.key = old.key
+    FROM old, ready_users AS r
+    WHERE (r.users -> old.user_id) IS NOT NULL
+      AND s.user_id = old.user_id AND s.scope = old.scope AND s.key = old.key
       AND s.version = old.version
     RETURNING s.user_id, s.key, s.scope, s.value, s.version, s.created_at, s.updated_at,
         s.expires_at, old.value AS old_value, old.kind, old."offset", old.now, old.actor,
@@ -282,16 +289,19 @@ WITH writes AS (
     UPDATE users AS u SET feed_position = u.feed_position + r.keys
     FROM ready AS r WHERE u.id = r.user_id
     RETURNING u.id, u.feed_position - r.keys AS before
+), positions AS (
+    SELECT jsonb_object_agg(bump.id, bump.before) AS before FROM bump
 ), logged AS (
     INSERT INTO setting_changes
         (user_id, scope, key, kind, version, old_value, new_value, actor, interface,
          correlation_id, changed_at, position)
     SELECT saved.user_id, saved.scope, saved.key, saved.kind, saved.version, saved.old_value,
         saved.value, saved.actor, saved.interface, saved.correlation_id, saved.now,
-        bump.before + saved."offset"
-    FROM saved JOIN bump ON bump.id = saved.user_id
+        (p.before ->> saved.user_id)::bigint + saved."offset"
+    FROM saved, positions AS p
 )
 SELECT saved.user_id, saved.key, saved.scope, saved.value, saved.version, saved.created_at,
-    saved.updated_at, saved.expires_at, bump.before + saved."offset" AS position
-FROM saved JOIN bump ON bump.id = saved.user_id
+    saved.updated_at, saved.expires_at,
+    (p.before ->> saved.user_id)::bigint + saved."offset" AS position
+FROM saved, positions AS p
 "#;
