@@ -72,7 +72,7 @@ impl Store {
         }
         let catalog = self.catalog();
         let (origin, now) = (write.origin, now());
-        let shared = WriteInput {
+        let fields = WriteInput {
             user_id: write.user_id,
             scope: write.scope.as_str(),
             keys: plan.updates.len(),
@@ -104,8 +104,8 @@ impl Store {
                 serde_json::to_string(&key).map_err(|err| Error::internal(anyhow::anyhow!(err)))?;
             input.push_str(&key);
         }
-        let shared =
-            serde_json::to_string(&shared).map_err(|err| Error::internal(anyhow::anyhow!(err)))?;
+        let fields =
+            serde_json::to_string(&fields).map_err(|err| Error::internal(anyhow::anyhow!(err)))?;
         // Held while the statement is queued and in flight, as a direct query holds it.
         let _db = self.db()?;
         let generation = self
@@ -113,7 +113,7 @@ impl Store {
             .as_ref()
             .map(|cache| cache.generation(write.user_id));
         let rows = self
-            .shared_write(Shared::Update, write.user_id, Some(shared), input)
+            .shared_write(Shared::Update, write.user_id, Some(fields), input)
             .await?;
         if rows.is_empty() {
             return Ok(None);

@@ -86,11 +86,11 @@ impl Hub {
     /// Sends a committed change to the user's subscribers, unless one at or after its position
     /// was sent already (they read anything in between from the table).
     pub fn publish(&self, event: Arc<ChangeEvent>) {
-        let (user_id, position) = (event.user_id.clone(), event.position);
-        self.publish_with(&user_id, position, || event);
+        let named = Arc::clone(&event);
+        self.publish_with(&named.user_id, named.position, || event);
     }
 
-    /// [`Hub::publish`] of the change `event` makes, which is made only if it is sent: most
+    /// Like [`Hub::publish`], but the change is made by `event` only if it is sent: most
     /// writes are of users without subscribers here.
     pub fn publish_with(
         &self,
