@@ -296,8 +296,13 @@ async fn reads_of_many_users_share_statements_and_each_gets_its_own_settings() {
     let statements = app.store.statements() - before;
 
     for ((user, key), (_, listed)) in reads.iter().zip(answers) {
+        let listed = listed.expect("read");
+        // Each user's settings come ordered by key, whatever the order they were written in.
+        let keys: Vec<&str> = listed.iter().map(|setting| setting.key.as_str()).collect();
+        let mut ordered = keys.clone();
+        ordered.sort_unstable();
+        assert_eq!(keys, ordered, "{user}");
         let values: serde_json::Map<String, Value> = listed
-            .expect("read")
             .into_iter()
             .map(|setting| {
                 assert_eq!(setting.user_id, *user);
