@@ -425,7 +425,15 @@ async fn read_scopes(
         let _ = write!(sql, "{separator}${}", at + 3);
         values.push((*user).into());
     }
-    sql.push_str(") ORDER BY s.key");
+    // Without positions, the primary key's index gives the rows in this order, and PostgreSQL
+    // sorts nothing: ordered by key alone, sorting all the statement's rows cost it a fifth of
+    // the statement (bench/README.md). With positions, a sort of each user's rows after the
+    // join costs more than one sort of them all.
+    sql.push_str(if with_position {
+        ") ORDER BY s.key"
+    } else {
+        ") ORDER BY s.user_id, s.key"
+    });
     let statement = Statement::from_sql_and_values(DbBackend::Postgres, sql, values);
     let rows = db.query_all_raw(statement).await?;
     let mut by_user: HashMap<String, (Option<i64>, Vec<Arc<Setting>>)> = HashMap::new();
