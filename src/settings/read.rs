@@ -7,6 +7,7 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
+use sea_orm::sqlx::{Row as _, types::Json};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
     QueryOrder, QueryTrait, Statement,
@@ -437,29 +438,36 @@ async fn read_scopes(
     let statement = Statement::from_sql_and_values(DbBackend::Postgres, sql, values);
     let rows = db.query_all_raw(statement).await?;
     let mut by_user: HashMap<String, (Option<i64>, Vec<Arc<Setting>>)> = HashMap::new();
-    for row in rows {
-        let user_id: String = row.try_get_by_index(0)?;
-        let position: Option<i64> = row.try_get_by_index(1)?;
-        let Some(key) = row.try_get_by_index::<Option<String>>(2)? else {
+    for row in &rows {
+        // Decoded by sqlx itself: sea-orm's own decoding checks each column's type twice.
+        let row = row
+            .try_as_pg_row()
+            .ok_or_else(|| DbErr::Custom("a PostgreSQL read got another database's row".into()))?;
+        let column = |err| DbErr::Type(format!("reading a setting: {err}"));
+        let user_id: &str = row.try_get(0).map_err(column)?;
+        let position: Option<i64> = row.try_get(1).map_err(column)?;
+        let Some(key) = row.try_get::<Option<String>, _>(2).map_err(column)? else {
             // A user without settings (read with the position).
-            by_user.entry(user_id).or_insert((position, Vec::new()));
+            by_user
+                .entry(user_id.to_owned())
+                .or_insert((position, Vec::new()));
             continue;
         };
+        let Json(value) = row.try_get(3).map_err(column)?;
         let setting = Arc::new(Setting {
-            user_id,
+            user_id: user_id.to_owned(),
             key,
             scope: scope.as_str().to_owned(),
-            value: row.try_get_by_index(3)?,
-            version: row.try_get_by_index(4)?,
-            created_at: row.try_get_by_index(5)?,
-            updated_at: row.try_get_by_index(6)?,
-            expires_at: row.try_get_by_index(7)?,
+            value,
+            version: row.try_get(4).map_err(column)?,
+            created_at: row.try_get(5).map_err(column)?,
+            updated_at: row.try_get(6).map_err(column)?,
+            expires_at: row.try_get(7).map_err(column)?,
         });
-        // The user's id is copied once, not for each of their rows.
-        match by_user.get_mut(setting.user_id.as_str()) {
+        match by_user.get_mut(user_id) {
             Some((_, settings)) => settings.push(setting),
             None => {
-                by_user.insert(setting.user_id.clone(), (position, vec![setting]));
+                by_user.insert(user_id.to_owned(), (position, vec![setting]));
             }
         }
     }
