@@ -14,7 +14,7 @@ use migration::{Migrator, MigratorTrait};
 use rand::RngCore;
 use tokio::net::TcpListener;
 
-pub use state::{AppState, BodyLimit, MetricsState};
+pub use state::{AppShared, AppState, BodyLimit, MetricsState};
 
 use crate::{
     auth::{Authenticator, Issuer, TokenRequest, Verifier},
@@ -22,7 +22,7 @@ use crate::{
     config::{AppEnv, Config, HistoryConfig, JwtKey, Secret, redact_url},
     connections::Connections,
     graphql::GraphqlState,
-    rest::{ContractScopes, RestState},
+    rest::{ContractScopes, RestShared, RestState},
     settings::{Quotas, Retention, Store, ValueLimits, connect_readers, store_connect},
 };
 
@@ -124,7 +124,7 @@ impl Application {
             token: config.metrics_token.clone(),
         };
         let body_limit = BodyLimit(limits.max_body_bytes);
-        let state = AppState {
+        let state = AppState::new(AppShared {
             store: store.clone(),
             graphql: GraphqlState::new(
                 store.clone(),
@@ -135,14 +135,14 @@ impl Application {
                 dev_token.as_deref(),
                 connections.clone(),
             ),
-            rest: RestState {
+            rest: RestState::new(RestShared {
                 auth,
                 store: store.clone(),
                 body_limit,
                 scopes: Arc::new(scopes),
-            },
+            }),
             metrics,
-        };
+        });
         Ok(Application {
             listener,
             store,

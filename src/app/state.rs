@@ -16,8 +16,26 @@ use crate::{
     settings::Store,
 };
 
+/// The router's state. Cloned for every request, so a clone shares it.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppShared>);
+
+impl AppState {
+    pub fn new(shared: AppShared) -> Self {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppShared;
+
+    fn deref(&self) -> &AppShared {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct AppShared {
     pub store: Arc<Store>,
     pub graphql: GraphqlState,
     pub rest: RestState,

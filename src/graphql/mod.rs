@@ -35,9 +35,20 @@ use crate::{
 
 pub type AppSchema = Schema<Query, Mutation, Subscription>;
 
-/// What the GraphQL handlers use.
+/// What the GraphQL handlers use. Cloned for every request, so a clone shares it.
 #[derive(Clone)]
-pub struct GraphqlState {
+pub struct GraphqlState(Arc<GraphqlShared>);
+
+impl std::ops::Deref for GraphqlState {
+    type Target = GraphqlShared;
+
+    fn deref(&self) -> &GraphqlShared {
+        &self.0
+    }
+}
+
+/// The parts of [`GraphqlState`].
+pub struct GraphqlShared {
     schema: AppSchema,
     auth: Authenticator,
     /// For the per-request loaders.
@@ -80,7 +91,7 @@ impl GraphqlState {
             schema = schema.disable_suggestions();
         }
         let schema = schema.finish();
-        GraphqlState {
+        GraphqlState(Arc::new(GraphqlShared {
             schema,
             auth,
             store,
@@ -104,7 +115,7 @@ impl GraphqlState {
             connection_init_timeout: limits.graphql_ws_init_timeout,
             execution_timeout: limits.graphql_execution_timeout,
             connections,
-        }
+        }))
     }
 }
 

@@ -40,9 +40,26 @@ use crate::{
     telemetry,
 };
 
-/// What the REST handlers use.
+/// What the REST handlers use. Cloned for every request, so a clone shares it.
 #[derive(Clone)]
-pub struct RestState {
+pub struct RestState(Arc<RestShared>);
+
+impl RestState {
+    pub fn new(shared: RestShared) -> Self {
+        RestState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for RestState {
+    type Target = RestShared;
+
+    fn deref(&self) -> &RestShared {
+        &self.0
+    }
+}
+
+/// The parts of [`RestState`].
+pub struct RestShared {
     pub auth: Authenticator,
     pub store: Arc<Store>,
     pub body_limit: BodyLimit,
