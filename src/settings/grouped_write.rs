@@ -13,7 +13,9 @@ use tokio::sync::oneshot;
 use super::{
     Setting, Store,
     batch::{Grouped, Limits, Queue},
+    read::{column_error, pg_row, pg_setting},
 };
+use sea_orm::sqlx::Row as _;
 
 /// The statements writes share. Each takes a JSON array of the writes' rows, at most one write
 /// per user (one statement also an array of the writes themselves, before it), and returns
@@ -39,17 +41,22 @@ impl Shared {
 /// A setting as a shared write statement returns it (`key`, `scope`, `value`, `version`,
 /// `created_at`, `updated_at`, `expires_at`), with its feed `position`.
 pub(super) fn saved_setting(user_id: &str, row: &QueryResult) -> Result<(Setting, i64), DbErr> {
-    let setting = Setting {
-        user_id: user_id.to_owned(),
-        key: row.try_get("", "key")?,
-        scope: row.try_get("", "scope")?,
-        value: row.try_get("", "value")?,
-        version: row.try_get("", "version")?,
-        created_at: row.try_get("", "created_at")?,
-        updated_at: row.try_get("", "updated_at")?,
-        expires_at: row.try_get("", "expires_at")?,
-    };
-    Ok((setting, row.try_get("", "position")?))
+    let row = pg_row(row)?;
+    let scope = row.try_get("scope").map_err(column_error)?;
+    let setting = pg_setting(
+        row,
+        user_id.to_owned(),
+        scope,
+        [
+            "key",
+            "value",
+            "version",
+            "created_at",
+            "updated_at",
+            "expires_at",
+        ],
+    )?;
+    Ok((setting, row.try_get("position").map_err(column_error)?))
 }
 
 /// Most writes in one statement, and most such statements in flight at once.

@@ -7,10 +7,10 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use sea_orm::sqlx::{Row as _, types::Json};
+use sea_orm::sqlx::{ColumnIndex, Row as _, ValueRef as _, postgres::PgRow, types::Json};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, QueryTrait, Statement,
+    QueryOrder, QueryResult, QueryTrait, Statement,
 };
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -439,31 +439,23 @@ async fn read_scopes(
     let rows = db.query_all_raw(statement).await?;
     let mut by_user: HashMap<String, (Option<i64>, Vec<Arc<Setting>>)> = HashMap::new();
     for row in &rows {
-        // Decoded by sqlx itself: sea-orm's own decoding checks each column's type twice.
-        let row = row
-            .try_as_pg_row()
-            .ok_or_else(|| DbErr::Custom("a PostgreSQL read got another database's row".into()))?;
-        let column = |err| DbErr::Type(format!("reading a setting: {err}"));
-        let user_id: &str = row.try_get(0).map_err(column)?;
-        let position: Option<i64> = row.try_get(1).map_err(column)?;
-        let Some(key) = row.try_get::<Option<String>, _>(2).map_err(column)? else {
+        let row = pg_row(row)?;
+        let user_id: &str = row.try_get(0).map_err(column_error)?;
+        let position: Option<i64> = row.try_get(1).map_err(column_error)?;
+        if row.try_get_raw(2).map_err(column_error)?.is_null() {
             // A user without settings (read with the position).
             by_user
                 .entry(user_id.to_owned())
                 .or_insert((position, Vec::new()));
             continue;
-        };
-        let Json(value) = row.try_get(3).map_err(column)?;
-        let setting = Arc::new(Setting {
-            user_id: user_id.to_owned(),
-            key,
-            scope: scope.as_str().to_owned(),
-            value,
-            version: row.try_get(4).map_err(column)?,
-            created_at: row.try_get(5).map_err(column)?,
-            updated_at: row.try_get(6).map_err(column)?,
-            expires_at: row.try_get(7).map_err(column)?,
-        });
+        }
+        let setting = pg_setting(
+            row,
+            user_id.to_owned(),
+            scope.as_str().to_owned(),
+            [2, 3, 4, 5, 6, 7],
+        )?;
+        let setting = Arc::new(setting);
         match by_user.get_mut(user_id) {
             Some((_, settings)) => settings.push(setting),
             None => {
@@ -482,4 +474,37 @@ async fn read_scopes(
         })
         .collect();
     Ok(snapshots)
+}
+
+/// The PostgreSQL row behind `row`, for decoding by sqlx itself: sea-orm's own decoding checks
+/// each column's type twice.
+pub(super) fn pg_row(row: &QueryResult) -> Result<&PgRow, DbErr> {
+    row.try_as_pg_row()
+        .ok_or_else(|| DbErr::Custom("a PostgreSQL statement got another database's row".into()))
+}
+
+pub(super) fn column_error(err: sea_orm::sqlx::Error) -> DbErr {
+    DbErr::Type(format!("reading a setting: {err}"))
+}
+
+/// The setting of `user_id` in `scope` in a PostgreSQL row whose columns `at` (by name or by
+/// position) are its key, value, version, created_at, updated_at and expires_at.
+pub(super) fn pg_setting<I: ColumnIndex<PgRow>>(
+    row: &PgRow,
+    user_id: String,
+    scope: String,
+    at: [I; 6],
+) -> Result<Setting, DbErr> {
+    let [key, value, version, created_at, updated_at, expires_at] = at;
+    let Json(value) = row.try_get(value).map_err(column_error)?;
+    Ok(Setting {
+        user_id,
+        key: row.try_get(key).map_err(column_error)?,
+        scope,
+        value,
+        version: row.try_get(version).map_err(column_error)?,
+        created_at: row.try_get(created_at).map_err(column_error)?,
+        updated_at: row.try_get(updated_at).map_err(column_error)?,
+        expires_at: row.try_get(expires_at).map_err(column_error)?,
+    })
 }
