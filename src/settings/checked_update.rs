@@ -239,7 +239,9 @@ struct KeyInput<'a> {
 ///
 /// The users ready to write and their feed positions are looked up in JSON objects by user,
 /// and the keys joined to their writes once: PostgreSQL estimates one row for a CTE, so it
-/// would join two of them by searching one for every row of the other.
+/// would join two of them by searching one for every row of the other. `ready_users` is
+/// `MATERIALIZED`: PostgreSQL inlines a CTE that is named once, and the update would then
+/// build the object of the ready users again for every key it writes.
 pub(super) const UPDATE_MANY_SQL: &str = r#"
 WITH writes AS (
     SELECT * FROM jsonb_to_recordset($1::text::jsonb) AS w(
@@ -273,7 +275,7 @@ WITH writes AS (
       AND (w.quota IS NULL OR NOT w.grows
            OR (SELECT sum(s.value_bytes) FROM settings AS s
                WHERE s.user_id = w.user_id AND s.scope = w.scope) + t.growth <= w.quota)
-), ready_users AS (
+), ready_users AS MATERIALIZED (
     SELECT jsonb_object_agg(ready.user_id, true) AS users FROM ready
 ), saved AS (
     UPDATE settings AS s SET value = old.new_value, version = s.version + 1,
