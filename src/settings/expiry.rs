@@ -57,8 +57,6 @@ impl Store {
                 key: row.key.clone(),
                 kind: ChangeKind::Expire,
                 version: row.version,
-                old_value: Some(row.value.clone()),
-                new_value: None,
             });
             plan.outcomes.push(Outcome {
                 key: row.key.clone(),

@@ -95,15 +95,14 @@ pub(super) struct Row {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-/// A history row to append.
+/// A history row to append. Its old and new values are those of the plan's outcome at the
+/// same place (`before` and `after`), so that the plan holds no copies of them.
 #[derive(Clone, Debug, PartialEq)]
 pub(super) struct HistoryRow {
     pub key: String,
     pub kind: ChangeKind,
     /// The version written, or for a removal the version removed.
     pub version: i32,
-    pub old_value: Option<Value>,
-    pub new_value: Option<Value>,
 }
 
 /// The legacy `locale` column after the write.
@@ -251,8 +250,6 @@ pub(super) fn plan(input: Input<'_>, check: impl Fn(&str, &Value) -> Result<()>)
                     key: row.key.clone(),
                     kind: kinds.removal,
                     version: row.version,
-                    old_value: Some(row.value.clone()),
-                    new_value: None,
                 });
                 plan.outcomes.push(Outcome {
                     key: row.key.clone(),
@@ -273,8 +270,6 @@ pub(super) fn plan(input: Input<'_>, check: impl Fn(&str, &Value) -> Result<()>)
                     key: key.clone(),
                     kind: kinds.of_write(existing.is_some()),
                     version,
-                    old_value: existing.map(|row| row.value.clone()),
-                    new_value: Some(value.clone()),
                 });
                 let row = Row {
                     key: key.clone(),
@@ -494,8 +489,6 @@ mod tests {
                 key: "theme".into(),
                 kind: ChangeKind::Create,
                 version: 1,
-                old_value: None,
-                new_value: Some(json!("dark")),
             }]
         );
         assert!(plan.outcomes[0].before.is_none());
@@ -520,8 +513,8 @@ mod tests {
         assert!(plan.creates.is_empty());
         assert_eq!(plan.updates[0].version, 5);
         assert_eq!(plan.history[0].kind, ChangeKind::Update);
-        assert_eq!(plan.history[0].old_value, Some(json!("a")));
-        assert_eq!(plan.outcomes[0].before.as_ref().unwrap().version, 4);
+        let before = plan.outcomes[0].before.as_ref().unwrap();
+        assert_eq!((&before.value, before.version), (&json!("a"), 4));
     }
 
     #[test]
@@ -543,7 +536,10 @@ mod tests {
         assert_eq!(plan.removals, vec!["editor".to_owned()]);
         assert_eq!(plan.history[0].kind, ChangeKind::Delete);
         assert_eq!(plan.history[0].version, 3);
-        assert_eq!(plan.history[0].new_value, None);
+        assert_eq!(
+            plan.outcomes[0].before.as_ref().unwrap().value,
+            json!({"a": 1})
+        );
     }
 
     #[test]

@@ -618,7 +618,7 @@ impl Store {
             // The feed positions, under the user's row lock until commit: a later position
             // can only commit after this one.
             let first = self
-                .log_history(txn, write, plan.history, now)
+                .log_history(txn, write, plan.history, &outcomes, now)
                 .await?
                 .ok_or_else(|| {
                     Error::internal(anyhow::anyhow!("a write for a user without a row"))
@@ -631,13 +631,15 @@ impl Store {
     }
 
     /// Moves the user's feed position on by one per history row and appends the rows with
-    /// their positions; the position of the first row, `None` when the user has no row. One
+    /// their positions and the values of the `outcomes` at their places; the position of the
+    /// first row, `None` when the user has no row. One
     /// statement on PostgreSQL, two on SQLite (which cannot write inside a `WITH`).
     async fn log_history(
         &self,
         txn: &DatabaseTransaction,
         write: &Write<'_>,
         history: Vec<plan::HistoryRow>,
+        outcomes: &[Outcome],
         now: DateTime<Utc>,
     ) -> Result<Option<i64>> {
         let Write {
@@ -651,14 +653,16 @@ impl Store {
             // Each value in a one-element array, so that a JSON null stays apart from none.
             let rows: Vec<Value> = history
                 .into_iter()
+                .zip(outcomes)
                 .enumerate()
-                .map(|(offset, h)| {
+                .map(|(offset, (h, outcome))| {
+                    let (old, new) = values(outcome);
                     serde_json::json!({
                         "key": h.key,
                         "kind": h.kind.as_str(),
                         "version": h.version,
-                        "old": h.old_value.map(|value| [value]),
-                        "new": h.new_value.map(|value| [value]),
+                        "old": old.map(|value| [value]),
+                        "new": new.map(|value| [value]),
                         "offset": offset as i64 + 1,
                     })
                 })
@@ -696,16 +700,17 @@ impl Store {
         };
         let rows = history
             .into_iter()
+            .zip(outcomes)
             .enumerate()
-            .map(|(offset, h)| setting_change::ActiveModel {
+            .map(|(offset, (h, outcome))| setting_change::ActiveModel {
                 id: NotSet,
                 user_id: Set(user_id.to_owned()),
                 scope: Set(scope.as_str().to_owned()),
                 key: Set(h.key),
                 kind: Set(h.kind.as_str().to_owned()),
                 version: Set(h.version),
-                old_value: Set(h.old_value),
-                new_value: Set(h.new_value),
+                old_value: Set(values(outcome).0.cloned()),
+                new_value: Set(values(outcome).1.cloned()),
                 actor: Set(origin.actor.clone()),
                 interface: Set(origin.interface.to_owned()),
                 correlation_id: Set(origin.correlation_id.clone()),
@@ -795,6 +800,13 @@ impl<'a> Write<'a> {
             document: None,
         }
     }
+}
+
+/// The old and new values of a change, as its history row records them: the setting
+/// before, and as saved (none for a removal).
+fn values(outcome: &Outcome) -> (Option<&Value>, Option<&Value>) {
+    let before = outcome.before.as_ref().map(|s| &s.value);
+    (before, outcome.after.as_ref().map(|s| &s.value))
 }
 
 /// The setting a one-key write left, and whether the write created it.
