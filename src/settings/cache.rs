@@ -30,6 +30,27 @@ pub(super) struct Snapshot {
     /// The user's feed position when they were read, which every commit of the user's
     /// settings moves (PostgreSQL; `None` where unknown).
     pub position: Option<i64>,
+    /// The bytes of the values' compact JSON text, by which the cache weighs them; `None`
+    /// until the cache counts them.
+    pub value_bytes: Option<usize>,
+}
+
+impl Snapshot {
+    /// Settings as read, their bytes not yet counted.
+    pub fn new(settings: Vec<Arc<Setting>>, position: Option<i64>) -> Self {
+        Snapshot {
+            settings: Arc::new(settings),
+            position,
+            value_bytes: None,
+        }
+    }
+
+    fn value_bytes(&self) -> usize {
+        self.value_bytes.unwrap_or_else(|| {
+            let size = |s: &Arc<Setting>| super::value::serialized_len(&s.value);
+            self.settings.iter().map(size).sum()
+        })
+    }
 }
 
 /// The settings a write left, to replace the cached ones when it is published: what was
@@ -60,11 +81,8 @@ impl SettingsCache {
             entries: Cache::builder()
                 .max_capacity(bytes)
                 .weigher(|(user, scope): &(String, String), snapshot: &Snapshot| {
-                    let size: usize = snapshot
-                        .settings
-                        .iter()
-                        .map(|s| s.key.len() + super::value::serialized_len(&s.value) + 160)
-                        .sum();
+                    let keys: usize = snapshot.settings.iter().map(|s| s.key.len() + 160).sum();
+                    let size = keys + snapshot.value_bytes();
                     u32::try_from(user.len() + scope.len() + 64 + size).unwrap_or(u32::MAX)
                 })
                 // The bound on staleness should a notification of another instance be lost.
@@ -120,7 +138,9 @@ impl SettingsCache {
 
     /// Inserts an entry valid at `generation`; an invalidation that came after the caller
     /// checked the generation removes it again.
-    fn insert_at(&self, user_id: &str, scope: &str, generation: u64, snapshot: Snapshot) {
+    fn insert_at(&self, user_id: &str, scope: &str, generation: u64, mut snapshot: Snapshot) {
+        // Counted once here rather than by the weigher, so that every copy handed out has it.
+        snapshot.value_bytes = Some(snapshot.value_bytes());
         let entry = (user_id.to_owned(), scope.to_owned());
         self.entries.insert(entry.clone(), snapshot);
         if self.generation(user_id) != generation {
@@ -215,6 +235,7 @@ mod tests {
         Snapshot {
             settings,
             position: Some(value),
+            value_bytes: None,
         }
     }
 

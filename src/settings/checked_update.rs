@@ -72,6 +72,7 @@ impl Store {
         }
         let catalog = self.catalog();
         let (origin, now) = (write.origin, now());
+        let growth = plan.growth().bytes;
         let fields = WriteInput {
             user_id: write.user_id,
             scope: write.scope.as_str(),
@@ -81,7 +82,7 @@ impl Store {
             interface: origin.interface,
             correlation_id: &origin.correlation_id,
             quota: self.quotas().bytes.map(|q| q.min(i64::MAX as u64) as i64),
-            grows: plan.growth().bytes > 0,
+            grows: growth > 0,
         };
         // With only updates, the plan's history rows are its rows, in the order of its
         // outcomes, which is the order of their feed positions.
@@ -132,7 +133,7 @@ impl Store {
             outcome.position = position;
         }
         let after = generation.and_then(|generation| {
-            let snapshot = left_by(listed.snapshot(), &outcomes)?;
+            let snapshot = left_by(listed.snapshot(), &outcomes, growth)?;
             Some(AfterWrite {
                 generation,
                 snapshot,
@@ -168,8 +169,9 @@ impl Store {
 
 /// The settings a write of `outcomes` left, if nothing else committed for the user between
 /// the read of `read` and the write: its first feed position follows the one read. They are
-/// those read with the written ones in place (the write only updates keys that were read).
-fn left_by(read: &Snapshot, outcomes: &[Outcome]) -> Option<Snapshot> {
+/// those read with the written ones in place (the write only updates keys that were read),
+/// and their values' bytes those read with the write's `growth`.
+fn left_by(read: &Snapshot, outcomes: &[Outcome], growth: i64) -> Option<Snapshot> {
     let first = outcomes.iter().map(|outcome| outcome.position).min()?;
     if read.position? != first - 1 {
         return None;
@@ -182,9 +184,13 @@ fn left_by(read: &Snapshot, outcomes: &[Outcome]) -> Option<Snapshot> {
         let at = settings.iter().position(|s| s.key == after.key)?;
         settings[at] = Arc::new(after.clone());
     }
+    let value_bytes = read
+        .value_bytes
+        .and_then(|bytes| usize::try_from(bytes as i64 + growth).ok());
     Some(Snapshot {
         settings: Arc::new(settings),
         position: outcomes.iter().map(|outcome| outcome.position).max(),
+        value_bytes,
     })
 }
 
@@ -307,3 +313,56 @@ SELECT saved.user_id, saved.key, saved.scope, saved.value, saved.version, saved.
     (p.before ->> saved.user_id)::bigint + saved."offset" AS position
 FROM saved, positions AS p
 "#;
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::settings::value::serialized_len;
+
+    fn setting(key: &str, value: Value, version: i32) -> Setting {
+        let at = chrono::Utc::now();
+        Setting {
+            user_id: "alice".into(),
+            key: key.into(),
+            scope: String::new(),
+            value,
+            version,
+            created_at: at,
+            updated_at: at,
+            expires_at: None,
+        }
+    }
+
+    fn counted(settings: &[Arc<Setting>]) -> usize {
+        settings.iter().map(|s| serialized_len(&s.value)).sum()
+    }
+
+    #[test]
+    fn the_settings_a_write_left_are_those_read_with_the_written_ones_and_their_bytes() {
+        let read = vec![
+            Arc::new(setting("a", json!({"long": "a value read"}), 1)),
+            Arc::new(setting("b", json!(true), 4)),
+        ];
+        let mut read = Snapshot::new(read, Some(10));
+        read.value_bytes = Some(counted(&read.settings));
+        let before = read.settings[0].as_ref().clone();
+        let after = setting("a", json!(1), 2);
+        let growth = serialized_len(&after.value) as i64 - serialized_len(&before.value) as i64;
+        let outcome = |position| Outcome {
+            key: "a".into(),
+            before: Some(before.clone()),
+            after: Some(after.clone()),
+            position,
+        };
+
+        let left = left_by(&read, &[outcome(11)], growth).unwrap();
+        assert_eq!(left.settings[0].as_ref(), &after);
+        assert!(Arc::ptr_eq(&left.settings[1], &read.settings[1]));
+        assert_eq!(left.position, Some(11));
+        assert_eq!(left.value_bytes, Some(counted(&left.settings)));
+        // Another commit came between the read and the write.
+        assert!(left_by(&read, &[outcome(12)], growth).is_none());
+    }
+}

@@ -107,10 +107,8 @@ impl Store {
         if self.backend() != DbBackend::Postgres {
             let mut settings = list_many_on(&*db, &[user_id], scope, None).await?;
             let settings = settings.remove(user_id).unwrap_or_default();
-            return Ok(Snapshot {
-                settings: Arc::new(settings.into_iter().map(Arc::new).collect()),
-                position: None,
-            });
+            let settings = settings.into_iter().map(Arc::new).collect();
+            return Ok(Snapshot::new(settings, None));
         }
         let read = |reply| ScopeRead {
             user_id: user_id.to_owned(),
@@ -465,13 +463,7 @@ async fn read_scopes(
     }
     let snapshots = by_user
         .into_iter()
-        .map(|(user, (position, settings))| {
-            let snapshot = Snapshot {
-                settings: Arc::new(settings),
-                position,
-            };
-            (user, snapshot)
-        })
+        .map(|(user, (position, settings))| (user, Snapshot::new(settings, position)))
         .collect();
     Ok(snapshots)
 }
