@@ -20,7 +20,11 @@ use moka::sync::Cache;
 
 use super::Setting;
 
-const STRIPES: usize = 1024;
+/// Generations, each shared by the users that hash to it. A write keeps what it left only if
+/// its user's generation did not move during the write, so a write of another user of the
+/// same stripe drops it: with 16,384 stripes, 300 users writing at once share a stripe with
+/// another about 2 % of the time (with 1,024, a quarter).
+const STRIPES: usize = 16 * 1024;
 
 /// A user's settings in one scope as read, ordered by key. Each setting is shared, so that
 /// the settings a write left share the unchanged ones with the settings it read.
