@@ -119,9 +119,15 @@ impl Store {
         if rows.is_empty() {
             return Ok(None);
         }
+        // The values written are the plan's; the statement does not send them back.
+        let mut sent: HashMap<String, Value> = plan
+            .updates
+            .into_iter()
+            .map(|row| (row.key, row.value))
+            .collect();
         let mut saved = HashMap::new();
         for row in &rows {
-            let (setting, position) = saved_setting(write.user_id, row)?;
+            let (setting, position) = saved_setting(write.user_id, row, |key| sent.remove(key))?;
             saved.insert(setting.key.clone(), (setting, position));
         }
         let mut outcomes = plan.outcomes;
@@ -238,7 +244,7 @@ struct KeyInput<'a> {
 /// `expires_at` (null: never), the history `kind`, `offset` (from 1) and `lockable`. (Two
 /// flat arrays, rather than one per user holding its keys: PostgreSQL's estimate of a nested
 /// set function's rows makes it read the whole table.) A row is returned, with its
-/// `user_id`, for each setting written.
+/// `user_id` and without its value (the one sent), for each setting written.
 ///
 /// Every row is locked, in the order of users and keys, before any user's row in `users`: the
 /// count of a user's locked rows needs all of them.
@@ -308,7 +314,7 @@ WITH writes AS (
         (p.before ->> saved.user_id)::bigint + saved."offset"
     FROM saved, positions AS p
 )
-SELECT saved.user_id, saved.key, saved.scope, saved.value, saved.version, saved.created_at,
+SELECT saved.user_id, saved.key, saved.scope, saved.version, saved.created_at,
     saved.updated_at, saved.expires_at,
     (p.before ->> saved.user_id)::bigint + saved."offset" AS position
 FROM saved, positions AS p

@@ -8,12 +8,13 @@
 use std::collections::HashMap;
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, QueryResult, Statement};
+use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::{
     Setting, Store,
     batch::{Grouped, Limits, Queue},
-    read::{column_error, pg_row, pg_setting},
+    read::{column_error, pg_row, pg_setting_of},
 };
 use sea_orm::sqlx::Row as _;
 
@@ -38,23 +39,27 @@ impl Shared {
     }
 }
 
-/// A setting as a shared write statement returns it (`key`, `scope`, `value`, `version`,
-/// `created_at`, `updated_at`, `expires_at`), with its feed `position`.
-pub(super) fn saved_setting(user_id: &str, row: &QueryResult) -> Result<(Setting, i64), DbErr> {
+/// A setting as a shared write statement returns it (`key`, `scope`, `version`,
+/// `created_at`, `updated_at`, `expires_at`), with its feed `position`. The statement does not
+/// return the value: it is the one the write sent for the key, which `sent` gives.
+pub(super) fn saved_setting(
+    user_id: &str,
+    row: &QueryResult,
+    sent: impl FnOnce(&str) -> Option<Value>,
+) -> Result<(Setting, i64), DbErr> {
     let row = pg_row(row)?;
     let scope = row.try_get("scope").map_err(column_error)?;
-    let setting = pg_setting(
+    let key: String = row.try_get("key").map_err(column_error)?;
+    let value = sent(&key).ok_or_else(|| {
+        DbErr::Custom(format!(
+            "a shared write returned the key `{key}`, which it was not sent"
+        ))
+    })?;
+    let setting = pg_setting_of(
         row,
-        user_id.to_owned(),
-        scope,
-        [
-            "key",
-            "value",
-            "version",
-            "created_at",
-            "updated_at",
-            "expires_at",
-        ],
+        (user_id.to_owned(), scope, key),
+        value,
+        ["version", "created_at", "updated_at", "expires_at"],
     )?;
     Ok((setting, row.try_get("position").map_err(column_error)?))
 }

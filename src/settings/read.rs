@@ -481,17 +481,33 @@ pub(super) fn column_error(err: sea_orm::sqlx::Error) -> DbErr {
 
 /// The setting of `user_id` in `scope` in a PostgreSQL row whose columns `at` (by name or by
 /// position) are its key, value, version, created_at, updated_at and expires_at.
-pub(super) fn pg_setting<I: ColumnIndex<PgRow>>(
+fn pg_setting<I: ColumnIndex<PgRow>>(
     row: &PgRow,
     user_id: String,
     scope: String,
     at: [I; 6],
 ) -> Result<Setting, DbErr> {
     let [key, value, version, created_at, updated_at, expires_at] = at;
+    let key = row.try_get(key).map_err(column_error)?;
     let Json(value) = row.try_get(value).map_err(column_error)?;
+    let at = [version, created_at, updated_at, expires_at];
+    pg_setting_of(row, (user_id, scope, key), value, at)
+}
+
+/// [`pg_setting`] for a row without the value: `value` is the one the writer sent, and `id`
+/// the setting's user, scope and key. The columns `at` are its version, created_at,
+/// updated_at and expires_at.
+pub(super) fn pg_setting_of<I: ColumnIndex<PgRow>>(
+    row: &PgRow,
+    id: (String, String, String),
+    value: serde_json::Value,
+    at: [I; 4],
+) -> Result<Setting, DbErr> {
+    let [version, created_at, updated_at, expires_at] = at;
+    let (user_id, scope, key) = id;
     Ok(Setting {
         user_id,
-        key: row.try_get(key).map_err(column_error)?,
+        key,
         scope,
         value,
         version: row.try_get(version).map_err(column_error)?,

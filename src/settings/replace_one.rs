@@ -62,7 +62,9 @@ impl Store {
         let Some(row) = rows.into_iter().next() else {
             return Ok(None);
         };
-        let (after, position) = saved_setting(write.user_id, &row)?;
+        // The statement does not send back the value it was sent.
+        let sent = |saved: &str| (saved == key.as_str()).then(|| value.clone());
+        let (after, position) = saved_setting(write.user_id, &row, sent)?;
         let before = Setting {
             version: row.try_get("", "old_version")?,
             value: row.try_get("", "old_value")?,
@@ -129,7 +131,7 @@ struct Input<'a> {
 /// so that a JSON `null` stays a value), `now`, `actor`, `interface`, `correlation_id`, the
 /// history `kind`, the scope's byte `quota` (null for none), `expires_at` (null: never) and
 /// `lockable` (a catalog key, which the organisation may lock). A row is returned, with its
-/// `user_id`, for each setting replaced; none for a key without a row, an expired value, a row
+/// `user_id` and without its new value (the one sent), for each setting replaced; none for a key without a row, an expired value, a row
 /// changed meanwhile, a locked key or a value that would take the scope past its byte quota.
 /// The rows are locked in the order of their users.
 pub(super) const REPLACE_MANY_SQL: &str = r#"
@@ -177,7 +179,7 @@ WITH input AS (
         bump.feed_position
     FROM saved JOIN bump ON bump.id = saved.user_id
 )
-SELECT saved.user_id, saved.key, saved.scope, saved.value, saved.version, saved.created_at,
+SELECT saved.user_id, saved.key, saved.scope, saved.version, saved.created_at,
     saved.updated_at, saved.expires_at, saved.old_version, saved.old_value,
     saved.old_updated_at, saved.old_expires_at, bump.feed_position AS position
 FROM saved JOIN bump ON bump.id = saved.user_id
