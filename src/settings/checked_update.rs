@@ -328,17 +328,7 @@ mod tests {
     use crate::settings::value::serialized_len;
 
     fn setting(key: &str, value: Value, version: i32) -> Setting {
-        let at = chrono::Utc::now();
-        Setting {
-            user_id: "alice".into(),
-            key: key.into(),
-            scope: String::new(),
-            value,
-            version,
-            created_at: at,
-            updated_at: at,
-            expires_at: None,
-        }
+        crate::settings::plan::tests::stored(key, value, version).1
     }
 
     fn counted(settings: &[Arc<Setting>]) -> usize {

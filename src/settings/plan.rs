@@ -352,7 +352,7 @@ fn check_expectation(key: &Key, expect: Option<Expect>, existing: Option<&Settin
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use chrono::{TimeZone, Utc};
     use serde_json::json;
 
@@ -362,7 +362,8 @@ mod tests {
         Key::parse(name, "key").unwrap()
     }
 
-    fn stored(name: &str, value: Value, version: i32) -> (String, Setting) {
+    /// Alice's setting `name` in the default scope, by its key.
+    pub(in crate::settings) fn stored(name: &str, value: Value, version: i32) -> (String, Setting) {
         let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         let setting = Setting {
             user_id: "alice".into(),
