@@ -131,9 +131,9 @@ struct Input<'a> {
 /// so that a JSON `null` stays a value), `now`, `actor`, `interface`, `correlation_id`, the
 /// history `kind`, the scope's byte `quota` (null for none), `expires_at` (null: never) and
 /// `lockable` (a catalog key, which the organisation may lock). A row is returned, with its
-/// `user_id` and without its new value (the one sent), for each setting replaced; none for a key without a row, an expired value, a row
-/// changed meanwhile, a locked key or a value that would take the scope past its byte quota.
-/// The rows are locked in the order of their users.
+/// `user_id` and without its new value (the one sent), for each setting replaced; none for a
+/// key without a row, an expired value, a row changed meanwhile, a locked key or a value that
+/// would take the scope past its byte quota. The rows are locked in the order of their users.
 pub(super) const REPLACE_MANY_SQL: &str = r#"
 WITH input AS (
     SELECT * FROM jsonb_to_recordset($1::text::jsonb) AS i(

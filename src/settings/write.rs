@@ -632,8 +632,8 @@ impl Store {
 
     /// Moves the user's feed position on by one per history row and appends the rows with
     /// their positions and the values of the `outcomes` at their places; the position of the
-    /// first row, `None` when the user has no row. One
-    /// statement on PostgreSQL, two on SQLite (which cannot write inside a `WITH`).
+    /// first row, `None` when the user has no row. One statement on PostgreSQL, two on SQLite
+    /// (which cannot write inside a `WITH`).
     async fn log_history(
         &self,
         txn: &DatabaseTransaction,
@@ -648,6 +648,8 @@ impl Store {
             scope,
             ..
         } = *write;
+        // The plan pushes each history row with its outcome.
+        debug_assert_eq!(history.len(), outcomes.len());
         let count = history.len() as i64;
         if self.backend() == DbBackend::Postgres {
             // Each value in a one-element array, so that a JSON null stays apart from none.
@@ -702,20 +704,23 @@ impl Store {
             .into_iter()
             .zip(outcomes)
             .enumerate()
-            .map(|(offset, (h, outcome))| setting_change::ActiveModel {
-                id: NotSet,
-                user_id: Set(user_id.to_owned()),
-                scope: Set(scope.as_str().to_owned()),
-                key: Set(h.key),
-                kind: Set(h.kind.as_str().to_owned()),
-                version: Set(h.version),
-                old_value: Set(values(outcome).0.cloned()),
-                new_value: Set(values(outcome).1.cloned()),
-                actor: Set(origin.actor.clone()),
-                interface: Set(origin.interface.to_owned()),
-                correlation_id: Set(origin.correlation_id.clone()),
-                changed_at: Set(now),
-                position: Set(Some(first + offset as i64)),
+            .map(|(offset, (h, outcome))| {
+                let (old, new) = values(outcome);
+                setting_change::ActiveModel {
+                    id: NotSet,
+                    user_id: Set(user_id.to_owned()),
+                    scope: Set(scope.as_str().to_owned()),
+                    key: Set(h.key),
+                    kind: Set(h.kind.as_str().to_owned()),
+                    version: Set(h.version),
+                    old_value: Set(old.cloned()),
+                    new_value: Set(new.cloned()),
+                    actor: Set(origin.actor.clone()),
+                    interface: Set(origin.interface.to_owned()),
+                    correlation_id: Set(origin.correlation_id.clone()),
+                    changed_at: Set(now),
+                    position: Set(Some(first + offset as i64)),
+                }
             });
         setting_change::Entity::insert_many(rows)
             .exec_without_returning(txn)
