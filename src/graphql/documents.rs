@@ -25,7 +25,7 @@ use async_graphql_value::Value;
 
 use super::{
     cost::DocumentLimits,
-    hot::{ExecutorLimits, HotQuery},
+    hot::{ExecutorLimits, HotOperation},
 };
 use crate::error::Error;
 
@@ -40,10 +40,10 @@ pub struct Documents {
     parsed: Mutex<HashMap<Arc<str>, Admitted>>,
 }
 
-/// A document admitted before, and whether it is a [`HotQuery`].
+/// A document admitted before, and whether it is a [`HotOperation`].
 struct Admitted {
     document: ExecutableDocument,
-    hot: Option<Arc<HotQuery>>,
+    hot: Option<Arc<HotOperation>>,
 }
 
 impl Documents {
@@ -55,8 +55,8 @@ impl Documents {
         }
     }
 
-    /// The hot query that `query`'s text is, when it was admitted before and is one.
-    pub fn hot(&self, query: &str) -> Option<Arc<HotQuery>> {
+    /// The hot operation that `query`'s text is, when it was admitted before and is one.
+    pub fn hot(&self, query: &str) -> Option<Arc<HotOperation>> {
         self.lock().get(query)?.hot.clone()
     }
 
@@ -84,7 +84,7 @@ impl Documents {
         }
         let admitted = Admitted {
             document: document.clone(),
-            hot: HotQuery::recognize(document, self.executor).map(Arc::new),
+            hot: HotOperation::recognize(document, self.executor).map(Arc::new),
         };
         let mut parsed = self.lock();
         if parsed.len() >= CAPACITY {

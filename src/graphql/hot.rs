@@ -1,23 +1,27 @@
-//! The direct path of the hottest operation: a `settings` query of scalar fields, answered by
-//! writing the response from the cached settings instead of running the executor.
+//! The direct path of the hottest operations: a `settings` query, a `setSetting` or an
+//! `updateSettings` mutation of scalar fields, answered by writing the response from the
+//! settings read or written instead of running the executor.
 //!
 //! Executing `{ settings { key value version updatedAt } }` costs the executor more than
 //! everything else in the request together: a future per field of every setting, each value
 //! converted into async-graphql's value tree, and the response built as a tree before it is
-//! written. A document of that shape is recognised once, when it is admitted; its requests
-//! then read the settings and write the JSON text directly, in selection order, byte for byte
-//! what the executor answers (a test compares the two).
+//! written. For a write, the executor's validation and its tree cost a sixth of the service's
+//! CPU. A document of such a shape is recognised once, when it is admitted; its requests then
+//! call the store and write the JSON text directly, in selection order, byte for byte what the
+//! executor answers (a test compares the two).
 //!
-//! Only documents whose validity follows from their shape take this path: one query operation
-//! with one `settings` field, arguments and variables of the declared types, scalar fields of
-//! `Setting` without arguments, directives or repeated response keys, and no fragments. Any
-//! request it cannot answer with data, such as an invalid scope, too many keys or a token
-//! without read access, goes to the executor, which reports the error as it always does.
+//! Only documents whose validity follows from their shape take this path: one operation of
+//! the field's type with one such field, arguments and variables of the declared types (the
+//! JSON values of a write only as variables), scalar fields of `Setting` without arguments,
+//! directives or repeated response keys, and no fragments. A request this path cannot start,
+//! such as an invalid scope or key, a missing variable or a token without the access, goes to
+//! the executor, which reports the error as it always does. Once a write has been asked of the
+//! store, this path answers it, error or not, as the executor would: it is never sent twice.
 
 use std::{collections::HashSet, io::Write as _};
 
 use async_graphql::{
-    Name, Request, ScalarType, Variables,
+    Name, Pos, Request, ScalarType, Variables,
     parser::types::{DocumentOperations, ExecutableDocument, OperationType, Selection, Type},
 };
 use async_graphql_value::{ConstValue, Value};
@@ -28,7 +32,8 @@ use super::{
 };
 use crate::{
     auth::{Access, Principal},
-    settings::{Key, Scope, Setting, Store},
+    error::Error,
+    settings::{Key, Origin, Preconditions, Scope, Setting, Store},
 };
 
 /// The limits a recognised document must fit, as the executor enforces them.
@@ -38,17 +43,44 @@ pub struct ExecutorLimits {
     pub max_complexity: usize,
 }
 
-/// A recognised `settings` query.
+/// A recognised operation.
 #[derive(Debug)]
-pub struct HotQuery {
+pub struct HotOperation {
     /// The operation's name, which a request's `operationName` must match when it has one.
     operation_name: Option<Name>,
-    /// The response key of the `settings` field (its alias, or `settings`).
+    /// The response key of the root field (its alias, or its name).
     response_key: Name,
-    scope: Argument,
-    keys: Argument,
+    /// Where the root field is written, for the error of a write.
+    position: Pos,
+    root: Root,
     /// The selected fields of each setting, in selection order, with their response keys.
     fields: Vec<(Name, Field)>,
+}
+
+/// The root field and where each of its arguments comes from.
+#[derive(Debug)]
+enum Root {
+    Settings {
+        scope: Argument,
+        keys: Argument,
+    },
+    SetSetting {
+        key: Argument,
+        value: Argument,
+        scope: Argument,
+    },
+    UpdateSettings {
+        patch: Argument,
+        scope: Argument,
+    },
+}
+
+/// What the direct path answers.
+pub enum Answer {
+    /// The response body, with data.
+    Data(Vec<u8>),
+    /// The response of a write the store refused, as the executor reports it.
+    Failed(async_graphql::Response),
 }
 
 /// Where an argument's value comes from.
@@ -93,13 +125,60 @@ impl Field {
     }
 }
 
-/// The variable types each argument may be given, as written in a variable definition.
-const SCOPE_TYPES: &[&str] = &["String!"];
-const KEYS_TYPES: &[&str] = &["[String!]", "[String!]!"];
+/// An argument of a root field this path takes: the variable types it may be given, as
+/// written in a variable definition, and the literals it takes (none: only a variable).
+struct Parameter {
+    name: &'static str,
+    types: &'static [&'static str],
+    literal: Option<fn(&ConstValue) -> bool>,
+    /// A non-null argument without a default: the document is invalid without it.
+    required: bool,
+}
 
-impl HotQuery {
-    /// The document as a hot query, when its shape alone makes it valid and within `limits`.
-    pub fn recognize(document: &ExecutableDocument, limits: ExecutorLimits) -> Option<HotQuery> {
+const SCOPE: Parameter = Parameter {
+    name: "scope",
+    types: &["String!"],
+    literal: Some(|value| matches!(value, ConstValue::String(_))),
+    required: false,
+};
+
+const KEYS: Parameter = Parameter {
+    name: "keys",
+    types: &["[String!]", "[String!]!"],
+    literal: Some(|value| match value {
+        ConstValue::Null => true,
+        ConstValue::List(items) => items
+            .iter()
+            .all(|item| matches!(item, ConstValue::String(_))),
+        _ => false,
+    }),
+    required: false,
+};
+
+const KEY: Parameter = Parameter {
+    name: "key",
+    types: &["String!"],
+    literal: Some(|value| matches!(value, ConstValue::String(_))),
+    required: true,
+};
+
+/// A JSON value to write: as a variable only, whose JSON the client sent as it is.
+const fn json(name: &'static str) -> Parameter {
+    Parameter {
+        name,
+        types: &["JSON!"],
+        literal: None,
+        required: true,
+    }
+}
+
+impl HotOperation {
+    /// The document as a hot operation, when its shape alone makes it valid and within
+    /// `limits`.
+    pub fn recognize(
+        document: &ExecutableDocument,
+        limits: ExecutorLimits,
+    ) -> Option<HotOperation> {
         if !document.fragments.is_empty() {
             return None;
         }
@@ -112,7 +191,7 @@ impl HotQuery {
             DocumentOperations::Multiple(_) => return None,
         };
         let operation = &operation.node;
-        if operation.ty != OperationType::Query || !operation.directives.is_empty() {
+        if !operation.directives.is_empty() {
             return None;
         }
         let [root] = operation.selection_set.node.items.as_slice() else {
@@ -121,10 +200,17 @@ impl HotQuery {
         let Selection::Field(root) = &root.node else {
             return None;
         };
+        let position = root.pos;
         let root = &root.node;
-        if root.name.node.as_str() != "settings" || !root.directives.is_empty() {
+        if !root.directives.is_empty() {
             return None;
         }
+        let parameters: &[Parameter] = match (operation.ty, root.name.node.as_str()) {
+            (OperationType::Query, "settings") => &[SCOPE, KEYS],
+            (OperationType::Mutation, "setSetting") => &[KEY, json("value"), SCOPE],
+            (OperationType::Mutation, "updateSettings") => &[json("patch"), SCOPE],
+            _ => return None,
+        };
         // Every declared variable must be used exactly once, by an argument of its type.
         let mut declared: Vec<(&Name, &Type)> = Vec::new();
         for definition in &operation.variable_definitions {
@@ -135,20 +221,21 @@ impl HotQuery {
             declared.push((&definition.name.node, &definition.var_type.node));
         }
         let mut used: HashSet<&Name> = HashSet::new();
-        let (mut scope, mut keys) = (Argument::Absent, Argument::Absent);
+        let mut arguments: Vec<Argument> = parameters.iter().map(|_| Argument::Absent).collect();
         for (name, value) in &root.arguments {
-            let (slot, types) = match name.node.as_str() {
-                "scope" => (&mut scope, SCOPE_TYPES),
-                "keys" => (&mut keys, KEYS_TYPES),
-                _ => return None,
-            };
+            let at = parameters
+                .iter()
+                .position(|parameter| parameter.name == name.node.as_str())?;
+            let (parameter, slot) = (&parameters[at], &mut arguments[at]);
             if !matches!(slot, Argument::Absent) {
                 return None;
             }
             *slot = match &value.node {
                 Value::Variable(variable) => {
                     let (_, declared_type) = declared.iter().find(|(name, _)| *name == variable)?;
-                    if !types.contains(&declared_type.to_string().as_str())
+                    if !parameter
+                        .types
+                        .contains(&declared_type.to_string().as_str())
                         || !used.insert(variable)
                     {
                         return None;
@@ -160,7 +247,7 @@ impl HotQuery {
                 }
                 literal => {
                     let literal = literal.clone().into_const()?;
-                    if !literal_fits(name.node.as_str(), &literal) {
+                    if !parameter.literal.is_some_and(|fits| fits(&literal)) {
                         return None;
                     }
                     Argument::Literal(literal)
@@ -168,6 +255,15 @@ impl HotQuery {
             };
         }
         if used.len() != declared.len() {
+            return None;
+        }
+        let given = parameters
+            .iter()
+            .zip(&arguments)
+            .all(|(parameter, argument)| {
+                !parameter.required || !matches!(argument, Argument::Absent)
+            });
+        if !given {
             return None;
         }
         let mut fields = Vec::new();
@@ -193,65 +289,198 @@ impl HotQuery {
         if fields.is_empty() || limits.max_depth < 2 || limits.max_complexity < 1 + fields.len() {
             return None;
         }
-        Some(HotQuery {
+        let mut arguments = arguments.into_iter();
+        let mut next = || arguments.next().unwrap_or(Argument::Absent);
+        let root_of = match root.name.node.as_str() {
+            "settings" => Root::Settings {
+                scope: next(),
+                keys: next(),
+            },
+            "setSetting" => Root::SetSetting {
+                key: next(),
+                value: next(),
+                scope: next(),
+            },
+            _ => Root::UpdateSettings {
+                patch: next(),
+                scope: next(),
+            },
+        };
+        Some(HotOperation {
             operation_name,
             response_key: root.response_key().node.clone(),
-            scope,
-            keys,
+            position,
+            root: root_of,
             fields,
         })
     }
 
-    /// The response body of `request` for `principal`, or `None` when the executor must
-    /// answer it (an error to report, or a request this path does not cover).
+    /// Whether it is a query, which only reads.
+    pub fn is_query(&self) -> bool {
+        matches!(self.root, Root::Settings { .. })
+    }
+
+    /// The answer to `request` for `principal`, or `None` when the executor must answer it
+    /// (an error to report, or a request this path does not cover). `None` only before a
+    /// write was asked of the store.
     pub async fn run(
         &self,
         request: &Request,
         principal: &Principal,
         store: &Store,
-    ) -> Option<Vec<u8>> {
+    ) -> Option<Answer> {
         if let Some(name) = &request.operation_name
             && self.operation_name.as_ref().is_none_or(|own| own != name)
         {
             return None;
         }
+        let variables = &request.variables;
+        // A write's future is many times a read's: boxed, it does not make every read's
+        // future that large.
+        match &self.root {
+            Root::Settings { scope, keys } => {
+                self.read(
+                    principal,
+                    store,
+                    resolve(scope, variables)?,
+                    resolve(keys, variables)?,
+                )
+                .await
+            }
+            Root::SetSetting { key, value, scope } => {
+                principal.require(Access::Write).ok()?;
+                let key = match resolve(key, variables)? {
+                    Some(ConstValue::String(key)) => Key::parse(key.clone(), "key").ok()?,
+                    _ => return None,
+                };
+                let value = json_of(value, variables)?;
+                let scope = scope_of(resolve(scope, variables)?)?;
+                Box::pin(self.set(principal, store, scope, key, value)).await
+            }
+            Root::UpdateSettings { patch, scope } => {
+                principal.require(Access::Write).ok()?;
+                let patch = json_of(patch, variables)?;
+                let scope = scope_of(resolve(scope, variables)?)?;
+                Box::pin(self.update(principal, store, scope, patch)).await
+            }
+        }
+    }
+
+    async fn read(
+        &self,
+        principal: &Principal,
+        store: &Store,
+        scope: Option<&ConstValue>,
+        keys: Option<&ConstValue>,
+    ) -> Option<Answer> {
         principal.require(Access::Read).ok()?;
-        let scope = match resolve(&self.scope, &request.variables)? {
-            None => String::new(),
-            Some(ConstValue::String(scope)) => scope,
-            Some(_) => return None,
-        };
-        let keys = match resolve(&self.keys, &request.variables)? {
+        let scope = scope_of(scope)?;
+        let keys = match keys {
             None | Some(ConstValue::Null) => None,
             Some(ConstValue::List(items)) => Some(
                 items
-                    .into_iter()
+                    .iter()
                     .map(|item| match item {
-                        ConstValue::String(key) => Some(key),
+                        ConstValue::String(key) => Some(key.clone()),
                         _ => None,
                     })
                     .collect::<Option<Vec<String>>>()?,
             ),
             Some(_) => return None,
         };
-        let scope = Scope::parse(scope).ok()?;
         let keys: Option<Vec<Key>> = parse_keys(keys).ok()?;
         let listed = store
             .listed(&principal.user_id, &scope, keys.as_deref())
             .await
             .ok()?;
+        Some(Answer::Data(
+            self.data(|body| self.write_list(body, listed.iter())),
+        ))
+    }
+
+    async fn set(
+        &self,
+        principal: &Principal,
+        store: &Store,
+        scope: Scope,
+        key: Key,
+        value: serde_json::Value,
+    ) -> Option<Answer> {
+        let written = store
+            .set_until(
+                &origin(principal),
+                &principal.user_id,
+                &scope,
+                &key,
+                value,
+                None,
+                None,
+            )
+            .await;
+        Some(match written {
+            Ok((setting, _created)) => {
+                Answer::Data(self.data(|body| self.write_setting(body, &setting)))
+            }
+            Err(err) => self.failed(&err),
+        })
+    }
+
+    async fn update(
+        &self,
+        principal: &Principal,
+        store: &Store,
+        scope: Scope,
+        patch: serde_json::Value,
+    ) -> Option<Answer> {
+        let preconditions = Preconditions {
+            versions: Default::default(),
+            document: None,
+        };
+        let written = store
+            .apply_patch(
+                &origin(principal),
+                &principal.user_id,
+                &scope,
+                patch,
+                &preconditions,
+            )
+            .await;
+        Some(match written {
+            Ok(settings) => Answer::Data(self.data(|body| self.write_list(body, settings.iter()))),
+            Err(err) => self.failed(&err),
+        })
+    }
+
+    /// `{"data":{<response key>:` what `write` writes `}}`.
+    fn data(&self, write: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
         let mut body = Vec::with_capacity(1024);
         body.extend_from_slice(b"{\"data\":{");
         write_json(&mut body, self.response_key.as_str());
-        body.extend_from_slice(b":[");
-        for (index, setting) in listed.iter().enumerate() {
+        body.push(b':');
+        write(&mut body);
+        body.extend_from_slice(b"}}");
+        body
+    }
+
+    /// The executor's response to a root field that failed with `err`: the field is non-null,
+    /// so `data` is null, and the error has the field's place and path.
+    fn failed(&self, err: &Error) -> Answer {
+        let mut error = async_graphql::Error::from(err).into_server_error(self.position);
+        error.path = vec![async_graphql::PathSegment::Field(
+            self.response_key.to_string(),
+        )];
+        Answer::Failed(async_graphql::Response::from_errors(vec![error]))
+    }
+
+    fn write_list<'s>(&self, body: &mut Vec<u8>, settings: impl Iterator<Item = &'s Setting>) {
+        body.push(b'[');
+        for (index, setting) in settings.enumerate() {
             if index > 0 {
                 body.push(b',');
             }
-            self.write_setting(&mut body, setting);
+            self.write_setting(body, setting);
         }
-        body.extend_from_slice(b"]}}");
-        Some(body)
+        body.push(b']');
     }
 
     fn write_setting(&self, body: &mut Vec<u8>, setting: &Setting) {
@@ -287,28 +516,43 @@ impl HotQuery {
     }
 }
 
-/// Whether a literal argument has the argument's type: `scope` a string, `keys` null or a list
-/// of strings.
-fn literal_fits(argument: &str, literal: &ConstValue) -> bool {
-    match (argument, literal) {
-        ("scope", ConstValue::String(_)) => true,
-        ("keys", ConstValue::Null) => true,
-        ("keys", ConstValue::List(items)) => items
-            .iter()
-            .all(|item| matches!(item, ConstValue::String(_))),
-        _ => false,
+/// A write's origin, as the mutation resolvers make it.
+fn origin(principal: &Principal) -> Origin {
+    Origin::new(
+        principal.user_id.as_str(),
+        "graphql",
+        crate::telemetry::correlation_id(),
+    )
+}
+
+/// The `scope` argument's value: `""` when absent; `None` when it is not a valid scope.
+fn scope_of(value: Option<&ConstValue>) -> Option<Scope> {
+    let scope = match value {
+        None => String::new(),
+        Some(ConstValue::String(scope)) => scope.clone(),
+        Some(_) => return None,
+    };
+    Scope::parse(scope).ok()
+}
+
+/// A `JSON!` argument's value as the executor's `JSON` scalar takes it; `None` for a null,
+/// which the executor refuses.
+fn json_of(argument: &Argument, variables: &Variables) -> Option<serde_json::Value> {
+    match resolve(argument, variables)?? {
+        ConstValue::Null => None,
+        value => serde_json::to_value(value).ok(),
     }
 }
 
 /// An argument's value for one request: `Some(None)` when it is absent (an unprovided
 /// nullable variable counts as absent, as `omit_unprovided_variables` makes it for the
 /// executor); `None` when a non-null variable was not provided, which is an error.
-fn resolve(argument: &Argument, variables: &Variables) -> Option<Option<ConstValue>> {
+fn resolve<'a>(argument: &'a Argument, variables: &'a Variables) -> Option<Option<&'a ConstValue>> {
     match argument {
         Argument::Absent => Some(None),
-        Argument::Literal(value) => Some(Some(value.clone())),
+        Argument::Literal(value) => Some(Some(value)),
         Argument::Variable { name, nullable } => match variables.get(name) {
-            Some(value) => Some(Some(value.clone())),
+            Some(value) => Some(Some(value)),
             None => nullable.then_some(None),
         },
     }
@@ -342,7 +586,7 @@ mod tests {
     }
 
     fn recognized_within(query: &str, limits: ExecutorLimits) -> bool {
-        HotQuery::recognize(&parse_query(query).unwrap(), limits).is_some()
+        HotOperation::recognize(&parse_query(query).unwrap(), limits).is_some()
     }
 
     #[test]
@@ -355,8 +599,41 @@ mod tests {
             "query($k: [String!]!, $s: String!) { s: settings(scope: $s, keys: $k) { v: value } }",
             r#"{ settings(scope: "mobile", keys: ["a", "b"]) { key expiresAt createdAt scope } }"#,
             "{ settings(keys: null) { key } }",
+            // The writes clients send.
+            r#"mutation($v: JSON!) { setSetting(key: "theme", value: $v) { version } }"#,
+            "mutation Set($k: String!, $v: JSON!, $s: String!) { setSetting(key: $k, value: $v, scope: $s) { id key value version updatedAt __typename } }",
+            "mutation($p: JSON!) { updateSettings(patch: $p) { key version } }",
+            r#"mutation Patch($p: JSON!) { u: updateSettings(scope: "mobile", patch: $p) { key value } }"#,
         ] {
             assert!(recognized(query), "{query}");
+        }
+    }
+
+    #[test]
+    fn writes_with_more_than_a_value_and_its_place_go_to_the_executor() {
+        for query in [
+            // Preconditions, expiry, another user: arguments this path does not take.
+            "mutation($v: JSON!) { setSetting(key: \"a\", value: $v, expectedVersion: 1) { version } }",
+            "mutation($v: JSON!) { setSetting(key: \"a\", value: $v, ttlSeconds: 60) { version } }",
+            "mutation($p: JSON!) { updateSettings(patch: $p, expectedVersions: {a: 1}) { key } }",
+            "mutation($p: JSON!) { updateSettings(patch: $p, userId: \"bob\") { key } }",
+            // A JSON value written in the document, or of a variable of another type.
+            "mutation { setSetting(key: \"a\", value: true) { version } }",
+            "mutation { updateSettings(patch: {a: 1}) { key } }",
+            "mutation($v: JSON) { setSetting(key: \"a\", value: $v) { version } }",
+            "mutation($v: String!) { setSetting(key: \"a\", value: $v) { version } }",
+            "mutation($k: ID!, $v: JSON!) { setSetting(key: $k, value: $v) { version } }",
+            // A required argument left out, which the executor reports.
+            "mutation($v: JSON!) { setSetting(value: $v) { version } }",
+            "mutation { updateSettings { key } }",
+            // Other shapes.
+            "query($p: JSON!) { updateSettings(patch: $p) { key } }",
+            "mutation($p: JSON!) { updateSettings(patch: $p) @include(if: true) { key } }",
+            "mutation($p: JSON!) { a: updateSettings(patch: $p) { key } b: updateSettings(patch: $p) { key } }",
+            "mutation($p: JSON!) { updateSettings(patch: $p) { key owner } }",
+            "mutation($k: String!) { deleteSetting(key: $k) }",
+        ] {
+            assert!(!recognized(query), "{query}");
         }
     }
 

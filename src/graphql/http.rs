@@ -21,7 +21,9 @@ use super::{
     GraphqlState,
     documents::omit_unprovided_variables,
     errors::{add_missing_codes, server_error},
-    graphiql, sse, websocket,
+    graphiql,
+    hot::Answer,
+    sse, websocket,
 };
 use crate::{connections::Slot, error::Error};
 
@@ -177,12 +179,24 @@ async fn execute(
     if let BatchRequest::Single(one) = &request
         && let Some(hot) = state.documents.hot(&one.query)
     {
-        let timeout = state.execution_timeout;
-        match tokio::time::timeout(timeout, hot.run(one, &principal, &state.store)).await {
-            Ok(Some(body)) => return respond_with(headers, StatusCode::OK, body),
+        let run = hot.run(one, &principal, &state.store);
+        // As below, only a query is stopped at the timeout.
+        let answer = if hot.is_query() {
+            let timeout = state.execution_timeout;
+            match tokio::time::timeout(timeout, run).await {
+                Ok(answer) => answer,
+                Err(_) => return error_response(Error::TimedOut { after: timeout }),
+            }
+        } else {
+            run.await
+        };
+        match answer {
+            Some(Answer::Data(body)) => return respond_with(headers, StatusCode::OK, body),
+            Some(Answer::Failed(response)) => {
+                return respond(headers, BatchResponse::Single(response));
+            }
             // Not for this path: the executor answers, and reports the error if there is one.
-            Ok(None) => {}
-            Err(_) => return error_response(Error::TimedOut { after: timeout }),
+            None => {}
         }
     }
     // Only queries are stopped at the timeout: a mutation finishes what it started, so that

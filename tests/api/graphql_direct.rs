@@ -1,4 +1,5 @@
-//! The direct path of the `settings` query answers byte for byte what the executor answers.
+//! The direct path of the `settings` query and of the `setSetting` and `updateSettings`
+//! mutations answers byte for byte what the executor answers.
 //! Each query runs as written, and again with `@include(if: true)` on its `settings` field:
 //! the same query, which the direct path does not take (it takes no directives), so the
 //! second answer is the executor's.
@@ -186,5 +187,159 @@ both_backends! {
         let token = app.token("alice");
         seed(&app, &token).await;
         compare(&app, &token).await;
+    }
+}
+
+/// Writes, each sent twice with the same input: as written, for one user, and with
+/// `@include(if: true)` on its root field, for another user with the same settings, which the
+/// executor answers. The selections leave out what differs between the two users (`id`) and
+/// between two instants (`createdAt`, `updatedAt`); `a_direct_write_answers_what_it_wrote`
+/// checks those.
+const WRITES: &[(&str, Option<&str>, &str)] = &[
+    (
+        r#"mutation($v: JSON!) { setSetting(key: "appearance", value: $v) @D { version } }"#,
+        None,
+        r#"{"v": {"mode": "light", "label": "tab\t \"q\" ü ✓ </script>", "n": [1, -2.5, 1e300]}}"#,
+    ),
+    (
+        "mutation Set($k: String!, $v: JSON!, $s: String!) { s: setSetting(key: $k, value: $v, scope: $s) @D { __typename k: key scope value version expiresAt } }",
+        Some("Set"),
+        r#"{"k": "layout", "v": [null, true, "x"], "s": "mobile"}"#,
+    ),
+    (
+        "mutation($k: String!, $v: JSON!) { setSetting(key: $k, value: $v) @D { key value version } }",
+        None,
+        r#"{"k": "fresh", "v": 12345678901234567890}"#,
+    ),
+    (
+        "mutation($p: JSON!) { updateSettings(patch: $p) @D { key value version } }",
+        None,
+        r##"{"p": {"appearance": {"mode": null, "accent": "#fff"}, "count": 8, "recent": null, "new": {"a": {"b": 1}}}}"##,
+    ),
+    (
+        r#"mutation Patch($p: JSON!) { u: updateSettings(scope: "mobile", patch: $p) @D { scope key version value } }"#,
+        Some("Patch"),
+        r#"{"p": {"layout": {"columns": 4}}}"#,
+    ),
+    (
+        "mutation($p: JSON!) { updateSettings(patch: $p) @D { key } }",
+        None,
+        r#"{"p": {}}"#,
+    ),
+    // Refused by the store, after the direct path asked it to write: it reports the error.
+    (
+        "mutation($p: JSON!) { updateSettings(patch: $p) @D { key } }",
+        None,
+        r#"{"p": 3}"#,
+    ),
+    (
+        "mutation($p: JSON!) { updateSettings(patch: $p) @D { key } }",
+        None,
+        r#"{"p": {"ok": 1, "": 2}}"#,
+    ),
+    (
+        r#"mutation($v: JSON!) { setSetting(key: "deep", value: $v) @D { version } }"#,
+        None,
+        r#"{"v": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}"#,
+    ),
+    // Refused before any write: the executor reports these, either way.
+    (
+        "mutation($k: String!, $v: JSON!) { setSetting(key: $k, value: $v) @D { version } }",
+        None,
+        r#"{"k": "", "v": 1}"#,
+    ),
+    (
+        r#"mutation($v: JSON!) { setSetting(key: "a", value: $v, scope: "not a scope!") @D { version } }"#,
+        None,
+        r#"{"v": 1}"#,
+    ),
+    (
+        "mutation($p: JSON!) { updateSettings(patch: $p) @D { key } }",
+        None,
+        r#"{"p": null}"#,
+    ),
+    (
+        "mutation($p: JSON!) { updateSettings(patch: $p) @D { key } }",
+        None,
+        "{}",
+    ),
+    (
+        "mutation A($p: JSON!) { updateSettings(patch: $p) @D { key } }",
+        Some("B"),
+        r#"{"p": {"a": 1}}"#,
+    ),
+];
+
+async fn compare_writes(app: &TestApp, direct_token: &str, executed_token: &str) {
+    for &(query, operation_name, variables) in WRITES {
+        for accept in ACCEPTS {
+            let body = |directive: &str| {
+                let mut body = json!({
+                    "query": query.replace("@D", directive),
+                    "variables": serde_json::from_str::<Value>(variables).unwrap(),
+                });
+                if let Some(name) = operation_name {
+                    body["operationName"] = json!(name);
+                }
+                body
+            };
+            let direct = ask(app, direct_token, accept, &body("")).await;
+            let executed = ask(app, executed_token, accept, &body("@include(if: true)")).await;
+            assert_eq!(direct, executed, "{query} {variables} ({accept})");
+        }
+    }
+    // Each write went in once: both users have the same settings and versions.
+    let all = "query($s: String!) { settings(scope: $s) { key value version } }";
+    for scope in ["", "mobile"] {
+        let variables = json!({"s": scope});
+        assert_eq!(
+            app.data(direct_token, all, variables.clone()).await,
+            app.data(executed_token, all, variables).await
+        );
+    }
+}
+
+both_backends! {
+    async fn a_direct_write_answers_what_the_executor_answers(app) {
+        let (alice, bob) = (app.token("alice"), app.token("bob"));
+        seed(&app, &alice).await;
+        seed(&app, &bob).await;
+        compare_writes(&app, &alice, &bob).await;
+        let versions = app.data(&alice, "{ settings { key version } }", json!({})).await;
+        // Two writes of each of the six that succeeded, one per accepted media type.
+        assert!(versions["settings"].as_array().unwrap().contains(&json!({"key": "appearance", "version": 5})), "{versions}");
+        // A token without write access is refused before anything is written.
+        let reader = scoped_token("alice", "settings:read");
+        let (status, _, text) = ask(&app, &reader, ACCEPTS[0], &json!({
+            "query": "mutation($p: JSON!) { updateSettings(patch: $p) { key } }",
+            "variables": {"p": {"count": 1}},
+        })).await;
+        let body: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!((status, code(&body["errors"][0])), (200, "FORBIDDEN"), "{text}");
+        assert_eq!(app.values(&alice).await["count"], 8);
+    }
+}
+
+both_backends! {
+    async fn a_direct_write_answers_what_it_wrote(app) {
+        let token = app.token("alice");
+        let written = app.data(&token, "mutation($p: JSON!) { updateSettings(patch: $p) { id key value version createdAt updatedAt } }", json!({"p": {"a": [1], "b": {"c": "d"}}})).await;
+        let set = app.data(&token, r#"mutation($v: JSON!) { setSetting(key: "b", value: $v) { id key value version createdAt updatedAt } }"#, json!({"v": false})).await;
+        // What a read through the executor answers afterwards, field for field.
+        let read = app.data(&token, "{ settings @include(if: true) { id key value version createdAt updatedAt } }", json!({})).await;
+        assert_eq!(written["updateSettings"][0], read["settings"][0]);
+        assert_eq!(set["setSetting"], read["settings"][1]);
+        assert_eq!(set["setSetting"]["version"], 2);
+        assert_eq!(written["updateSettings"][1]["value"], json!({"c": "d"}));
+    }
+}
+
+both_backends! {
+    options = Options::default().env("SETTINGS_CACHE_MB", "0");
+    async fn direct_writes_without_the_cache_too(app) {
+        let (alice, bob) = (app.token("alice"), app.token("bob"));
+        seed(&app, &alice).await;
+        seed(&app, &bob).await;
+        compare_writes(&app, &alice, &bob).await;
     }
 }
