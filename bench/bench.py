@@ -184,6 +184,32 @@ def cmd_probe(args) -> None:
         sys.exit(1)
 
 
+def cmd_drive(args) -> None:
+    """Sends `count` requests of a scenario one after another on one connection, the users and
+    bodies in the order wrk.lua takes them; exits 1 at the first bad response."""
+    import http.client
+    import urllib.parse
+
+    scenario = by_id(args.scenario)
+    with open(args.tokens) as f:
+        tokens = [line.strip() for line in f if line.strip()]
+    bodies = [None]
+    if scenario.body is not None:
+        bodies = [json.dumps(scenario.body(i), separators=(",", ":")) for i in range(BODY_VARIANTS)]
+    url = urllib.parse.urlsplit(args.url)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+    for j in range(args.offset, args.offset + args.count):
+        headers = {"Authorization": f"Bearer {tokens[j % len(tokens)]}"}
+        body = bodies[(j // len(tokens)) % len(bodies)]
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        connection.request(scenario.method, scenario.path, body=body, headers=headers)
+        response = connection.getresponse()
+        text = response.read().decode(errors="replace")
+        if not 200 <= response.status < 300 or has_graphql_errors(text):
+            sys.exit(f"bench.py drive: {scenario.id} answered {response.status}: {text[:300]}")
+
+
 def has_graphql_errors(body: str) -> bool:
     """The test wrk.lua applies to every 2xx response body."""
     return '"errors":' in body
@@ -518,6 +544,14 @@ def main() -> None:
     p.add_argument("--url", required=True)
     p.add_argument("--tokens", required=True)
     p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("drive")
+    p.add_argument("scenario")
+    p.add_argument("--url", required=True)
+    p.add_argument("--tokens", required=True)
+    p.add_argument("--count", type=int, required=True)
+    p.add_argument("--offset", type=int, default=0)
+    p.set_defaults(func=cmd_drive)
 
     p = sub.add_parser("wrk-result")
     p.add_argument("scenario")
