@@ -174,6 +174,26 @@ mod tests {
     }
 
     #[test]
+    fn the_pointer_escapes_member_names_and_names_the_place_of_a_nul() {
+        let pointer = |value: Value| match LIMITS.check("k", &value) {
+            Err(Error::BadInput(v)) => (v.rule.into_owned(), v.pointer),
+            other => panic!("{value}: {other:?}"),
+        };
+        assert_eq!(
+            pointer(json!({"a/b": {"~c": [[1]]}})),
+            ("maxDepth".into(), Some("/a~1b/~0c/0".into()))
+        );
+        assert_eq!(
+            pointer(json!({"ok": 1, "x": [0, {"y\u{0}": 1}]})),
+            ("noNulCharacter".into(), Some("/x/1/y\u{0}".into()))
+        );
+        assert_eq!(
+            pointer(json!([1, "\u{0}"])),
+            ("noNulCharacter".into(), Some("/1".into()))
+        );
+    }
+
+    #[test]
     fn nul_is_rejected_in_strings_and_member_names() {
         for value in [json!("a\u{0}b"), json!({"x\u{0}": 1}), json!([["\u{0}"]])] {
             match LIMITS.check("k", &value) {
