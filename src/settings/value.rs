@@ -35,7 +35,7 @@ impl ValueLimits {
 
     /// Checks a value about to be stored under `field` (a key, or `patch`).
     pub fn check(&self, field: &str, value: &Value) -> Result<(), Error> {
-        check_tree(field, value, 0, self.max_depth, &mut String::new())?;
+        check_tree(field, value, self.max_depth, &mut Vec::new())?;
         let size = serialized_len(value);
         if size > self.max_bytes {
             return Err(Error::PayloadTooLarge {
@@ -50,60 +50,81 @@ impl ValueLimits {
     }
 }
 
-/// Walks the value once for depth and NUL characters, keeping a JSON pointer for the message.
-fn check_tree(
+/// One step from a value into one of its members or items.
+enum Step<'v> {
+    Index(usize),
+    Name(&'v str),
+}
+
+/// The JSON pointer (RFC 6901) of the place `path` leads to.
+fn pointer_of(path: &[Step]) -> String {
+    let mut pointer = String::new();
+    for step in path {
+        pointer.push('/');
+        match step {
+            Step::Index(index) => pointer.push_str(&index.to_string()),
+            Step::Name(name) => pointer.push_str(&name.replace('~', "~0").replace('/', "~1")),
+        }
+    }
+    pointer
+}
+
+/// Walks the value once for depth and NUL characters. `path` leads from the value stored to
+/// `value`; the JSON pointer for the message is written only for a violation.
+fn check_tree<'v>(
     field: &str,
-    value: &Value,
-    depth: usize,
+    value: &'v Value,
     max_depth: usize,
-    pointer: &mut String,
+    path: &mut Vec<Step<'v>>,
 ) -> Result<(), Error> {
-    let violation = |rule: &'static str, pointer: &str, message: String| {
+    let violation = |rule: &'static str, pointer: String, message: String| {
         Error::BadInput(Violation {
             field: field.to_owned(),
             rule: rule.into(),
-            pointer: Some(pointer.to_owned()),
+            pointer: Some(pointer),
             message,
         })
     };
-    let nested = |pointer: &str| {
+    let nested = |path: &[Step]| {
+        let pointer = pointer_of(path);
         let message =
             format!("the value of `{field}` nests deeper than {max_depth} levels at `{pointer}`");
         violation("maxDepth", pointer, message)
     };
-    let nul = |pointer: &str| {
+    let nul = |path: &[Step]| {
+        let pointer = pointer_of(path);
         let message =
             format!("the value of `{field}` contains the character \\u0000 at `{pointer}`");
         violation("noNulCharacter", pointer, message)
     };
+    // The depth of `value` is the length of its path.
+    let depth = path.len();
+    // A NUL byte in UTF-8 is only ever the character U+0000.
+    let has_nul = |text: &str| text.as_bytes().contains(&0);
     match value {
-        Value::String(s) if s.contains('\0') => Err(nul(pointer)),
+        Value::String(s) if has_nul(s) => Err(nul(path)),
         Value::Array(items) => {
             if depth + 1 > max_depth {
-                return Err(nested(pointer));
+                return Err(nested(path));
             }
             for (index, item) in items.iter().enumerate() {
-                let len = pointer.len();
-                pointer.push('/');
-                pointer.push_str(&index.to_string());
-                check_tree(field, item, depth + 1, max_depth, pointer)?;
-                pointer.truncate(len);
+                path.push(Step::Index(index));
+                check_tree(field, item, max_depth, path)?;
+                path.pop();
             }
             Ok(())
         }
         Value::Object(members) => {
             if depth + 1 > max_depth {
-                return Err(nested(pointer));
+                return Err(nested(path));
             }
             for (name, item) in members {
-                let len = pointer.len();
-                pointer.push('/');
-                pointer.push_str(&name.replace('~', "~0").replace('/', "~1"));
-                if name.contains('\0') {
-                    return Err(nul(pointer));
+                path.push(Step::Name(name));
+                if has_nul(name) {
+                    return Err(nul(path));
                 }
-                check_tree(field, item, depth + 1, max_depth, pointer)?;
-                pointer.truncate(len);
+                check_tree(field, item, max_depth, path)?;
+                path.pop();
             }
             Ok(())
         }
