@@ -56,7 +56,7 @@ pub async fn post(
         Ok(body) => body,
         Err(err) => return error_response(err),
     };
-    let request: BatchRequest = match serde_json::from_slice(&body) {
+    let request = match parse_request(&body) {
         Ok(request) => request,
         Err(err) => {
             return error_response(Error::bad_input(
@@ -92,6 +92,16 @@ pub async fn post(
         ));
     }
     execute(&state, &headers, principal, request).await
+}
+
+/// A request or a batch (a JSON array). async-graphql's `BatchRequest` takes either, but as an
+/// untagged enum it first copies the whole body into a tree of serde's own and then reads that
+/// again; a body that is not an array is read as one request directly.
+fn parse_request(body: &[u8]) -> serde_json::Result<BatchRequest> {
+    match body.iter().find(|byte| !byte.is_ascii_whitespace()) {
+        Some(b'[') => serde_json::from_slice(body),
+        _ => serde_json::from_slice(body).map(BatchRequest::Single),
+    }
 }
 
 /// `GET /graphql`: a WebSocket upgrade; GraphiQL for a browser that asks for a page without a

@@ -65,6 +65,30 @@ both_backends! {
         assert_eq!(app.values(&token).await, json!({}));
     }
 
+    async fn a_body_that_is_not_a_graphql_request_is_refused_saying_what_is_wrong(app) {
+        let token = app.token("alice");
+        let post = |body: &str| app.client.post(app.url("/graphql")).bearer_auth(&token).header("content-type", "application/json").body(body.to_owned());
+        for (body, says) in [
+            (r#"{"query": 3}"#, "invalid type: integer `3`, expected a string"),
+            (r#"  {"query": "{ settings { key } }", "variables": [1]}"#, "invalid type: sequence"),
+            (r#""{ settings { key } }""#, "invalid type: string"),
+            (r#"{"query": "{ settings { key } }""#, "EOF"),
+        ] {
+            let reply = app.send(post(body)).await;
+            assert_eq!(reply.status, 400, "{body}: {:?}", reply.body);
+            let error = &reply.body["errors"][0];
+            assert_eq!((code(error), error["extensions"]["field"].as_str(), error["extensions"]["rule"].as_str()), ("BAD_USER_INPUT", Some("body"), Some("graphqlRequest")), "{body}: {error}");
+            let message = error["message"].as_str().unwrap();
+            assert!(message.contains(says), "{body}: {message}");
+        }
+        // One request, with space before it, and a batch of one.
+        let reply = app.send(post(r#" {"query": "{ settings { key } }"}"#)).await;
+        assert_eq!((reply.status.as_u16(), &reply.body), (200, &json!({"data": {"settings": []}})));
+        let reply = app.send(post(r#"
+            [{"query": "{ settings { key } }"}]"#)).await;
+        assert_eq!((reply.status.as_u16(), &reply.body), (200, &json!([{"data": {"settings": []}}])));
+    }
+
     async fn the_graphql_response_format_answers_400_without_data_when_nothing_ran(app) {
         let token = app.token("alice");
         let post = |body: Value| app.client.post(app.url("/graphql")).bearer_auth(&token).header("accept", "application/graphql-response+json").json(&body);
