@@ -135,12 +135,19 @@ struct Parameter {
     required: bool,
 }
 
-const SCOPE: Parameter = Parameter {
-    name: "scope",
-    types: &["String!"],
-    literal: Some(|value| matches!(value, ConstValue::String(_))),
-    required: false,
-};
+/// A string, such as a key or a scope: as a variable or written in the document.
+const fn string(name: &'static str, required: bool) -> Parameter {
+    Parameter {
+        name,
+        types: &["String!"],
+        literal: Some(|value| matches!(value, ConstValue::String(_))),
+        required,
+    }
+}
+
+const SCOPE: Parameter = string("scope", false);
+
+const KEY: Parameter = string("key", true);
 
 const KEYS: Parameter = Parameter {
     name: "keys",
@@ -153,13 +160,6 @@ const KEYS: Parameter = Parameter {
         _ => false,
     }),
     required: false,
-};
-
-const KEY: Parameter = Parameter {
-    name: "key",
-    types: &["String!"],
-    literal: Some(|value| matches!(value, ConstValue::String(_))),
-    required: true,
 };
 
 /// A JSON value to write: as a variable only, whose JSON the client sent as it is.
@@ -301,10 +301,11 @@ impl HotOperation {
                 value: next(),
                 scope: next(),
             },
-            _ => Root::UpdateSettings {
+            "updateSettings" => Root::UpdateSettings {
                 patch: next(),
                 scope: next(),
             },
+            _ => return None,
         };
         Some(HotOperation {
             operation_name,
