@@ -144,8 +144,15 @@ const ACCEPTS: &[&str] = &[
     "application/graphql-response+json, application/json;q=0.9",
 ];
 
-async fn compare(app: &TestApp, token: &str) {
-    for &(query, operation_name, variables) in QUERIES {
+/// Sends each case as written with `direct_token`, and with `@include(if: true)` in place of
+/// its `@D` with `executed_token`, in each media type, and compares the answers.
+async fn compare_each(
+    app: &TestApp,
+    cases: &[(&str, Option<&str>, &str)],
+    direct_token: &str,
+    executed_token: &str,
+) {
+    for &(query, operation_name, variables) in cases {
         for accept in ACCEPTS {
             let body = |directive: &str| {
                 let mut body = json!({
@@ -157,11 +164,15 @@ async fn compare(app: &TestApp, token: &str) {
                 }
                 body
             };
-            let direct = ask(app, token, accept, &body("")).await;
-            let executed = ask(app, token, accept, &body("@include(if: true)")).await;
+            let direct = ask(app, direct_token, accept, &body("")).await;
+            let executed = ask(app, executed_token, accept, &body("@include(if: true)")).await;
             assert_eq!(direct, executed, "{query} {variables} ({accept})");
         }
     }
+}
+
+async fn compare(app: &TestApp, token: &str) {
+    compare_each(app, QUERIES, token, token).await;
 }
 
 both_backends! {
@@ -271,23 +282,7 @@ const WRITES: &[(&str, Option<&str>, &str)] = &[
 ];
 
 async fn compare_writes(app: &TestApp, direct_token: &str, executed_token: &str) {
-    for &(query, operation_name, variables) in WRITES {
-        for accept in ACCEPTS {
-            let body = |directive: &str| {
-                let mut body = json!({
-                    "query": query.replace("@D", directive),
-                    "variables": serde_json::from_str::<Value>(variables).unwrap(),
-                });
-                if let Some(name) = operation_name {
-                    body["operationName"] = json!(name);
-                }
-                body
-            };
-            let direct = ask(app, direct_token, accept, &body("")).await;
-            let executed = ask(app, executed_token, accept, &body("@include(if: true)")).await;
-            assert_eq!(direct, executed, "{query} {variables} ({accept})");
-        }
-    }
+    compare_each(app, WRITES, direct_token, executed_token).await;
     // Each write went in once: both users have the same settings and versions.
     let all = "query($s: String!) { settings(scope: $s) { key value version } }";
     for scope in ["", "mobile"] {
