@@ -27,13 +27,14 @@ use async_graphql::{
 use async_graphql_value::{ConstValue, Value};
 
 use super::{
+    mutation::origin,
     query::parse_keys,
     types::{DateTime, global_id},
 };
 use crate::{
     auth::{Access, Principal},
     error::Error,
-    settings::{Key, Origin, Preconditions, Scope, Setting, Store},
+    settings::{Key, Preconditions, Scope, Setting, Store},
 };
 
 /// The limits a recognised document must fit, as the executor enforces them.
@@ -81,6 +82,14 @@ pub enum Answer {
     Data(Vec<u8>),
     /// The response of a write the store refused, as the executor reports it.
     Failed(async_graphql::Response),
+}
+
+/// Makes a root field of its arguments, given in the order of its parameters.
+type Build = fn(&mut dyn Iterator<Item = Argument>) -> Root;
+
+/// The next argument of a [`Build`]'s.
+fn take(arguments: &mut dyn Iterator<Item = Argument>) -> Argument {
+    arguments.next().unwrap_or(Argument::Absent)
 }
 
 /// Where an argument's value comes from.
@@ -205,12 +214,29 @@ impl HotOperation {
         if !root.directives.is_empty() {
             return None;
         }
-        let parameters: &[Parameter] = match (operation.ty, root.name.node.as_str()) {
-            (OperationType::Query, "settings") => &[SCOPE, KEYS],
-            (OperationType::Mutation, "setSetting") => &[KEY, json("value"), SCOPE],
-            (OperationType::Mutation, "updateSettings") => &[json("patch"), SCOPE],
-            _ => return None,
-        };
+        let (parameters, build): (&[Parameter], Build) =
+            match (operation.ty, root.name.node.as_str()) {
+                (OperationType::Query, "settings") => {
+                    (&[SCOPE, KEYS], |arguments| Root::Settings {
+                        scope: take(arguments),
+                        keys: take(arguments),
+                    })
+                }
+                (OperationType::Mutation, "setSetting") => {
+                    (&[KEY, json("value"), SCOPE], |arguments| Root::SetSetting {
+                        key: take(arguments),
+                        value: take(arguments),
+                        scope: take(arguments),
+                    })
+                }
+                (OperationType::Mutation, "updateSettings") => {
+                    (&[json("patch"), SCOPE], |arguments| Root::UpdateSettings {
+                        patch: take(arguments),
+                        scope: take(arguments),
+                    })
+                }
+                _ => return None,
+            };
         // Every declared variable must be used exactly once, by an argument of its type.
         let mut declared: Vec<(&Name, &Type)> = Vec::new();
         for definition in &operation.variable_definitions {
@@ -289,29 +315,11 @@ impl HotOperation {
         if fields.is_empty() || limits.max_depth < 2 || limits.max_complexity < 1 + fields.len() {
             return None;
         }
-        let mut arguments = arguments.into_iter();
-        let mut next = || arguments.next().unwrap_or(Argument::Absent);
-        let root_of = match root.name.node.as_str() {
-            "settings" => Root::Settings {
-                scope: next(),
-                keys: next(),
-            },
-            "setSetting" => Root::SetSetting {
-                key: next(),
-                value: next(),
-                scope: next(),
-            },
-            "updateSettings" => Root::UpdateSettings {
-                patch: next(),
-                scope: next(),
-            },
-            _ => return None,
-        };
         Some(HotOperation {
             operation_name,
             response_key: root.response_key().node.clone(),
             position,
-            root: root_of,
+            root: build(&mut arguments.into_iter()),
             fields,
         })
     }
@@ -515,15 +523,6 @@ impl HotOperation {
         }
         body.push(b'}');
     }
-}
-
-/// A write's origin, as the mutation resolvers make it.
-fn origin(principal: &Principal) -> Origin {
-    Origin::new(
-        principal.user_id.as_str(),
-        "graphql",
-        crate::telemetry::correlation_id(),
-    )
 }
 
 /// The `scope` argument's value: `""` when absent; `None` when it is not a valid scope.

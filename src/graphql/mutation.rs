@@ -14,7 +14,8 @@ use crate::{
     settings::{self, Expect, Key, Origin, Preconditions, Scope, Store},
 };
 
-fn origin(principal: &Principal) -> Origin {
+/// A write's origin: the caller, through GraphQL, under the request's correlation id.
+pub(super) fn origin(principal: &Principal) -> Origin {
     Origin::new(
         principal.user_id.as_str(),
         "graphql",
