@@ -36,6 +36,16 @@ both_backends! {
         assert!(replaced.body["data"]["updatedAt"].as_str() >= data["updatedAt"].as_str());
         assert_eq!(replaced.header("etag"), Some("\"2\""));
         assert_eq!(app.values(&token).await, json!({"editor": [1, "two", null]}));
+
+        // A JSON null is a value like any other: stored, not a removal.
+        let nulled = put(&app, &token, EDITOR, json!({"value": null})).await;
+        assert_eq!(nulled.status, 200, "{:?}", nulled.body);
+        seed(&nulled);
+        assert_eq!(nulled.body["data"]["value"], Value::Null);
+        assert_eq!(nulled.header("etag"), Some("\"3\""));
+        assert_eq!(app.values(&token).await, json!({"editor": null}));
+        let stored = app.query_text("SELECT CAST(value AS TEXT) FROM settings WHERE key = 'editor'").await;
+        assert_eq!(stored.as_deref(), Some("null"));
     }
 
     async fn get_lists_reads_and_delete_removes_with_404_when_absent(app) {
