@@ -92,7 +92,7 @@ impl Store {
                 user_id: write.user_id,
                 key: &row.key,
                 version: current[row.key.as_str()].version,
-                value: [&row.value],
+                value: &row.value,
                 expires_at: row.expires_at,
                 kind: history.kind.as_str(),
                 offset: at as i64 + 1,
@@ -101,12 +101,14 @@ impl Store {
             if at > 0 {
                 input.push(',');
             }
-            let key =
-                serde_json::to_string(&key).map_err(|err| Error::internal(anyhow::anyhow!(err)))?;
+            let key = key
+                .to_json()
+                .map_err(|err| Error::internal(anyhow::anyhow!(err)))?;
             input.push_str(&key);
         }
-        let fields =
-            serde_json::to_string(&fields).map_err(|err| Error::internal(anyhow::anyhow!(err)))?;
+        let fields = fields
+            .to_json()
+            .map_err(|err| Error::internal(anyhow::anyhow!(err)))?;
         // Held while the statement is queued and in flight, as a direct query holds it.
         let _db = self.db()?;
         let generation = self
@@ -200,8 +202,7 @@ fn left_by(read: &Snapshot, outcomes: &[Outcome], growth: i64) -> Option<Snapsho
     })
 }
 
-/// A user's write: one object of the statement's first parameter ([`UPDATE_MANY_SQL`]).
-#[derive(serde::Serialize)]
+/// A user's write: one array of the statement's first parameter ([`UPDATE_MANY_SQL`]).
 struct WriteInput<'a> {
     user_id: &'a str,
     scope: &'a str,
@@ -216,15 +217,14 @@ struct WriteInput<'a> {
     grows: bool,
 }
 
-/// One key of a user's write: one object of the statement's second parameter.
-#[derive(serde::Serialize)]
+/// One key of a user's write: one array of the statement's second parameter.
 struct KeyInput<'a> {
     /// The write's user.
     user_id: &'a str,
     key: &'a str,
     /// The version read, which the key must still have.
     version: i32,
-    value: [&'a Value; 1],
+    value: &'a Value,
     expires_at: Option<DateTime<Utc>>,
     kind: &'a str,
     /// The key's place among the write's history rows, from 1.
@@ -232,19 +232,54 @@ struct KeyInput<'a> {
     lockable: bool,
 }
 
+// The statement reads its input by position: PostgreSQL then parses no member names and sorts
+// no objects, and takes each field from its array by index.
+impl WriteInput<'_> {
+    /// The write as [`UPDATE_MANY_SQL`]'s `writes` reads it.
+    fn to_json(&self) -> serde_json::Result<String> {
+        serde_json::to_string(&(
+            self.user_id,
+            self.scope,
+            self.keys,
+            self.now,
+            self.actor,
+            self.interface,
+            self.correlation_id,
+            self.quota,
+            self.grows,
+        ))
+    }
+}
+
+impl KeyInput<'_> {
+    /// The key as [`UPDATE_MANY_SQL`]'s `input` reads it.
+    fn to_json(&self) -> serde_json::Result<String> {
+        serde_json::to_string(&(
+            self.user_id,
+            self.key,
+            self.version,
+            self.value,
+            self.expires_at,
+            self.kind,
+            self.offset,
+            self.lockable,
+        ))
+    }
+}
+
 /// The statement: for each user of the input whose every key is still at the version read
 /// (and unexpired), none of them locked (`lockable`: a catalog key, which the organisation
 /// may lock) and whose scope stays within its byte `quota` if the write `grows` it, writes
 /// each key one version up and appends its history row, with feed positions in the order of
 /// the keys' `offset`; for any other user it writes nothing. `$1` is a JSON array of the
-/// writes, one object per user: `user_id`, `scope`, `keys` (how many), `now`, `actor`,
-/// `interface`, `correlation_id`, `quota` (null for none) and `grows`. `$2` is a JSON array
-/// of the keys written, one object per key: its write's `user_id`, the `key`, `version` (the
-/// version read), `value` (alone in an array, so that a JSON `null` stays a value),
-/// `expires_at` (null: never), the history `kind`, `offset` (from 1) and `lockable`. (Two
-/// flat arrays, rather than one per user holding its keys: PostgreSQL's estimate of a nested
-/// set function's rows makes it read the whole table.) A row is returned, with its
-/// `user_id` and without its value (the one sent), for each setting written.
+/// writes, one array per user: `user_id`, `scope`, `keys` (how many), `now`, `actor`,
+/// `interface`, `correlation_id`, `quota` (null for none) and `grows`, in that order. `$2` is
+/// a JSON array of the keys written, one array per key: its write's `user_id`, the `key`,
+/// `version` (the version read), `value`, `expires_at` (null: never), the history `kind`,
+/// `offset` (from 1) and `lockable`. (Two flat arrays, rather than one per user holding its
+/// keys: PostgreSQL's estimate of a nested set function's rows makes it read the whole
+/// table.) A row is returned, with its `user_id` and without its value (the one sent), for
+/// each setting written.
 ///
 /// Every row is locked, in the order of users and keys, before any user's row in `users`: the
 /// count of a user's locked rows needs all of them.
@@ -256,18 +291,19 @@ struct KeyInput<'a> {
 /// build the object of the ready users again for every key it writes.
 pub(super) const UPDATE_MANY_SQL: &str = r#"
 WITH writes AS (
-    SELECT * FROM jsonb_to_recordset($1::text::jsonb) AS w(
-        user_id text, scope text, keys bigint, now timestamptz, actor text, interface text,
-        correlation_id text, quota bigint, grows boolean)
+    SELECT w.e ->> 0 AS user_id, w.e ->> 1 AS scope, (w.e ->> 2)::bigint AS keys,
+        (w.e ->> 3)::timestamptz AS now, w.e ->> 4 AS actor, w.e ->> 5 AS interface,
+        w.e ->> 6 AS correlation_id, (w.e ->> 7)::bigint AS quota, (w.e ->> 8)::boolean AS grows
+    FROM jsonb_array_elements($1::text::jsonb) AS w(e)
 ), input AS MATERIALIZED (
-    SELECT k.key, k.version, k.value, k.expires_at, k.kind, k."offset", k.lockable, w.*
-    FROM jsonb_to_recordset($2::text::jsonb) AS k(
-        user_id text, key text, version integer, value jsonb, expires_at timestamptz,
-        kind text, "offset" bigint, lockable boolean)
-        JOIN writes AS w ON w.user_id = k.user_id
+    SELECT k.e ->> 1 AS key, (k.e ->> 2)::integer AS version, k.e -> 3 AS value,
+        (k.e ->> 4)::timestamptz AS expires_at, k.e ->> 5 AS kind,
+        (k.e ->> 6)::bigint AS "offset", (k.e ->> 7)::boolean AS lockable, w.*
+    FROM jsonb_array_elements($2::text::jsonb) AS k(e)
+        JOIN writes AS w ON w.user_id = k.e ->> 0
 ), old AS (
     SELECT s.user_id, s.scope, s.key, s.version, s.value, s.value_bytes,
-        i.value -> 0 AS new_value, i.expires_at, i.kind, i."offset", i.lockable, i.now,
+        i.value AS new_value, i.expires_at, i.kind, i."offset", i.lockable, i.now,
         i.actor, i.interface, i.correlation_id
     FROM settings AS s JOIN input AS i
         ON s.user_id = i.user_id AND s.scope = i.scope AND s.key = i.key

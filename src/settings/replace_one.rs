@@ -41,7 +41,7 @@ impl Store {
             user_id: write.user_id,
             scope: write.scope.as_str(),
             key: key.as_str(),
-            value: [value],
+            value,
             now,
             actor: &origin.actor,
             interface: origin.interface,
@@ -52,7 +52,8 @@ impl Store {
             expires_at,
             lockable,
         };
-        let input = serde_json::to_string(&input)
+        let input = input
+            .to_json()
             .map_err(|err| crate::error::Error::internal(anyhow::anyhow!(err)))?;
         // Held while the statement is queued and in flight, as a direct query holds it.
         let _db = self.db()?;
@@ -109,12 +110,11 @@ impl Store {
 }
 
 /// One replacement as the statement takes it ([`REPLACE_MANY_SQL`]).
-#[derive(serde::Serialize)]
 struct Input<'a> {
     user_id: &'a str,
     scope: &'a str,
     key: &'a str,
-    value: [&'a Value; 1],
+    value: &'a Value,
     now: DateTime<Utc>,
     actor: &'a str,
     interface: &'a str,
@@ -125,24 +125,46 @@ struct Input<'a> {
     lockable: bool,
 }
 
+impl Input<'_> {
+    /// The replacement as [`REPLACE_MANY_SQL`] reads it: an array, read by position, so that
+    /// PostgreSQL parses no member names and sorts no objects.
+    fn to_json(&self) -> serde_json::Result<String> {
+        serde_json::to_string(&(
+            self.user_id,
+            self.scope,
+            self.key,
+            self.value,
+            self.now,
+            self.actor,
+            self.interface,
+            self.correlation_id,
+            self.kind,
+            self.quota,
+            self.expires_at,
+            self.lockable,
+        ))
+    }
+}
+
 /// The statement: replaces each setting the input describes, one version up, and appends its
 /// history row, as the top of this file explains. The one parameter is a JSON array of
-/// objects, at most one per user, with `user_id`, `scope`, `key`, `value` (alone in an array,
-/// so that a JSON `null` stays a value), `now`, `actor`, `interface`, `correlation_id`, the
-/// history `kind`, the scope's byte `quota` (null for none), `expires_at` (null: never) and
-/// `lockable` (a catalog key, which the organisation may lock). A row is returned, with its
+/// arrays, at most one per user, each with `user_id`, `scope`, `key`, `value`, `now`,
+/// `actor`, `interface`, `correlation_id`, the history `kind`, the scope's byte `quota` (null
+/// for none), `expires_at` (null: never) and `lockable` (a catalog key, which the
+/// organisation may lock), in that order. A row is returned, with its
 /// `user_id` and without its new value (the one sent), for each setting replaced; none for a
 /// key without a row, an expired value, a row changed meanwhile, a locked key or a value that
 /// would take the scope past its byte quota. The rows are locked in the order of their users.
 pub(super) const REPLACE_MANY_SQL: &str = r#"
 WITH input AS (
-    SELECT * FROM jsonb_to_recordset($1::text::jsonb) AS i(
-        user_id text, scope text, key text, value jsonb, now timestamptz, actor text,
-        interface text, correlation_id text, kind text, quota bigint, expires_at timestamptz,
-        lockable boolean)
+    SELECT i.e ->> 0 AS user_id, i.e ->> 1 AS scope, i.e ->> 2 AS key, i.e -> 3 AS value,
+        (i.e ->> 4)::timestamptz AS now, i.e ->> 5 AS actor, i.e ->> 6 AS interface,
+        i.e ->> 7 AS correlation_id, i.e ->> 8 AS kind, (i.e ->> 9)::bigint AS quota,
+        (i.e ->> 10)::timestamptz AS expires_at, (i.e ->> 11)::boolean AS lockable
+    FROM jsonb_array_elements($1::text::jsonb) AS i(e)
 ), old AS (
     SELECT s.user_id, s.scope, s.key, s.value, s.value_bytes, s.version, s.updated_at,
-        s.expires_at, i.value -> 0 AS new_value, i.expires_at AS new_expires_at, i.now,
+        s.expires_at, i.value AS new_value, i.expires_at AS new_expires_at, i.now,
         i.actor, i.interface, i.correlation_id, i.kind, i.quota, i.lockable
     FROM settings AS s JOIN input AS i
         ON s.user_id = i.user_id AND s.scope = i.scope AND s.key = i.key
