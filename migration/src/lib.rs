@@ -9,6 +9,7 @@ mod m20261122_000004_create_setting_changes;
 mod m20261201_000005_change_feed;
 mod m20261201_000006_locks_and_expiry;
 mod m20261202_000007_value_bytes;
+mod m20261206_000008_byte_order_names;
 
 pub struct Migrator;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000005_change_feed::Migration),
             Box::new(m20261201_000006_locks_and_expiry::Migration),
             Box::new(m20261202_000007_value_bytes::Migration),
+            Box::new(m20261206_000008_byte_order_names::Migration),
         ]
     }
 }

@@ -188,7 +188,6 @@ fn left_by(read: &Snapshot, outcomes: &[Outcome], growth: i64) -> Option<Snapsho
     let mut settings = read.settings.as_ref().clone();
     for outcome in outcomes {
         let after = outcome.after.as_ref()?;
-        // (Ordered by the database's collation, not by bytes.)
         let at = settings.iter().position(|s| s.key == after.key)?;
         settings[at] = Arc::new(after.clone());
     }

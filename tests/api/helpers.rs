@@ -154,6 +154,8 @@ pub struct Options {
     pub env: HashMap<String, String>,
     /// The PostgreSQL server to create the test database on, instead of TEST_DATABASE_URL's.
     pub postgres_admin_url: Option<String>,
+    /// What `CREATE DATABASE` takes after the test database's name (a locale, say).
+    pub postgres_database_options: Option<String>,
     /// PEM private key matching a configured public key, for minting test tokens.
     pub private_key: Option<Vec<u8>>,
 }
@@ -169,6 +171,7 @@ impl Default for Options {
         Options {
             env,
             postgres_admin_url: None,
+            postgres_database_options: None,
             private_key: None,
         }
     }
@@ -179,6 +182,18 @@ impl Options {
     /// apply there: for tests of the catalog's mechanics rather than of the default bindings.
     pub fn typed_in_default_scope() -> Self {
         Options::default().env("REST_SCOPES", r#"{"003": "", "004": ""}"#)
+    }
+
+    /// A PostgreSQL test database whose default collation is ICU's linguistic order for
+    /// English, as many servers are set up, instead of the test server's.
+    pub fn linguistic_collation() -> Self {
+        Options {
+            postgres_database_options: Some(
+                "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
+                    .to_owned(),
+            ),
+            ..Options::default()
+        }
     }
 
     pub fn env(mut self, name: &str, value: &str) -> Self {
@@ -258,7 +273,13 @@ impl TestApp {
                     .await
                     .expect("TEST_DATABASE_URL must be reachable");
                 admin
-                    .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+                    .execute_unprepared(&format!(
+                        "CREATE DATABASE \"{name}\" {}",
+                        options
+                            .postgres_database_options
+                            .as_deref()
+                            .unwrap_or_default()
+                    ))
                     .await
                     .expect("create the test database");
                 admin.close().await.ok();

@@ -261,3 +261,29 @@ async fn a_patch_of_stored_settings_is_one_statement_after_the_read_on_postgres(
         json!({"version": 2, "oldValue": [1, 2, 3], "newValue": [1]})
     );
 }
+
+both_backends! {
+    // Without the cache every read comes from the database.
+    options = Options::linguistic_collation().env("SETTINGS_CACHE_MB", "0");
+
+    async fn keys_are_ordered_by_their_bytes_whatever_the_database_collation(app) {
+        // ICU's English order would be `_x`, `10`, `9`, `a`, `A`, `a_b`, `a-b`, `b`, `B`.
+        let order = ["10", "9", "A", "B", "_x", "a", "a-b", "a_b", "b"];
+        let token = app.token("alice");
+        let patch: serde_json::Map<String, Value> = order.iter().rev().map(|&key| (key.to_owned(), json!(key))).collect();
+        let written = app
+            .data(&token, "mutation($p: JSON!) { updateSettings(patch: $p) { key } }", json!({"p": patch}))
+            .await;
+        let keys = |list: &Value| -> Vec<String> {
+            list.as_array().unwrap().iter().map(|s| s["key"].as_str().unwrap().to_owned()).collect()
+        };
+        assert_eq!(keys(&written["updateSettings"]), order);
+
+        let listed = app.data(&token, "{ settings { key } }", json!({})).await;
+        assert_eq!(keys(&listed["settings"]), order);
+        let rest = app.rest("GET", "/api/v1/users/me/settings", Some(&token), None).await;
+        assert_eq!(keys(&rest.body["data"]), order);
+        let some = app.data(&token, r#"{ settings(keys: ["b", "A", "_x"]) { key } }"#, json!({})).await;
+        assert_eq!(keys(&some["settings"]), ["A", "_x", "b"]);
+    }
+}
