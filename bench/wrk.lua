@@ -5,7 +5,7 @@
 -- SPEC_FILE (written by `bench.py spec`): line 1 the method, line 2 the path, then zero or more
 -- request bodies, one per line. TOKENS_FILE: one bearer token per line, one user each.
 -- Requests are prepared in init(): consecutive requests of a thread go to different users, and
--- the threads start at different offsets. Every non-2xx response and every 2xx response whose
+-- each thread has users of its own. Every non-2xx response and every 2xx response whose
 -- body has an `"errors":` member (GraphQL errors) counts as an error; done() prints one
 -- machine-readable BENCH_RESULT line. Socket errors and timeouts are added by bench.py.
 
@@ -45,24 +45,33 @@ function init(args)
    for i = 3, #spec do
       table.insert(bodies, spec[i])
    end
+   -- `id` is set by setup() before init() runs in the thread. Each thread sends as its own
+   -- users, token i going to thread i mod N, so that two threads never write the same user's
+   -- rows at the same time. (Threads that started at different offsets into the same users
+   -- drifted into step within seconds and then raced on the same users' rows.)
+   local nthreads = math.max(1, tonumber(args[3] or "1"))
+   local mine = {}
+   for i = 1, #tokens do
+      if (i - 1) % nthreads == (id or 0) % nthreads then
+         table.insert(mine, tokens[i])
+      end
+   end
+   if #mine == 0 then
+      mine = tokens
+   end
    -- Every (token, body) pair once: entry j uses token j mod T and body (j div T) mod B.
-   local count = #tokens * math.max(1, #bodies)
+   local count = #mine * math.max(1, #bodies)
    for j = 0, count - 1 do
       local headers = {
-         ["Authorization"] = "Bearer " .. tokens[(j % #tokens) + 1],
+         ["Authorization"] = "Bearer " .. mine[(j % #mine) + 1],
       }
       local body = nil
       if #bodies > 0 then
-         body = bodies[(math.floor(j / #tokens) % #bodies) + 1]
+         body = bodies[(math.floor(j / #mine) % #bodies) + 1]
          headers["Content-Type"] = "application/json"
       end
       requests_[j + 1] = wrk.format(method, path, headers, body)
    end
-   -- `id` is set by setup() before init() runs in the thread. The threads start at different
-   -- users (entry j is token j mod T), so that they do not walk the users in step and write the
-   -- same user's rows at the same time.
-   local nthreads = math.max(1, tonumber(args[3] or "1"))
-   next_index = (math.floor(#tokens * (id or 0) / nthreads) % #requests_) + 1
 end
 
 function request()
