@@ -70,9 +70,9 @@ const WRITE_LIMITS: Limits = Limits {
     in_flight: 2,
 };
 
-/// One write in the queue: its statement, its user, its input as JSON text (its object of the
-/// writes, for a statement that takes them, and its rows: objects separated by commas), and
-/// where the statement's rows for the user go.
+/// One write in the queue: its statement, its user, its input as JSON text (its value in the
+/// array of the writes, for a statement that takes one, and its rows: JSON values separated
+/// by commas), and where the statement's rows for the user go.
 pub(super) struct GroupedWrite {
     statement: Shared,
     user_id: String,
@@ -104,7 +104,7 @@ pub(super) fn write_queue(db: DatabaseConnection) -> Queue<GroupedWrite> {
 }
 
 impl Store {
-    /// Sends `user_id`'s `rows` (JSON objects separated by commas), and the object of the
+    /// Sends `user_id`'s `rows` (JSON values separated by commas), and the value of the
     /// write itself where `statement` takes one, with the other writes of `statement` that
     /// are waiting, and returns the statement's rows for the user (none when it wrote nothing
     /// for them).
