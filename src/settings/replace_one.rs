@@ -151,10 +151,10 @@ impl Input<'_> {
 /// arrays, at most one per user, each with `user_id`, `scope`, `key`, `value`, `now`,
 /// `actor`, `interface`, `correlation_id`, the history `kind`, the scope's byte `quota` (null
 /// for none), `expires_at` (null: never) and `lockable` (a catalog key, which the
-/// organisation may lock), in that order. A row is returned, with its
-/// `user_id` and without its new value (the one sent), for each setting replaced; none for a
-/// key without a row, an expired value, a row changed meanwhile, a locked key or a value that
-/// would take the scope past its byte quota. The rows are locked in the order of their users.
+/// organisation may lock), in that order. A row is returned, with its `user_id` and without
+/// its new value (the one sent), for each setting replaced; none for a key without a row, an
+/// expired value, a row changed meanwhile, a locked key or a value that would take the scope
+/// past its byte quota. The rows are locked in the order of their users.
 pub(super) const REPLACE_MANY_SQL: &str = r#"
 WITH input AS (
     SELECT i.e ->> 0 AS user_id, i.e ->> 1 AS scope, i.e ->> 2 AS key, i.e -> 3 AS value,

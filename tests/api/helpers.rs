@@ -185,7 +185,8 @@ impl Options {
     }
 
     /// A PostgreSQL test database whose default collation is ICU's linguistic order for
-    /// English, as many servers are set up, instead of the test server's.
+    /// English, as many servers are set up, instead of the test server's (PostgreSQL 15 or
+    /// later, built with ICU, as Debian's and the official images are).
     pub fn linguistic_collation() -> Self {
         Options {
             postgres_database_options: Some(
