@@ -11,6 +11,7 @@ pub mod graphql;
 pub mod rest;
 pub mod settings;
 pub mod telemetry;
+pub mod timestamp;
 
 pub use app::Application;
 pub use config::Config;

@@ -3,7 +3,7 @@ use async_graphql::{
     Value,
 };
 use base64::Engine;
-use chrono::{SecondsFormat, Utc};
+use chrono::Utc;
 
 use std::sync::Arc;
 
@@ -34,7 +34,7 @@ impl ScalarType for DateTime {
     }
 
     fn to_value(&self) -> Value {
-        Value::String(self.0.to_rfc3339_opts(SecondsFormat::Millis, true))
+        Value::String(crate::timestamp::rfc3339_millis(self.0))
     }
 }
 

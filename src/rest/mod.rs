@@ -25,7 +25,7 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -160,7 +160,7 @@ pub(crate) fn parse_json(body: &[u8]) -> Result<Value, Failure> {
 
 /// Timestamps as the legacy contracts write them: UTC, milliseconds, `Z`.
 pub(crate) fn timestamp(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+    crate::timestamp::rfc3339_millis(at)
 }
 
 /// An `If-Match` or `If-None-Match` header.

@@ -33,7 +33,7 @@ fn beyond_history(key: &str, as_of: DateTime<Utc>) -> Error {
         "retainedHistory",
         format!(
             "the history kept does not reach back to {} for `{key}`: choose a later instant",
-            as_of.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            crate::timestamp::rfc3339_millis(as_of)
         ),
     )
 }
