@@ -21,16 +21,12 @@
 use std::{collections::HashSet, io::Write as _};
 
 use async_graphql::{
-    Name, Pos, Request, ScalarType, Variables,
+    Name, Pos, Request, Variables,
     parser::types::{DocumentOperations, ExecutableDocument, OperationType, Selection, Type},
 };
 use async_graphql_value::{ConstValue, Value};
 
-use super::{
-    mutation::origin,
-    query::parse_keys,
-    types::{DateTime, global_id},
-};
+use super::{mutation::origin, query::parse_keys, types::global_id};
 use crate::{
     auth::{Access, Principal},
     error::Error,
@@ -563,11 +559,12 @@ fn write_json(body: &mut Vec<u8>, value: &(impl serde::Serialize + ?Sized)) {
     let _ = serde_json::to_writer(&mut *body, value);
 }
 
-/// A date-time as the `DateTime` scalar writes it.
+/// A date-time as the `DateTime` scalar writes it: a JSON string of characters that need no
+/// escaping.
 fn write_time(body: &mut Vec<u8>, at: chrono::DateTime<chrono::Utc>) {
-    if let ConstValue::String(text) = DateTime(at).to_value() {
-        write_json(body, &text);
-    }
+    body.push(b'"');
+    crate::timestamp::push_rfc3339_millis(body, at);
+    body.push(b'"');
 }
 
 #[cfg(test)]
