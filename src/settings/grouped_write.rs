@@ -60,6 +60,7 @@ pub(super) fn saved_setting(
         (user_id.to_owned(), scope, key),
         value,
         ["version", "created_at", "updated_at", "expires_at"],
+        true,
     )?;
     Ok((setting, row.try_get("position").map_err(column_error)?))
 }

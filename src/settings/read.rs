@@ -7,7 +7,9 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use sea_orm::sqlx::{ColumnIndex, Row as _, ValueRef as _, postgres::PgRow, types::Json};
+use sea_orm::sqlx::{
+    ColumnIndex, Decode, Postgres, Row as _, Type, ValueRef as _, postgres::PgRow, types::Json,
+};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
     QueryOrder, QueryResult, QueryTrait, Statement,
@@ -436,10 +438,11 @@ async fn read_scopes(
     let statement = Statement::from_sql_and_values(DbBackend::Postgres, sql, values);
     let rows = db.query_all_raw(statement).await?;
     let mut by_user: HashMap<String, (Option<i64>, Vec<Arc<Setting>>)> = HashMap::new();
-    for row in &rows {
+    for (at, row) in rows.iter().enumerate() {
         let row = pg_row(row)?;
-        let user_id: &str = row.try_get(0).map_err(column_error)?;
-        let position: Option<i64> = row.try_get(1).map_err(column_error)?;
+        let checked = at == 0;
+        let user_id: &str = column(row, 0, checked)?;
+        let position: Option<i64> = column(row, 1, checked)?;
         if row.try_get_raw(2).map_err(column_error)?.is_null() {
             // A user without settings (read with the position).
             by_user
@@ -452,6 +455,7 @@ async fn read_scopes(
             user_id.to_owned(),
             scope.as_str().to_owned(),
             [2, 3, 4, 5, 6, 7],
+            checked,
         )?;
         let setting = Arc::new(setting);
         match by_user.get_mut(user_id) {
@@ -479,29 +483,49 @@ pub(super) fn column_error(err: sea_orm::sqlx::Error) -> DbErr {
     DbErr::Type(format!("reading a setting: {err}"))
 }
 
+/// Column `at` of `row` as a `T`. With `checked`, sqlx first checks that the column's type
+/// decodes as `T`; the rows of one result share their columns' types, so a statement's reader
+/// checks its first row and decodes the others without the check, which took a tenth of the
+/// server's instructions for a read of 20 settings.
+fn column<'r, T, I>(row: &'r PgRow, at: I, checked: bool) -> Result<T, DbErr>
+where
+    T: Decode<'r, Postgres> + Type<Postgres>,
+    I: ColumnIndex<PgRow>,
+{
+    if checked {
+        row.try_get(at)
+    } else {
+        row.try_get_unchecked(at)
+    }
+    .map_err(column_error)
+}
+
 /// The setting of `user_id` in `scope` in a PostgreSQL row whose columns `at` (by name or by
-/// position) are its key, value, version, created_at, updated_at and expires_at.
+/// position) are its key, value, version, created_at, updated_at and expires_at; `checked` as
+/// for [`column`].
 fn pg_setting<I: ColumnIndex<PgRow>>(
     row: &PgRow,
     user_id: String,
     scope: String,
     at: [I; 6],
+    checked: bool,
 ) -> Result<Setting, DbErr> {
     let [key, value, version, created_at, updated_at, expires_at] = at;
-    let key = row.try_get(key).map_err(column_error)?;
-    let Json(value) = row.try_get(value).map_err(column_error)?;
+    let key = column(row, key, checked)?;
+    let Json(value) = column(row, value, checked)?;
     let at = [version, created_at, updated_at, expires_at];
-    pg_setting_of(row, (user_id, scope, key), value, at)
+    pg_setting_of(row, (user_id, scope, key), value, at, checked)
 }
 
 /// [`pg_setting`] for a row without the value: `value` is the one the writer sent, and `id`
 /// the setting's user, scope and key. The columns `at` are its version, created_at,
-/// updated_at and expires_at.
+/// updated_at and expires_at; `checked` as for [`column`].
 pub(super) fn pg_setting_of<I: ColumnIndex<PgRow>>(
     row: &PgRow,
     id: (String, String, String),
     value: serde_json::Value,
     at: [I; 4],
+    checked: bool,
 ) -> Result<Setting, DbErr> {
     let [version, created_at, updated_at, expires_at] = at;
     let (user_id, scope, key) = id;
@@ -510,9 +534,9 @@ pub(super) fn pg_setting_of<I: ColumnIndex<PgRow>>(
         key,
         scope,
         value,
-        version: row.try_get(version).map_err(column_error)?,
-        created_at: row.try_get(created_at).map_err(column_error)?,
-        updated_at: row.try_get(updated_at).map_err(column_error)?,
-        expires_at: row.try_get(expires_at).map_err(column_error)?,
+        version: column(row, version, checked)?,
+        created_at: column(row, created_at, checked)?,
+        updated_at: column(row, updated_at, checked)?,
+        expires_at: column(row, expires_at, checked)?,
     })
 }
