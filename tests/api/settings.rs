@@ -262,6 +262,26 @@ async fn a_patch_of_stored_settings_is_one_statement_after_the_read_on_postgres(
     );
 }
 
+#[tokio::test]
+async fn a_column_of_another_type_than_the_service_reads_is_an_error_not_a_misread_value() {
+    let options = Options::default().env("SETTINGS_CACHE_MB", "0");
+    let Some(app) = TestApp::spawn_with(Backend::Postgres, options).await else {
+        return;
+    };
+    let token = app.token("alice");
+    for key in ["a", "b", "c"] {
+        app.set(&token, key, json!(key)).await;
+    }
+    // The versions become text ("1"), which no read has prepared its statement for yet.
+    app.execute_sql("ALTER TABLE settings ALTER COLUMN version TYPE text")
+        .await;
+    let (_, body) = app
+        .graphql(&token, "{ settings { key version } }", json!({}))
+        .await;
+    assert_eq!(body["data"], Value::Null, "{body}");
+    assert_eq!(code(&body["errors"][0]), "INTERNAL", "{body}");
+}
+
 both_backends! {
     // Without the cache every read comes from the database.
     options = Options::linguistic_collation().env("SETTINGS_CACHE_MB", "0");
