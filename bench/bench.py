@@ -140,13 +140,17 @@ def cmd_list(args) -> None:
             print(scenario.id)
 
 
+def bodies_of(scenario: Scenario) -> list:
+    """The scenario's distinct request bodies in the order wrk.lua takes them (none for GET)."""
+    if scenario.body is None:
+        return []
+    return sorted({json.dumps(scenario.body(i), separators=(",", ":")) for i in range(BODY_VARIANTS)})
+
+
 def cmd_spec(args) -> None:
     """Writes the file wrk.lua reads: method, path, then one body per line (none for GET)."""
     scenario = by_id(args.scenario)
-    lines = [scenario.method, scenario.path]
-    if scenario.body is not None:
-        bodies = {json.dumps(scenario.body(i), separators=(",", ":")) for i in range(BODY_VARIANTS)}
-        lines += sorted(bodies)
+    lines = [scenario.method, scenario.path] + bodies_of(scenario)
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -193,9 +197,7 @@ def cmd_drive(args) -> None:
     scenario = by_id(args.scenario)
     with open(args.tokens) as f:
         tokens = [line.strip() for line in f if line.strip()]
-    bodies = [None]
-    if scenario.body is not None:
-        bodies = [json.dumps(scenario.body(i), separators=(",", ":")) for i in range(BODY_VARIANTS)]
+    bodies = bodies_of(scenario) or [None]
     url = urllib.parse.urlsplit(args.url)
     connection = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
     for j in range(args.offset, args.offset + args.count):
