@@ -25,7 +25,6 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -159,9 +158,7 @@ pub(crate) fn parse_json(body: &[u8]) -> Result<Value, Failure> {
 }
 
 /// Timestamps as the legacy contracts write them: UTC, milliseconds, `Z`.
-pub(crate) fn timestamp(at: DateTime<Utc>) -> String {
-    crate::timestamp::rfc3339_millis(at)
-}
+pub(crate) use crate::timestamp::rfc3339_millis as timestamp;
 
 /// An `If-Match` or `If-None-Match` header.
 #[derive(Debug, PartialEq, Eq)]

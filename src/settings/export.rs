@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures_util::{Stream, stream};
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde_json::{Value, json};
@@ -14,6 +14,7 @@ use super::{Setting, Store, User};
 use crate::{
     entity::{setting, setting_change},
     error::Result,
+    timestamp::rfc3339_millis as timestamp,
 };
 
 /// The `format` member of every export document.
@@ -23,10 +24,6 @@ pub const EXPORT_VERSION: u64 = 1;
 
 /// Rows read per query.
 const PAGE: u64 = 500;
-
-pub(super) fn timestamp(at: DateTime<Utc>) -> String {
-    crate::timestamp::rfc3339_millis(at)
-}
 
 /// A setting as the document holds it.
 pub(super) fn setting_json(setting: &Setting) -> Value {
