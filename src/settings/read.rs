@@ -439,11 +439,13 @@ async fn read_scopes(
     let statement = Statement::from_sql_and_values(DbBackend::Postgres, sql, values);
     let rows = db.query_all_raw(statement).await?;
     let mut by_user: HashMap<String, (Option<i64>, Vec<Arc<Setting>>)> = HashMap::new();
+    // The user's columns are checked on the first row, the setting's on the first row that has
+    // one (a user without settings has none).
+    let mut setting_checked = false;
     for (at, row) in rows.iter().enumerate() {
         let row = pg_row(row)?;
-        let checked = at == 0;
-        let user_id: &str = column(row, 0, checked)?;
-        let position: Option<i64> = column(row, 1, checked)?;
+        let user_id: &str = column(row, 0, at == 0)?;
+        let position: Option<i64> = column(row, 1, at == 0)?;
         if row.try_get_raw(2).map_err(column_error)?.is_null() {
             // A user without settings (read with the position).
             by_user
@@ -456,8 +458,9 @@ async fn read_scopes(
             user_id.to_owned(),
             scope.as_str().to_owned(),
             [2, 3, 4, 5, 6, 7],
-            checked,
+            !setting_checked,
         )?;
+        setting_checked = true;
         let setting = Arc::new(setting);
         match by_user.get_mut(user_id) {
             Some((_, settings)) => settings.push(setting),
