@@ -65,10 +65,15 @@ pub(super) fn saved_setting(
     Ok((setting, row.try_get("position").map_err(column_error)?))
 }
 
-/// Most writes in one statement, and most such statements in flight at once.
+/// Most writes in one statement, and most such statements in flight at once. One at a time:
+/// two write statements in flight contend for the same index pages and the WAL, which cost
+/// PostgreSQL a sixth more per patch and a third more per replacement, and they split the
+/// writes waiting into uneven statements, which widened the tail of their latency
+/// (bench/README.md). The one statement carries as many writes as two did, for a database
+/// across a network, where each statement costs a round trip.
 const WRITE_LIMITS: Limits = Limits {
-    per_statement: 32,
-    in_flight: 2,
+    per_statement: 64,
+    in_flight: 1,
 };
 
 /// One write in the queue: its statement, its user, its input as JSON text (its value in the
