@@ -66,9 +66,9 @@ pub(super) fn saved_setting(
 }
 
 /// Most writes in one statement, and most such statements in flight at once. One at a time:
-/// two write statements in flight contend for the same index pages and the WAL, which cost
-/// PostgreSQL a sixth more per patch and a third more per replacement, and they split the
-/// writes waiting into uneven statements, which widened the tail of their latency
+/// with two in flight, PostgreSQL spent a sixth more per patch and a third more per
+/// replacement (they compete for the same index pages and the WAL), and the writes waiting
+/// were split into uneven statements, which widened the tail of their latency
 /// (bench/README.md). The one statement carries as many writes as two did, for a database
 /// across a network, where each statement costs a round trip.
 const WRITE_LIMITS: Limits = Limits {
