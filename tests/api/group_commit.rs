@@ -5,12 +5,10 @@
 //! operations go straight to the store, all started before any of them runs, so that they are
 //! queued together whatever the machine's speed.
 
-use std::sync::Arc;
-
 use serde_json::{Value, json};
 use settings_api::{
     error::Error,
-    settings::{Key, Origin, Scope, Setting, Store},
+    settings::{Key, Scope},
 };
 use tokio::task::JoinSet;
 
@@ -18,32 +16,6 @@ use crate::helpers::*;
 
 const LOCK: &str = "mutation($k: String!, $v: JSON, $l: Boolean) { setOrgDefault(key: $k, value: $v, locked: $l) { key locked } }";
 const TYPED_SCOPE: &str = "contract-003";
-
-/// Starts every write before any runs (the test's runtime runs one task at a time), then
-/// waits for them all: the answers in the order of `writes`.
-async fn write_together(
-    store: &Arc<Store>,
-    scope: &str,
-    writes: Vec<(String, &str, Value)>,
-) -> Vec<Result<(Setting, bool), Error>> {
-    let scope = Scope::parse(scope).unwrap();
-    let mut tasks = JoinSet::new();
-    for (at, (user, key, value)) in writes.into_iter().enumerate() {
-        let (store, scope, key) = (
-            store.clone(),
-            scope.clone(),
-            Key::parse(key, "key").unwrap(),
-        );
-        tasks.spawn(async move {
-            let origin = Origin::new(user.clone(), "graphql", format!("together-{at}"));
-            let written = store.set(&origin, &user, &scope, &key, value, None).await;
-            (at, written)
-        });
-    }
-    let mut answers: Vec<_> = tasks.join_all().await;
-    answers.sort_by_key(|(at, _)| *at);
-    answers.into_iter().map(|(_, written)| written).collect()
-}
 
 /// The user's history of `key` as (kind, version, position, new value), oldest first.
 async fn history_of(app: &TestApp, user: &str, key: &str) -> Value {

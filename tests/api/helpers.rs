@@ -1,6 +1,6 @@
 //! Spawns the real application on port 0 with a fresh database per test.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use reqwest::{Client, StatusCode};
 use sea_orm::{ConnectionTrait, Database};
@@ -9,7 +9,10 @@ use settings_api::{
     Application, Config,
     auth::{Issuer, TokenRequest},
     config::{JwtKey, Secret},
+    error::Error,
+    settings::{Key, Origin, Scope, Setting, Store},
 };
+use tokio::task::JoinSet;
 
 pub const SECRET: &str = "test-secret-that-is-at-least-32-bytes-long";
 
@@ -658,4 +661,30 @@ pub async fn set_database_read_only(app: &TestApp, on: bool) {
         ))
         .await
         .unwrap();
+}
+
+/// Starts every write before any runs (the test's runtime runs one task at a time), then
+/// waits for them all: the answers in the order of `writes`.
+pub async fn write_together(
+    store: &Arc<Store>,
+    scope: &str,
+    writes: Vec<(String, &str, Value)>,
+) -> Vec<Result<(Setting, bool), Error>> {
+    let scope = Scope::parse(scope).unwrap();
+    let mut tasks = JoinSet::new();
+    for (at, (user, key, value)) in writes.into_iter().enumerate() {
+        let (store, scope, key) = (
+            store.clone(),
+            scope.clone(),
+            Key::parse(key, "key").unwrap(),
+        );
+        tasks.spawn(async move {
+            let origin = Origin::new(user.clone(), "graphql", format!("together-{at}"));
+            let written = store.set(&origin, &user, &scope, &key, value, None).await;
+            (at, written)
+        });
+    }
+    let mut answers: Vec<_> = tasks.join_all().await;
+    answers.sort_by_key(|(at, _)| *at);
+    answers.into_iter().map(|(_, written)| written).collect()
 }
