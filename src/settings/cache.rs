@@ -1,7 +1,10 @@
 //! A per-instance cache of each user's settings per scope, bounded in entries (moka), kept
 //! coherent by the change feed: this instance's writes invalidate at commit, and on
 //! PostgreSQL every other instance's writes invalidate as soon as their notification arrives
-//! (`listen.rs`); the echo of this instance's own notification drops nothing. A read that
+//! (`listen.rs`); the echo of this instance's own notification drops nothing. The shared write
+//! statements notify from inside their transaction, so their echo may come back before the
+//! writer has taken in its answer: a notice heard for a user this instance is writing is held
+//! until its writes of the user end (`SettingsCache::writing`), and only then told apart. A read that
 //! raced a write never stores what it read: each user hashes to a generation that every
 //! invalidation bumps, and a read keeps its result only if the generation did not move while
 //! it read. A checked update that knows the settings it left keeps them instead
@@ -9,9 +12,10 @@
 //! cache is dropped, since notifications may have been missed.
 
 use std::{
+    collections::HashMap,
     hash::{DefaultHasher, Hash, Hasher},
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
 };
@@ -76,6 +80,44 @@ pub(super) struct SettingsCache {
     /// back through the channel: the commit already dropped those settings here, and what was
     /// read since is current, so the echo must not drop it again.
     own_commits: Cache<(String, String, i64), ()>,
+    /// The users this instance is writing, with the notices heard for them meanwhile.
+    writing: Mutex<HashMap<String, Held>>,
+}
+
+/// A user's writes in flight on this instance, and the notices (scope, position) heard for
+/// the user since the first began.
+#[derive(Default)]
+struct Held {
+    writes: usize,
+    notices: Vec<(String, i64)>,
+}
+
+/// One write of a user in flight; dropping it ends it ([`SettingsCache::writing`]).
+pub(super) struct Writing<'c> {
+    cache: &'c SettingsCache,
+    user_id: String,
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        let notices = {
+            let mut writing = self.cache.lock_writing();
+            let Some(held) = writing.get_mut(&self.user_id) else {
+                return;
+            };
+            held.writes -= 1;
+            if held.writes > 0 {
+                return;
+            }
+            writing
+                .remove(&self.user_id)
+                .map(|held| held.notices)
+                .unwrap_or_default()
+        };
+        for (scope, position) in notices {
+            self.cache.apply_notice(&self.user_id, &scope, position);
+        }
+    }
 }
 
 impl SettingsCache {
@@ -101,7 +143,26 @@ impl SettingsCache {
                 .max_capacity(super::listen::NOTIFY_BACKLOG as u64)
                 .time_to_live(std::time::Duration::from_secs(60))
                 .build(),
+            writing: Mutex::new(HashMap::new()),
         })
+    }
+
+    fn lock_writing(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
+        self.writing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A write of the user starts, which may notify from inside its statement: until it ends
+    /// (the returned guard is dropped, after the write recorded its commit and updated the
+    /// cache), notices heard for the user wait, so that its own echo cannot drop what it left.
+    pub fn writing(&self, user_id: &str) -> Writing<'_> {
+        self.lock_writing()
+            .entry(user_id.to_owned())
+            .or_default()
+            .writes += 1;
+        Writing {
+            cache: self,
+            user_id: user_id.to_owned(),
+        }
     }
 
     /// Whether other instances' changes are heard; dropping everything when they no longer are.
@@ -194,8 +255,17 @@ impl SettingsCache {
     }
 
     /// A notice of a commit came through the channel: another instance's commit drops the
-    /// settings; this instance's own dropped them when it committed.
+    /// settings; this instance's own dropped them when it committed. While this instance is
+    /// writing the user, the notice waits for the writes to end.
     pub fn heard(&self, user_id: &str, scope: &str, position: i64) {
+        if let Some(held) = self.lock_writing().get_mut(user_id) {
+            held.notices.push((scope.to_owned(), position));
+            return;
+        }
+        self.apply_notice(user_id, scope, position);
+    }
+
+    fn apply_notice(&self, user_id: &str, scope: &str, position: i64) {
         let commit = (user_id.to_owned(), scope.to_owned(), position);
         if self.own_commits.remove(&commit).is_none() {
             self.invalidate(user_id, scope);
@@ -279,6 +349,48 @@ mod tests {
         cache.put("alice", "b", cache.generation("alice"), list(3));
         cache.heard("alice", "b", 9);
         assert!(cache.get("alice", "b").is_none());
+    }
+
+    #[test]
+    fn notices_heard_while_this_instance_writes_the_user_wait_for_its_writes_to_end() {
+        let cache = SettingsCache::new(1 << 20).unwrap();
+        cache.put("alice", "", cache.generation("alice"), list(1));
+        // Two writes of Alice in flight; the echo of the first (position 8) comes back before
+        // it recorded its commit, and so does another instance's commit (position 9).
+        let first = cache.writing("alice");
+        let second = cache.writing("alice");
+        let before = cache.generation("alice");
+        cache.heard("alice", "", 8);
+        cache.heard("alice", "", 9);
+        cache.heard("bob", "", 3);
+        assert_eq!(cache.generation("alice"), before, "held");
+        let after = AfterWrite {
+            generation: before,
+            snapshot: list(8),
+        };
+        cache.written("alice", "", Some(&after));
+        cache.committed_here("alice", "", 8);
+        drop(first);
+        // The second write is still in flight.
+        assert_eq!(cache.get("alice", "").unwrap().settings[0].value, 8);
+        drop(second);
+        // Its own echo kept what the write left; the other instance's commit dropped it.
+        assert!(cache.get("alice", "").is_none());
+
+        // Alone, the echo keeps it.
+        let writing = cache.writing("alice");
+        cache.heard("alice", "", 10);
+        let after = AfterWrite {
+            generation: cache.generation("alice"),
+            snapshot: list(10),
+        };
+        cache.written("alice", "", Some(&after));
+        cache.committed_here("alice", "", 10);
+        drop(writing);
+        assert_eq!(cache.get("alice", "").unwrap().settings[0].value, 10);
+        // Once no write is in flight, notices apply at once.
+        cache.heard("alice", "", 11);
+        assert!(cache.get("alice", "").is_none());
     }
 
     #[test]

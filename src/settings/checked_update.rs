@@ -19,7 +19,7 @@ use serde_json::Value;
 use super::{
     Setting, Store,
     cache::{AfterWrite, Snapshot},
-    grouped_write::{Shared, saved_setting},
+    grouped_write::{Shared, notified_sql, saved_setting},
     model::Outcome,
     plan::{self, Change, LOCALE_KEY, Op, Target},
     store::now,
@@ -151,6 +151,7 @@ impl Store {
             expired: Vec::new(),
             outcomes,
             after,
+            notified: true,
         }))
     }
 
@@ -278,7 +279,8 @@ impl KeyInput<'_> {
 /// `offset` (from 1) and `lockable`. (Two flat arrays, rather than one per user holding its
 /// keys: PostgreSQL's estimate of a nested set function's rows makes it read the whole
 /// table.) A row is returned, with its `user_id` and without its value (the one sent), for
-/// each setting written.
+/// each setting written; the statement notifies the other instances of each user's writes,
+/// at the user's last position (`notified_sql`).
 ///
 /// Every row is locked, in the order of users and keys, before any user's row in `users`: the
 /// count of a user's locked rows needs all of them.
@@ -288,7 +290,8 @@ impl KeyInput<'_> {
 /// would join two of them by searching one for every row of the other. `ready_users` is
 /// `MATERIALIZED`: PostgreSQL inlines a CTE that is named once, and the update would then
 /// build the object of the ready users again for every key it writes.
-pub(super) const UPDATE_MANY_SQL: &str = r#"
+pub(super) const UPDATE_MANY_SQL: &str = concat!(
+    r#"
 WITH writes AS (
     SELECT w.e ->> 0 AS user_id, w.e ->> 1 AS scope, (w.e ->> 2)::bigint AS keys,
         (w.e ->> 3)::timestamptz AS now, w.e ->> 4 AS actor, w.e ->> 5 AS interface,
@@ -316,7 +319,7 @@ WITH writes AS (
             SELECT 1 FROM org_defaults AS d WHERE d.key = old.key AND d.locked)) AS locked
     FROM old GROUP BY old.user_id
 ), ready AS (
-    SELECT w.user_id, w.keys
+    SELECT w.user_id, w.scope, w.keys
     FROM writes AS w JOIN tally AS t ON t.user_id = w.user_id
     WHERE t.keys = w.keys AND NOT t.locked
       AND (w.quota IS NULL OR NOT w.grows
@@ -337,7 +340,7 @@ WITH writes AS (
 ), bump AS (
     UPDATE users AS u SET feed_position = u.feed_position + r.keys
     FROM ready AS r WHERE u.id = r.user_id
-    RETURNING u.id, u.feed_position - r.keys AS before
+    RETURNING u.id, r.scope, u.feed_position - r.keys AS before, u.feed_position AS last
 ), positions AS (
     SELECT jsonb_object_agg(bump.id, bump.before) AS before FROM bump
 ), logged AS (
@@ -348,12 +351,18 @@ WITH writes AS (
         saved.value, saved.actor, saved.interface, saved.correlation_id, saved.now,
         (p.before ->> saved.user_id)::bigint + saved."offset"
     FROM saved, positions AS p
-)
+), notices AS (
+    SELECT json_build_array(bump.id, bump.scope, bump.last)::text AS notice FROM bump
+"#,
+    notified_sql!(),
+    r#"
 SELECT saved.user_id, saved.key, saved.scope, saved.version, saved.created_at,
     saved.updated_at, saved.expires_at,
     (p.before ->> saved.user_id)::bigint + saved."offset" AS position
 FROM saved, positions AS p
-"#;
+WHERE (SELECT count(*) FROM notified) >= 0
+"#
+);
 
 #[cfg(test)]
 mod tests {

@@ -129,6 +129,7 @@ impl Store {
                 expired,
                 outcomes: Vec::new(),
                 after: None,
+                notified: false,
             },
         );
         Ok(count)

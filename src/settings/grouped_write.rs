@@ -39,6 +39,26 @@ impl Shared {
     }
 }
 
+/// The last query of every shared write statement's `WITH`: notifies the other instances
+/// (`listen.rs`) of the commits in the statement's query `notices` (one JSON array `[user,
+/// scope, position]` per user, as text), so that the notice commits with the write. Each
+/// notification carries the notices of about 4,000 bytes, plus at most one: a notice takes
+/// at most about 2,100 (names of at most 255 characters), and PostgreSQL at most 8,000 in one
+/// notification. The statement's last query must read `notified`, since PostgreSQL runs no
+/// `WITH` query that is not read: `WHERE (SELECT count(*) FROM notified) >= 0`.
+macro_rules! notified_sql {
+    () => {
+        r#"
+), notified AS (
+    SELECT pg_notify('settings_feed', '[' || string_agg(n.notice, ',') || ']')
+    FROM (SELECT notice, sum(octet_length(notice) + 1) OVER (ORDER BY notice) / 4000 AS part
+          FROM notices) AS n
+    GROUP BY n.part
+)"#
+    };
+}
+pub(super) use notified_sql;
+
 /// A setting as a shared write statement returns it (`key`, `scope`, `version`,
 /// `created_at`, `updated_at`, `expires_at`), with its feed `position`. The statement does not
 /// return the value: it is the one the write sent for the key, which `sent` gives.

@@ -1,14 +1,16 @@
-//! Changes committed by other instances, on PostgreSQL. After each commit the writing
-//! instance notifies the channel `settings_feed` with the user, scope and feed position (a
-//! small payload; notifications of many writes go together, so that notifying costs little
-//! under load and never holds up a write's commit); every other instance drops those settings
-//! from its cache (the writer dropped them at commit, and ignores its own notice when it comes
-//! back) and reads the changes its subscribers have not seen from the table. When the
-//! listening connection or the database drops, it reconnects, listens again, and then reads
-//! whatever committed meanwhile, so nothing is lost; positions keep anything from coming
-//! twice. A notification is lost only if its instance dies between a commit and sending it:
-//! subscribers then get the change with the user's next one, and the cache forgets it within
-//! its time to live.
+//! Changes committed by other instances, on PostgreSQL. The writing instance notifies the
+//! channel `settings_feed` with the user, scope and feed position of each commit, as JSON
+//! arrays of `[user, scope, position]` (a small payload; notices of many writes go together,
+//! so that notifying costs little under load): the shared write statements (`replace_one.rs`,
+//! `checked_update.rs`) call `pg_notify` themselves, so their notice commits with the write;
+//! the transactions queue theirs, sent after the commit and never holding it up. Every other
+//! instance drops those settings from its cache (the writer updated or dropped them itself,
+//! and ignores its own notice when it comes back: `SettingsCache::heard`) and reads the
+//! changes its subscribers have not seen from the table. When the listening connection or the
+//! database drops, it reconnects, listens again, and then reads whatever committed meanwhile,
+//! so nothing is lost; positions keep anything from coming twice. A queued notification is
+//! lost only if its instance dies between a commit and sending it: subscribers then get the
+//! change with the user's next one, and the cache forgets it within its time to live.
 
 use std::{
     sync::{Arc, atomic::Ordering},
@@ -108,6 +110,16 @@ impl Store {
                 self.notices_pending.fetch_add(1, Ordering::AcqRel);
             }
             Err(_) => metrics::counter!("settings_api_notices_dropped_total").increment(1),
+        }
+    }
+
+    /// Records a commit whose statement notified the other instances itself (PostgreSQL
+    /// only), so that its echo drops nothing.
+    pub(super) fn notified_other_instances(&self, user_id: &str, scope: &str, position: i64) {
+        if self.notices.is_some()
+            && let Some(cache) = &self.cache
+        {
+            cache.committed_here(user_id, scope, position);
         }
     }
 

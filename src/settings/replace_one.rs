@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::{
     Key, Setting, Store,
-    grouped_write::{Shared, saved_setting},
+    grouped_write::{Shared, notified_sql, saved_setting},
     model::Outcome,
     plan::{Change, LOCALE_KEY, Target},
     store::now,
@@ -154,8 +154,10 @@ impl Input<'_> {
 /// organisation may lock), in that order. A row is returned, with its `user_id` and without
 /// its new value (the one sent), for each setting replaced; none for a key without a row, an
 /// expired value, a row changed meanwhile, a locked key or a value that would take the scope
-/// past its byte quota. The rows are locked in the order of their users.
-pub(super) const REPLACE_MANY_SQL: &str = r#"
+/// past its byte quota. The rows are locked in the order of their users. The statement
+/// notifies the other instances of what it replaced (`notified_sql`).
+pub(super) const REPLACE_MANY_SQL: &str = concat!(
+    r#"
 WITH input AS (
     SELECT i.e ->> 0 AS user_id, i.e ->> 1 AS scope, i.e ->> 2 AS key, i.e -> 3 AS value,
         (i.e ->> 4)::timestamptz AS now, i.e ->> 5 AS actor, i.e ->> 6 AS interface,
@@ -200,9 +202,16 @@ WITH input AS (
         saved.value, saved.actor, saved.interface, saved.correlation_id, saved.now,
         bump.feed_position
     FROM saved JOIN bump ON bump.id = saved.user_id
-)
+), notices AS (
+    SELECT json_build_array(saved.user_id, saved.scope, bump.feed_position)::text AS notice
+    FROM saved JOIN bump ON bump.id = saved.user_id
+"#,
+    notified_sql!(),
+    r#"
 SELECT saved.user_id, saved.key, saved.scope, saved.version, saved.created_at,
     saved.updated_at, saved.expires_at, saved.old_version, saved.old_value,
     saved.old_updated_at, saved.old_expires_at, bump.feed_position AS position
 FROM saved JOIN bump ON bump.id = saved.user_id
-"#;
+WHERE (SELECT count(*) FROM notified) >= 0
+"#
+);

@@ -69,6 +69,8 @@ pub(super) struct Written {
     pub outcomes: Vec<Outcome>,
     /// The settings the write left, for the cache, when the write knows them.
     pub after: Option<super::cache::AfterWrite>,
+    /// Whether the write's own statement notified the other instances (a shared write).
+    pub notified: bool,
 }
 
 /// One write as the runner receives it.
@@ -335,6 +337,13 @@ impl Store {
     /// Runs a write to completion, starting over when another writer created one of its keys
     /// meanwhile, and publishes what it committed.
     pub(super) async fn write(&self, write: Write<'_>) -> Result<Vec<Outcome>> {
+        // Until the write has recorded its commit, notices heard for the user wait: a shared
+        // statement's own notice may come back before its answer.
+        let _writing = self
+            .notices
+            .as_ref()
+            .and(self.cache.as_ref())
+            .map(|cache| cache.writing(write.user_id));
         let mut attempt = 1;
         loop {
             match self.try_write(&write).await {
@@ -363,6 +372,7 @@ impl Store {
                 expired: Vec::new(),
                 outcomes,
                 after: None,
+                notified: true,
             });
         }
         if let Some(written) = self.try_checked_update(write).await? {
@@ -434,6 +444,7 @@ impl Store {
             expired,
             outcomes,
             after: None,
+            notified: false,
         })
     }
 
@@ -737,17 +748,20 @@ impl Store {
                 kinds: super::expiry::KINDS,
                 ..Write::keys(&origin, write.user_id, write.scope, Vec::new())
             };
-            self.publish_outcomes(&expiry, &written.expired, None);
+            self.publish_outcomes(&expiry, &written.expired, None, false);
         }
-        self.publish_outcomes(write, &written.outcomes, written.after.as_ref());
+        let after = written.after.as_ref();
+        self.publish_outcomes(write, &written.outcomes, after, written.notified);
     }
 
-    /// Tells subscribers what a committed write changed; `after`: the settings it left.
+    /// Tells subscribers what a committed write changed; `after`: the settings it left;
+    /// `notified`: whether its statement notified the other instances.
     fn publish_outcomes(
         &self,
         write: &Write<'_>,
         outcomes: &[Outcome],
         after: Option<&super::cache::AfterWrite>,
+        notified: bool,
     ) {
         if let Some(cache) = &self.cache
             && !outcomes.is_empty()
@@ -755,7 +769,12 @@ impl Store {
             cache.written(write.user_id, write.scope.as_str(), after);
         }
         if let Some(last) = outcomes.iter().map(|outcome| outcome.position).max() {
-            self.notify_other_instances(write.user_id, write.scope.as_str(), last);
+            let scope = write.scope.as_str();
+            if notified {
+                self.notified_other_instances(write.user_id, scope, last);
+            } else {
+                self.notify_other_instances(write.user_id, scope, last);
+            }
         }
         for outcome in outcomes {
             let (kind, version, changed_at) = match (&outcome.before, &outcome.after) {

@@ -189,7 +189,7 @@ async fn after_a_patch_the_cache_holds_what_it_left_and_the_next_patch_and_read_
     let (_, statements) = app
         .data_and_statements(&token, update, json!({"p": {"prefs": {"size": 14}}}))
         .await;
-    assert_eq!(statements, 3, "the read, the write and the notice");
+    assert_eq!(statements, 2, "the read and the write, which notifies");
     let (data, statements) = app.data_and_statements(&token, SETTINGS, json!({})).await;
     assert_eq!(
         data["settings"],
@@ -206,7 +206,7 @@ async fn after_a_patch_the_cache_holds_what_it_left_and_the_next_patch_and_read_
             json!({"p": {"tags": ["b"], "prefs": {"font": null}}}),
         )
         .await;
-    assert_eq!(statements, 2, "the next patch: the write and the notice");
+    assert_eq!(statements, 1, "the next patch: the write");
     let (data, statements) = app.data_and_statements(&token, SETTINGS, json!({})).await;
     assert_eq!(
         data["settings"],

@@ -454,6 +454,79 @@ async fn the_read_cache_of_one_instance_follows_the_writes_of_another() {
     until_value(&b, &token, "theme", json!("system")).await;
 }
 
+/// Reads `key` on `app` until a read of it costs no statement: the value is in the cache.
+async fn until_cached(app: &TestApp, token: &str, key: &str) {
+    let query = "query($k: [String!]) { settings(keys: $k) { value } }";
+    for _ in 0..100 {
+        let (_, statements) = app
+            .data_and_statements(token, query, json!({"k": [key]}))
+            .await;
+        if statements == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{key} never came from the cache");
+}
+
+/// The shared write statements notify the other instances themselves, in as many
+/// notifications as their notices need (PostgreSQL takes at most 8000 bytes in one).
+#[tokio::test]
+async fn the_writes_of_many_users_in_one_statement_reach_the_cache_of_another_instance() {
+    let Some(a) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    let (b, _) = second_instance(&a).await;
+    // Ids long enough that the 40 notices take about 10,000 bytes.
+    let users: Vec<String> = (0..40)
+        .map(|n| format!("{n:02}-{}", "é".repeat(120)))
+        .collect();
+    for user in &users {
+        a.set(&a.token(user), "theme", json!("light")).await;
+    }
+    for user in &users {
+        let token = a.token(user);
+        until_value(&b, &token, "theme", json!("light")).await;
+        until_cached(&b, &token, "theme").await;
+    }
+
+    a.store.flush_notices(Duration::from_secs(5)).await;
+    let before = a.store.statements();
+    let writes = users
+        .iter()
+        .map(|user| (user.clone(), "theme", json!(format!("dark {}", &user[..2]))))
+        .collect();
+    for answer in write_together(&a.store, "", writes).await {
+        let (setting, created) = answer.expect("replaced");
+        assert!(!created && setting.version == 2, "{setting:?}");
+    }
+    a.store.flush_notices(Duration::from_secs(5)).await;
+    let statements = a.store.statements() - before;
+    // The notices went with the writes: a statement refused for its notices would have been
+    // followed by one statement for each write.
+    assert!(
+        statements <= 3,
+        "40 replacements took {statements} statements"
+    );
+    for user in &users {
+        let token = a.token(user);
+        until_value(&b, &token, "theme", json!(format!("dark {}", &user[..2]))).await;
+    }
+
+    // A patch of stored keys (a checked update) reaches B's cache too.
+    let token = a.token(&users[0]);
+    until_cached(&b, &token, "theme").await;
+    let patch = "mutation($p: JSON!) { updateSettings(patch: $p) { key version } }";
+    let data = a
+        .data(&token, patch, json!({"p": {"theme": "patched"}}))
+        .await;
+    assert_eq!(
+        data["updateSettings"],
+        json!([{"key": "theme", "version": 3}])
+    );
+    until_value(&b, &token, "theme", json!("patched")).await;
+}
+
 #[tokio::test]
 async fn the_last_writes_of_an_instance_that_stops_still_reach_the_others() {
     let Some(a) = TestApp::spawn(Backend::Postgres).await else {
