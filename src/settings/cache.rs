@@ -1,11 +1,11 @@
 //! A per-instance cache of each user's settings per scope, bounded in entries (moka), kept
 //! coherent by the change feed: this instance's writes invalidate at commit, and on
 //! PostgreSQL every other instance's writes invalidate as soon as their notification arrives
-//! (`listen.rs`); the echo of this instance's own notification drops nothing. The shared write
-//! statements notify from inside their transaction, so their echo may come back before the
-//! writer has taken in its answer: a notice heard for a user this instance is writing is held
-//! until its writes of the user end (`SettingsCache::writing`), and only then told apart. A read that
-//! raced a write never stores what it read: each user hashes to a generation that every
+//! (`listen.rs`); the echo of this instance's own notification drops nothing. The shared
+//! write statements notify from inside their transaction, so their echo may come back before
+//! the writer has taken in its answer: a notice heard for a user this instance is writing waits
+//! until one of those writes ends (`SettingsCache::writing`), and is only then told apart from
+//! another instance's. A read that raced a write never stores what it read: each user hashes to a generation that every
 //! invalidation bumps, and a read keeps its result only if the generation did not move while
 //! it read. A checked update that knows the settings it left keeps them instead
 //! (`SettingsCache::written`), under the same check. When the listening connection drops, the whole
@@ -85,14 +85,19 @@ pub(super) struct SettingsCache {
 }
 
 /// A user's writes in flight on this instance, and the notices (scope, position) heard for
-/// the user since the first began.
+/// the user since one of them last ended.
 #[derive(Default)]
 struct Held {
     writes: usize,
     notices: Vec<(String, i64)>,
 }
 
-/// One write of a user in flight; dropping it ends it ([`SettingsCache::writing`]).
+/// One write of a user in flight; dropping it ends it ([`SettingsCache::writing`]) and applies
+/// the notices held for the user: those of the writes that ended were recorded as their own
+/// (`SettingsCache::committed_here`), and drop nothing. A notice waits for the first write
+/// that ends, not for the last, so that a user written without pause still hears other
+/// instances' commits; the echo of a write still in flight then drops the user's settings, which
+/// costs a read, never a stale one.
 pub(super) struct Writing<'c> {
     cache: &'c SettingsCache,
     user_id: String,
@@ -106,13 +111,11 @@ impl Drop for Writing<'_> {
                 return;
             };
             held.writes -= 1;
-            if held.writes > 0 {
-                return;
+            let notices = std::mem::take(&mut held.notices);
+            if held.writes == 0 {
+                writing.remove(&self.user_id);
             }
-            writing
-                .remove(&self.user_id)
-                .map(|held| held.notices)
-                .unwrap_or_default()
+            notices
         };
         for (scope, position) in notices {
             self.cache.apply_notice(&self.user_id, &scope, position);
@@ -256,7 +259,7 @@ impl SettingsCache {
 
     /// A notice of a commit came through the channel: another instance's commit drops the
     /// settings; this instance's own dropped them when it committed. While this instance is
-    /// writing the user, the notice waits for the writes to end.
+    /// writing the user, the notice waits for one of those writes to end.
     pub fn heard(&self, user_id: &str, scope: &str, position: i64) {
         if let Some(held) = self.lock_writing().get_mut(user_id) {
             held.notices.push((scope.to_owned(), position));
@@ -351,46 +354,52 @@ mod tests {
         assert!(cache.get("alice", "b").is_none());
     }
 
-    #[test]
-    fn notices_heard_while_this_instance_writes_the_user_wait_for_its_writes_to_end() {
-        let cache = SettingsCache::new(1 << 20).unwrap();
-        cache.put("alice", "", cache.generation("alice"), list(1));
-        // Two writes of Alice in flight; the echo of the first (position 8) comes back before
-        // it recorded its commit, and so does another instance's commit (position 9).
-        let first = cache.writing("alice");
-        let second = cache.writing("alice");
-        let before = cache.generation("alice");
-        cache.heard("alice", "", 8);
-        cache.heard("alice", "", 9);
-        cache.heard("bob", "", 3);
-        assert_eq!(cache.generation("alice"), before, "held");
+    /// What the write of `position` left, recorded as the write does before it ends.
+    fn write_ends(cache: &SettingsCache, writing: Writing<'_>, generation: u64, position: i64) {
         let after = AfterWrite {
-            generation: before,
-            snapshot: list(8),
+            generation,
+            snapshot: list(position),
         };
         cache.written("alice", "", Some(&after));
-        cache.committed_here("alice", "", 8);
-        drop(first);
-        // The second write is still in flight.
+        cache.committed_here("alice", "", position);
+        drop(writing);
+    }
+
+    #[test]
+    fn a_notice_heard_while_this_instance_writes_the_user_waits_for_a_write_to_end() {
+        let cache = SettingsCache::new(1 << 20).unwrap();
+        // The echo of Alice's write (position 8) comes back before the write took in its
+        // answer; it waits, and then drops nothing.
+        let writing = cache.writing("alice");
+        let sent = cache.generation("alice");
+        let bob = cache.generation("bob");
+        cache.heard("alice", "", 8);
+        cache.heard("bob", "", 3);
+        assert_eq!(cache.generation("alice"), sent, "held");
+        assert_ne!(cache.generation("bob"), bob, "another user's notice applies at once");
+        write_ends(&cache, writing, sent, 8);
         assert_eq!(cache.get("alice", "").unwrap().settings[0].value, 8);
-        drop(second);
-        // Its own echo kept what the write left; the other instance's commit dropped it.
+        // Once no write is in flight, notices apply at once.
+        cache.heard("alice", "", 9);
         assert!(cache.get("alice", "").is_none());
 
-        // Alone, the echo keeps it.
-        let writing = cache.writing("alice");
+        // Two writes in flight, and another instance's commit (12) heard with the first's echo
+        // (10): the first write to end applies both, though the second is still in flight.
+        let (first, second) = (cache.writing("alice"), cache.writing("alice"));
+        let sent = cache.generation("alice");
         cache.heard("alice", "", 10);
-        let after = AfterWrite {
-            generation: cache.generation("alice"),
-            snapshot: list(10),
-        };
-        cache.written("alice", "", Some(&after));
-        cache.committed_here("alice", "", 10);
-        drop(writing);
-        assert_eq!(cache.get("alice", "").unwrap().settings[0].value, 10);
-        // Once no write is in flight, notices apply at once.
-        cache.heard("alice", "", 11);
+        cache.heard("alice", "", 12);
         assert!(cache.get("alice", "").is_none());
+        write_ends(&cache, first, sent, 10);
+        assert!(
+            cache.get("alice", "").is_none(),
+            "another instance's commit"
+        );
+        // The second write's echo (11), heard before it ends, waits for it.
+        let sent = cache.generation("alice");
+        cache.heard("alice", "", 11);
+        write_ends(&cache, second, sent, 11);
+        assert_eq!(cache.get("alice", "").unwrap().settings[0].value, 11);
     }
 
     #[test]
