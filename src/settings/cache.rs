@@ -376,7 +376,11 @@ mod tests {
         cache.heard("alice", "", 8);
         cache.heard("bob", "", 3);
         assert_eq!(cache.generation("alice"), sent, "held");
-        assert_ne!(cache.generation("bob"), bob, "another user's notice applies at once");
+        assert_ne!(
+            cache.generation("bob"),
+            bob,
+            "another user's notice applies at once"
+        );
         write_ends(&cache, writing, sent, 8);
         assert_eq!(cache.get("alice", "").unwrap().settings[0].value, 8);
         // Once no write is in flight, notices apply at once.
