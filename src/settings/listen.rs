@@ -102,9 +102,7 @@ impl Store {
         let Some(sender) = &self.notices else {
             return;
         };
-        if let Some(cache) = &self.cache {
-            cache.committed_here(user_id, scope, position);
-        }
+        self.notified_other_instances(user_id, scope, position);
         match sender.try_send((user_id.to_owned(), scope.to_owned(), position)) {
             Ok(()) => {
                 self.notices_pending.fetch_add(1, Ordering::AcqRel);
@@ -113,8 +111,8 @@ impl Store {
         }
     }
 
-    /// Records a commit whose statement notified the other instances itself (PostgreSQL
-    /// only), so that its echo drops nothing.
+    /// Records a commit of this instance whose notice the other instances get (PostgreSQL
+    /// only), so that its echo drops nothing: a shared write's statement sent it itself.
     pub(super) fn notified_other_instances(&self, user_id: &str, scope: &str, position: i64) {
         if self.notices.is_some()
             && let Some(cache) = &self.cache
