@@ -121,8 +121,8 @@ async fn patches_of_many_users_share_statements_and_each_keeps_its_own_history()
             json!({"prefs": prefs, "tags": [user]})
         );
     }
-    // Reads of the settings and the writes, each in statements of at most 32, and a notice or
-    // two per write statement; a transaction for each patch would be 120 and more.
+    // Reads of the settings (statements of at most 32) and the writes (of at most 64, each
+    // notifying); a transaction for each patch would be 120 and more.
     assert!(statements <= 10, "40 patches took {statements} statements");
 }
 

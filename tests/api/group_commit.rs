@@ -72,8 +72,8 @@ async fn replacements_of_many_users_share_statements_and_each_keeps_its_own_hist
             json!({"theme": {"mode": "dark", "for": user}})
         );
     }
-    // Two statements of at most 32 replacements and a notice or two for each; one statement
-    // for each replacement would be 40.
+    // Statements of at most 64 replacements, each notifying; one statement for each
+    // replacement would be 40.
     assert!(
         statements <= 6,
         "40 replacements took {statements} statements"
