@@ -21,6 +21,7 @@ mod lifecycle;
 mod limits;
 mod merge_patch;
 mod metrics;
+mod migrations;
 mod openapi;
 mod rate_limit;
 mod rest_c000_per_key;
