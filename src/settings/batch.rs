@@ -178,9 +178,100 @@ fn take_batch<J: Grouped>(
     batch
 }
 
+/// How a queue with `limits` groups operations that wait: one operation goes alone, and while
+/// it is in flight `waiting` operations of as many users arrive; each statement then runs
+/// until the test ends it, oldest first. Returns the sizes of the statements in the order
+/// they started and the most that were in flight at once, once every operation is answered.
+#[cfg(test)]
+pub(super) async fn statement_sizes(limits: Limits, waiting: usize) -> (Vec<usize>, usize) {
+    struct Operation {
+        user_id: String,
+        reply: oneshot::Sender<Result<(), DbErr>>,
+    }
+    impl Grouped for Operation {
+        fn exclusive_user(&self) -> Option<&str> {
+            Some(&self.user_id)
+        }
+        fn joins(&self, _: &Self) -> bool {
+            true
+        }
+        fn abandoned(&self) -> bool {
+            self.reply.is_closed()
+        }
+    }
+    // Each statement tells the test it started, and ends when the test says so.
+    let (started, mut starts) = mpsc::unbounded_channel::<(usize, oneshot::Sender<()>)>();
+    let queue = Queue::start(limits, move |batch: Vec<Operation>| {
+        let started = started.clone();
+        async move {
+            let (end, ended) = oneshot::channel();
+            let _ = started.send((batch.len(), end));
+            let _ = ended.await;
+            for operation in batch {
+                let _ = operation.reply.send(Ok(()));
+            }
+        }
+    });
+    let mut answers = Vec::new();
+    let mut send = |user_id: String| {
+        let (reply, answer) = oneshot::channel();
+        queue.jobs.send(Operation { user_id, reply }).unwrap();
+        answers.push(answer);
+    };
+    send("first".to_owned());
+    let (size, end) = starts.recv().await.unwrap();
+    let mut sizes = vec![size];
+    let mut running = VecDeque::from([end]);
+    let mut most_in_flight = 1;
+    for n in 0..waiting {
+        send(format!("user-{n}"));
+    }
+    loop {
+        // Whatever the dispatcher starts now, it starts before these yields end (the test
+        // runs on one thread).
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        while let Ok((size, end)) = starts.try_recv() {
+            sizes.push(size);
+            running.push_back(end);
+        }
+        most_in_flight = most_in_flight.max(running.len());
+        let Some(end) = running.pop_front() else {
+            break;
+        };
+        end.send(()).unwrap();
+    }
+    for answer in answers {
+        answer.await.unwrap().unwrap();
+    }
+    (sizes, most_in_flight)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn operations_that_wait_go_together_in_statements_of_at_most_the_limit() {
+        let one_at_a_time = Limits {
+            per_statement: 4,
+            in_flight: 1,
+        };
+        assert_eq!(
+            statement_sizes(one_at_a_time, 10).await,
+            (vec![1, 4, 4, 2], 1)
+        );
+        let two_at_a_time = Limits {
+            per_statement: 4,
+            in_flight: 2,
+        };
+        // The second statement starts while the first is in flight.
+        assert_eq!(
+            statement_sizes(two_at_a_time, 10).await,
+            (vec![1, 4, 4, 2], 2)
+        );
+    }
 
     struct Job {
         user_id: String,

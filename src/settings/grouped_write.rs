@@ -216,3 +216,15 @@ fn json_array<'a>(parts: impl Iterator<Item = &'a str> + Clone) -> String {
     array.push(']');
     array
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn writes_that_wait_go_one_statement_at_a_time_of_at_most_64() {
+        let (sizes, most_in_flight) = super::super::batch::statement_sizes(WRITE_LIMITS, 130).await;
+        assert_eq!(sizes, [1, 64, 64, 2]);
+        assert_eq!(most_in_flight, 1);
+    }
+}

@@ -550,3 +550,15 @@ pub(super) fn pg_setting_of<I: ColumnIndex<PgRow>>(
         expires_at: column(row, expires_at, checked)?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn reads_that_wait_go_two_statements_at_a_time_of_at_most_32() {
+        let (sizes, most_in_flight) = super::super::batch::statement_sizes(READ_LIMITS, 70).await;
+        assert_eq!(sizes, [1, 32, 32, 6]);
+        assert_eq!(most_in_flight, 2);
+    }
+}
