@@ -128,8 +128,9 @@ impl Store {
             .map(|row| (row.key, row.value))
             .collect();
         let mut saved = HashMap::new();
-        for row in &rows {
-            let (setting, position) = saved_setting(write.user_id, row, |key| sent.remove(key))?;
+        for (at, row) in rows.iter().enumerate() {
+            let (setting, position) =
+                saved_setting(write.user_id, row, at == 0, |key| sent.remove(key))?;
             saved.insert(setting.key.clone(), (setting, position));
         }
         let mut outcomes = plan.outcomes;
@@ -279,7 +280,7 @@ impl KeyInput<'_> {
 /// `offset` (from 1) and `lockable`. (Two flat arrays, rather than one per user holding its
 /// keys: PostgreSQL's estimate of a nested set function's rows makes it read the whole
 /// table.) A row is returned, with its `user_id` and without its value (the one sent), for
-/// each setting written; the statement notifies the other instances of each user's writes,
+/// each setting written, in the columns `saved_setting` reads by position; the statement notifies the other instances of each user's writes,
 /// at the user's last position (`notified_sql`).
 ///
 /// Every row is locked, in the order of users and keys, before any user's row in `users`: the

@@ -14,9 +14,8 @@ use tokio::sync::oneshot;
 use super::{
     Setting, Store,
     batch::{Grouped, Limits, Queue},
-    read::{column_error, pg_row, pg_setting_of},
+    read::{column, pg_row, pg_setting_of},
 };
-use sea_orm::sqlx::Row as _;
 
 /// The statements writes share. Each takes a JSON array of the writes' rows, at most one write
 /// per user (one statement also an array of the writes themselves, before it), and returns
@@ -59,17 +58,21 @@ macro_rules! notified_sql {
 }
 pub(super) use notified_sql;
 
-/// A setting as a shared write statement returns it (`key`, `scope`, `version`,
-/// `created_at`, `updated_at`, `expires_at`), with its feed `position`. The statement does not
-/// return the value: it is the one the write sent for the key, which `sent` gives.
+/// A setting as a shared write statement returns it: after its `user_id` (column 0), its `key`,
+/// `scope`, `version`, `created_at`, `updated_at` and `expires_at` (columns 1 to 6), then its
+/// feed `position` (column 7). Read by position: the rows of one result share their columns'
+/// types, which `checked` checks (on a result's first row, as the shared read does), and a
+/// lookup by name hashes the name. The statement does not return the value: it is the one the
+/// write sent for the key, which `sent` gives.
 pub(super) fn saved_setting(
     user_id: &str,
     row: &QueryResult,
+    checked: bool,
     sent: impl FnOnce(&str) -> Option<Value>,
 ) -> Result<(Setting, i64), DbErr> {
     let row = pg_row(row)?;
-    let scope = row.try_get("scope").map_err(column_error)?;
-    let key: String = row.try_get("key").map_err(column_error)?;
+    let key: String = column(row, 1, checked)?;
+    let scope = column(row, 2, checked)?;
     let value = sent(&key).ok_or_else(|| {
         DbErr::Custom(format!(
             "a shared write returned the key `{key}`, which it was not sent"
@@ -79,10 +82,10 @@ pub(super) fn saved_setting(
         row,
         (user_id.to_owned(), scope, key),
         value,
-        ["version", "created_at", "updated_at", "expires_at"],
-        true,
+        [3, 4, 5, 6],
+        checked,
     )?;
-    Ok((setting, row.try_get("position").map_err(column_error)?))
+    Ok((setting, column(row, 7, checked)?))
 }
 
 /// Most writes in one statement, and most such statements in flight at once. One at a time:
@@ -158,10 +161,18 @@ impl Store {
 async fn run(db: &DatabaseConnection, batch: Vec<GroupedWrite>) {
     match execute(db, &batch).await {
         Ok(rows) => {
+            // Every row names its user first (`saved_setting`).
             let mut by_user: HashMap<String, Vec<QueryResult>> = HashMap::new();
-            for row in rows {
-                if let Ok(user) = row.try_get::<String>("", "user_id") {
-                    by_user.entry(user).or_default().push(row);
+            for (at, row) in rows.into_iter().enumerate() {
+                let Ok(user) = pg_row(&row).and_then(|pg| column::<&str, _>(pg, 0, at == 0)) else {
+                    continue;
+                };
+                match by_user.get_mut(user) {
+                    Some(rows) => rows.push(row),
+                    None => {
+                        let user = user.to_owned();
+                        by_user.insert(user, vec![row]);
+                    }
                 }
             }
             for job in batch {

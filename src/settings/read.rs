@@ -492,7 +492,7 @@ pub(super) fn column_error(err: sea_orm::sqlx::Error) -> DbErr {
 /// description, so a statement's reader checks its first row and decodes the others without
 /// the check: sqlx's `try_get` checks every value, which took a tenth of the server's
 /// instructions for a read of 20 settings.
-fn column<'r, T, I>(row: &'r PgRow, at: I, checked: bool) -> Result<T, DbErr>
+pub(super) fn column<'r, T, I>(row: &'r PgRow, at: I, checked: bool) -> Result<T, DbErr>
 where
     T: Decode<'r, Postgres> + Type<Postgres>,
     I: ColumnIndex<PgRow>,

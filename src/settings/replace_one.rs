@@ -6,7 +6,7 @@
 //! transaction, where the planner decides its version.
 
 use chrono::{DateTime, Utc};
-use sea_orm::DbBackend;
+use sea_orm::{DbBackend, sqlx::types::Json};
 use serde_json::Value;
 
 use super::{
@@ -14,6 +14,7 @@ use super::{
     grouped_write::{Shared, notified_sql, saved_setting},
     model::Outcome,
     plan::{Change, LOCALE_KEY, Target},
+    read::{column, pg_row},
     store::now,
     write::{Write, WriteError},
 };
@@ -65,12 +66,15 @@ impl Store {
         };
         // The statement does not send back the value it was sent.
         let sent = |saved: &str| (saved == key.as_str()).then(|| value.clone());
-        let (after, position) = saved_setting(write.user_id, &row, sent)?;
+        let (after, position) = saved_setting(write.user_id, &row, true, sent)?;
+        // What it replaced: columns 8 to 11, after those `saved_setting` reads.
+        let pg = pg_row(&row)?;
+        let Json(value) = column(pg, 9, true)?;
         let before = Setting {
-            version: row.try_get("", "old_version")?,
-            value: row.try_get("", "old_value")?,
-            updated_at: row.try_get("", "old_updated_at")?,
-            expires_at: row.try_get("", "old_expires_at")?,
+            version: column(pg, 8, true)?,
+            value,
+            updated_at: column(pg, 10, true)?,
+            expires_at: column(pg, 11, true)?,
             ..after.clone()
         };
         Ok(Some(vec![Outcome {
@@ -152,7 +156,8 @@ impl Input<'_> {
 /// `actor`, `interface`, `correlation_id`, the history `kind`, the scope's byte `quota` (null
 /// for none), `expires_at` (null: never) and `lockable` (a catalog key, which the
 /// organisation may lock), in that order. A row is returned, with its `user_id` and without
-/// its new value (the one sent), for each setting replaced; none for a key without a row, an
+/// its new value (the one sent), for each setting replaced, in the columns `saved_setting`
+/// reads by position and then what it replaced; none for a key without a row, an
 /// expired value, a row changed meanwhile, a locked key or a value that would take the scope
 /// past its byte quota. The rows are locked in the order of their users. The statement
 /// notifies the other instances of what it replaced (`notified_sql`).
@@ -209,8 +214,8 @@ WITH input AS (
     notified_sql!(),
     r#"
 SELECT saved.user_id, saved.key, saved.scope, saved.version, saved.created_at,
-    saved.updated_at, saved.expires_at, saved.old_version, saved.old_value,
-    saved.old_updated_at, saved.old_expires_at, bump.feed_position AS position
+    saved.updated_at, saved.expires_at, bump.feed_position AS position, saved.old_version,
+    saved.old_value, saved.old_updated_at, saved.old_expires_at
 FROM saved JOIN bump ON bump.id = saved.user_id
 WHERE (SELECT count(*) FROM notified) >= 0
 "#
