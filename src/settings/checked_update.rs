@@ -21,7 +21,7 @@ use super::{
     cache::{AfterWrite, Snapshot},
     grouped_write::{Shared, notified_sql, saved_setting},
     model::Outcome,
-    plan::{self, Change, LOCALE_KEY, Op, Target},
+    plan::{self, ByKey, Change, LOCALE_KEY, Op, Target},
     store::now,
     write::{Write, WriteError, Written},
 };
@@ -38,7 +38,7 @@ impl Store {
             return Ok(None);
         };
         let listed = self.listed(write.user_id, write.scope, None).await?;
-        let current: HashMap<&str, &Setting> = listed
+        let current: ByKey<&str, &Setting> = listed
             .iter()
             .filter(|setting| ops.iter().any(|op| op.key.as_str() == setting.key))
             .map(|setting| (setting.key.as_str(), setting))
@@ -122,12 +122,12 @@ impl Store {
             return Ok(None);
         }
         // The values written are the plan's; the statement does not send them back.
-        let mut sent: HashMap<String, Value> = plan
+        let mut sent: ByKey<String, Value> = plan
             .updates
             .into_iter()
             .map(|row| (row.key, row.value))
             .collect();
-        let mut saved = HashMap::new();
+        let mut saved = ByKey::default();
         for (at, row) in rows.iter().enumerate() {
             let (setting, position) =
                 saved_setting(write.user_id, row, at == 0, |key| sent.remove(key))?;
