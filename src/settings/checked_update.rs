@@ -280,8 +280,9 @@ impl KeyInput<'_> {
 /// `offset` (from 1) and `lockable`. (Two flat arrays, rather than one per user holding its
 /// keys: PostgreSQL's estimate of a nested set function's rows makes it read the whole
 /// table.) A row is returned, with its `user_id` and without its value (the one sent), for
-/// each setting written, in the columns `saved_setting` reads by position; the statement notifies the other instances of each user's writes,
-/// at the user's last position (`notified_sql`).
+/// each setting written, in the columns `saved_setting` reads by position; the statement
+/// notifies the other instances of each user's writes, at the user's last position
+/// (`notified_sql`).
 ///
 /// Every row is locked, in the order of users and keys, before any user's row in `users`: the
 /// count of a user's locked rows needs all of them.

@@ -344,6 +344,7 @@ async fn list_many_on(
     Ok(by_user)
 }
 
+/// What a shared read found, by user: no more users than one statement reads.
 type ByUser<V> = HashMap<String, V, foldhash::fast::RandomState>;
 
 /// Most reads in one statement, and most such statements in flight at once.
