@@ -254,23 +254,19 @@ mod tests {
 
     #[tokio::test]
     async fn operations_that_wait_go_together_in_statements_of_at_most_the_limit() {
-        let one_at_a_time = Limits {
-            per_statement: 4,
-            in_flight: 1,
-        };
-        assert_eq!(
-            statement_sizes(one_at_a_time, 10).await,
-            (vec![1, 4, 4, 2], 1)
-        );
-        let two_at_a_time = Limits {
-            per_statement: 4,
-            in_flight: 2,
-        };
-        // The second statement starts while the first is in flight.
-        assert_eq!(
-            statement_sizes(two_at_a_time, 10).await,
-            (vec![1, 4, 4, 2], 2)
-        );
+        // With two in flight, the second statement starts while the first is in flight.
+        for in_flight in [1, 2] {
+            let limits = Limits {
+                per_statement: 4,
+                in_flight,
+            };
+            let sizes = statement_sizes(limits, 10).await;
+            assert_eq!(
+                sizes,
+                (vec![1, 4, 4, 2], in_flight),
+                "{in_flight} in flight"
+            );
+        }
     }
 
     struct Job {
