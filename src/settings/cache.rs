@@ -5,11 +5,11 @@
 //! write statements notify from inside their transaction, so their echo may come back before
 //! the writer has taken in its answer: a notice heard for a user this instance is writing waits
 //! until one of those writes ends (`SettingsCache::writing`), and is only then told apart from
-//! another instance's. A read that raced a write never stores what it read: each user hashes to a generation that every
-//! invalidation bumps, and a read keeps its result only if the generation did not move while
-//! it read. A checked update that knows the settings it left keeps them instead
-//! (`SettingsCache::written`), under the same check. When the listening connection drops, the whole
-//! cache is dropped, since notifications may have been missed.
+//! another instance's. A read that raced a write never stores what it read: each user hashes
+//! to a generation that every invalidation bumps, and a read keeps its result only if the
+//! generation did not move while it read. A checked update that knows the settings it left
+//! keeps them instead (`SettingsCache::written`), under the same check. When the listening
+//! connection drops, the whole cache is dropped, since notifications may have been missed.
 
 use std::{
     collections::HashMap,
