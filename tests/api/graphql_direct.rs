@@ -16,6 +16,7 @@ async fn seed(app: &TestApp, token: &str) {
             "appearance",
             json!({"mode": "dark", "accent": "#3b82f6", "fontScale": 1.5,
                    "label": "tab\t \"quoted\" \\ ü ✓ \u{1F600} </script>",
+                   "controls \"named\"": "\u{1}\u{8}\u{c}\n\r\u{1f}\u{7f} line\u{2028}end",
                    "nested": {"z": [1, -2, 3.25, 1e300, 12345678901234567890u64], "a": null}}),
             "",
         ),
