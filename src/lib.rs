@@ -8,6 +8,7 @@ pub mod connections;
 pub mod entity;
 pub mod error;
 pub mod graphql;
+pub mod json_text;
 pub mod rest;
 pub mod settings;
 pub mod telemetry;

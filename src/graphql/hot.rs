@@ -18,7 +18,7 @@
 //! the executor, which reports the error as it always does. Once a write has been asked of the
 //! store, this path answers it, error or not, as the executor would: it is never sent twice.
 
-use std::{collections::HashSet, io::Write as _};
+use std::collections::HashSet;
 
 use async_graphql::{
     Name, Pos, Request, Variables,
@@ -30,6 +30,7 @@ use super::{mutation::origin, query::parse_keys, types::global_id};
 use crate::{
     auth::{Access, Principal},
     error::Error,
+    json_text,
     settings::{Key, Preconditions, Scope, Setting, Store},
 };
 
@@ -50,8 +51,10 @@ pub struct HotOperation {
     /// Where the root field is written, for the error of a write.
     position: Pos,
     root: Root,
-    /// The selected fields of each setting, in selection order, with their response keys.
-    fields: Vec<(Name, Field)>,
+    /// The selected fields of each setting, in selection order, each with the JSON text
+    /// written before its value: `{` for the first, `,` for the others, then its response key
+    /// and `:`, written once here rather than for every setting.
+    fields: Vec<(Box<[u8]>, Field)>,
 }
 
 /// The root field and where each of its arguments comes from.
@@ -305,7 +308,10 @@ impl HotOperation {
             if !keys_seen.insert(response_key.clone()) {
                 return None;
             }
-            fields.push((response_key, Field::named(field.name.node.as_str())?));
+            let mut before = vec![if fields.is_empty() { b'{' } else { b',' }];
+            json_text::write_str(&mut before, response_key.as_str());
+            before.push(b':');
+            fields.push((before.into(), Field::named(field.name.node.as_str())?));
         }
         // The executor counts each field as 1, and the depth of `settings { … }` is 2.
         if fields.is_empty() || limits.max_depth < 2 || limits.max_complexity < 1 + fields.len() {
@@ -460,7 +466,7 @@ impl HotOperation {
     fn data(&self, write: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
         let mut body = Vec::with_capacity(1024);
         body.extend_from_slice(b"{\"data\":{");
-        write_json(&mut body, self.response_key.as_str());
+        json_text::write_str(&mut body, self.response_key.as_str());
         body.push(b':');
         write(&mut body);
         body.extend_from_slice(b"}}");
@@ -489,32 +495,24 @@ impl HotOperation {
     }
 
     fn write_setting(&self, body: &mut Vec<u8>, setting: &Setting) {
-        body.push(b'{');
-        for (index, (response_key, field)) in self.fields.iter().enumerate() {
-            if index > 0 {
-                body.push(b',');
-            }
-            write_json(body, response_key.as_str());
-            body.push(b':');
+        for (before, field) in &self.fields {
+            body.extend_from_slice(before);
             match field {
-                Field::Id => write_json(
+                Field::Id => json_text::write_str(
                     body,
-                    global_id("Setting", &[&setting.user_id, &setting.scope, &setting.key])
-                        .as_str(),
+                    &global_id("Setting", &[&setting.user_id, &setting.scope, &setting.key]),
                 ),
-                Field::Key => write_json(body, &setting.key),
-                Field::Scope => write_json(body, &setting.scope),
-                Field::Value => write_json(body, &setting.value),
-                Field::Version => {
-                    let _ = write!(body, "{}", setting.version);
-                }
+                Field::Key => json_text::write_str(body, &setting.key),
+                Field::Scope => json_text::write_str(body, &setting.scope),
+                Field::Value => json_text::write_value(body, &setting.value),
+                Field::Version => json_text::write_number(body, &setting.version),
                 Field::CreatedAt => write_time(body, setting.created_at),
                 Field::UpdatedAt => write_time(body, setting.updated_at),
                 Field::ExpiresAt => match setting.expires_at {
                     Some(at) => write_time(body, at),
                     None => body.extend_from_slice(b"null"),
                 },
-                Field::Typename => write_json(body, "Setting"),
+                Field::Typename => body.extend_from_slice(b"\"Setting\""),
             }
         }
         body.push(b'}');
@@ -552,11 +550,6 @@ fn resolve<'a>(argument: &'a Argument, variables: &'a Variables) -> Option<Optio
             None => nullable.then_some(None),
         },
     }
-}
-
-fn write_json(body: &mut Vec<u8>, value: &(impl serde::Serialize + ?Sized)) {
-    // Writing into a Vec cannot fail, and these values always serialize.
-    let _ = serde_json::to_writer(&mut *body, value);
 }
 
 /// A date-time as the `DateTime` scalar writes it: a JSON string of characters that need no
