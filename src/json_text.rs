@@ -5,8 +5,9 @@
 //! Through `serde_json`'s serializer each one costs a call through its writer and formatter
 //! layers and a look-up of every byte in its escape table; here a string is checked eight bytes
 //! at a time for the bytes JSON escapes (`"`, `\` and those below 0x20), which settings rarely
-//! hold, and copied whole. Escapes are `serde_json`'s: the short forms `\" \\ \b \t \n \f \r`,
-//! otherwise `\u00XX` with lower-case hex digits. Numbers are written by `serde_json` itself.
+//! hold, and copied whole when it has none. Escapes are `serde_json`'s: the short forms
+//! `\" \\ \b \t \n \f \r`, otherwise `\u00XX` with lower-case hex digits. Numbers are written
+//! by `serde_json` itself.
 
 use serde_json::Value;
 
@@ -52,40 +53,53 @@ pub fn write_str(out: &mut Vec<u8>, text: &str) {
     let bytes = text.as_bytes();
     out.reserve(bytes.len() + 2);
     out.push(b'"');
+    if escapes(bytes) {
+        write_escaped(out, bytes);
+    } else {
+        out.extend_from_slice(bytes);
+    }
+    out.push(b'"');
+}
+
+/// Whether any byte of `bytes` is escaped in a JSON string: eight at a time, the last eight
+/// overlapping the words before them.
+fn escapes(bytes: &[u8]) -> bool {
+    let (words, _) = bytes.as_chunks::<8>();
+    match bytes.last_chunk::<8>() {
+        Some(&last) => {
+            escapes_any(u64::from_ne_bytes(last))
+                || words
+                    .iter()
+                    .any(|&word| escapes_any(u64::from_ne_bytes(word)))
+        }
+        None => bytes.iter().any(|&byte| ESCAPE[usize::from(byte)] != 0),
+    }
+}
+
+/// The contents of a JSON string of `bytes`, some of which are escaped.
+fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
     // `bytes[copied..at]` needs no escape and is not written yet.
     let mut copied = 0;
-    let mut at = 0;
-    while at < bytes.len() {
-        if let Some(word) = bytes.get(at..at + 8) {
-            let word = u64::from_ne_bytes(word.try_into().expect("eight bytes"));
-            if !escapes_any(word) {
-                at += 8;
-                continue;
-            }
+    for (at, &byte) in bytes.iter().enumerate() {
+        let escape = ESCAPE[usize::from(byte)];
+        if escape == 0 {
+            continue;
         }
-        let byte = bytes[at];
-        match ESCAPE[usize::from(byte)] {
-            0 => {}
-            escape => {
-                out.extend_from_slice(&bytes[copied..at]);
-                match escape {
-                    b'u' => out.extend_from_slice(&[
-                        b'\\',
-                        b'u',
-                        b'0',
-                        b'0',
-                        HEX[usize::from(byte >> 4)],
-                        HEX[usize::from(byte & 0xf)],
-                    ]),
-                    letter => out.extend_from_slice(&[b'\\', letter]),
-                }
-                copied = at + 1;
-            }
+        out.extend_from_slice(&bytes[copied..at]);
+        match escape {
+            b'u' => out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(byte >> 4)],
+                HEX[usize::from(byte & 0xf)],
+            ]),
+            letter => out.extend_from_slice(&[b'\\', letter]),
         }
-        at += 1;
+        copied = at + 1;
     }
     out.extend_from_slice(&bytes[copied..]);
-    out.push(b'"');
 }
 
 /// `value` as compact JSON text, object members in the map's order, as `serde_json` writes it.
