@@ -8,7 +8,8 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use sea_orm::sqlx::{
-    Column as _, ColumnIndex, Decode, Postgres, Row as _, Type, ValueRef as _, postgres::PgRow,
+    Column as _, ColumnIndex, Decode, Postgres, Row as _, Type, TypeInfo as _, ValueRef as _,
+    postgres::{PgRow, PgValueFormat},
     types::Json,
 };
 use sea_orm::{
@@ -501,6 +502,16 @@ where
     T: Decode<'r, Postgres> + Type<Postgres>,
     I: ColumnIndex<PgRow>,
 {
+    let index = column_index::<T, I>(row, at, checked)?;
+    row.try_get_unchecked(index).map_err(column_error)
+}
+
+/// The index of column `at` of `row`; `checked` as for [`column`].
+fn column_index<T: Type<Postgres>, I: ColumnIndex<PgRow>>(
+    row: &PgRow,
+    at: I,
+    checked: bool,
+) -> Result<usize, DbErr> {
     let index = at.index(row).map_err(column_error)?;
     if checked {
         let declared = row.column(index).type_info();
@@ -511,7 +522,28 @@ where
             )));
         }
     }
-    row.try_get_unchecked(index).map_err(column_error)
+    Ok(index)
+}
+
+/// The JSON value in column `at` of `row` (`jsonb` or `json`); `checked` as for [`column`].
+/// sqlx's own decoding (`Json<Value>`) parses the bytes, checking each string of the value
+/// for UTF-8 on its own; this checks the whole text at once and parses it as text.
+fn json_column<I: ColumnIndex<PgRow>>(row: &PgRow, at: I, checked: bool) -> Result<Value, DbErr> {
+    let index = column_index::<Json<Value>, I>(row, at, checked)?;
+    let raw = row.try_get_raw(index).map_err(column_error)?;
+    let invalid = |why: &dyn std::fmt::Display| {
+        DbErr::Type(format!("reading a setting: column {index}: {why}"))
+    };
+    let mut bytes = raw.as_bytes().map_err(|err| invalid(&err))?;
+    if raw.format() == PgValueFormat::Binary && raw.type_info().name() == "JSONB" {
+        // A binary `jsonb` starts with its format's version, 1 in every PostgreSQL so far.
+        bytes = match bytes.split_first() {
+            Some((1, text)) => text,
+            _ => return Err(invalid(&"a jsonb value of a format other than 1")),
+        };
+    }
+    let text = std::str::from_utf8(bytes).map_err(|err| invalid(&err))?;
+    serde_json::from_str(text).map_err(|err| invalid(&err))
 }
 
 /// The setting of `user_id` in `scope` in a PostgreSQL row whose columns `at` (by name or by
@@ -526,7 +558,7 @@ fn pg_setting<I: ColumnIndex<PgRow>>(
 ) -> Result<Setting, DbErr> {
     let [key, value, version, created_at, updated_at, expires_at] = at;
     let key = column(row, key, checked)?;
-    let Json(value) = column(row, value, checked)?;
+    let value = json_column(row, value, checked)?;
     let at = [version, created_at, updated_at, expires_at];
     pg_setting_of(row, (user_id, scope, key), value, at, checked)
 }
