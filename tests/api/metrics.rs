@@ -51,6 +51,34 @@ async fn requests_errors_sockets_and_the_pool_are_counted() {
 }
 
 #[tokio::test]
+async fn every_request_of_a_series_is_counted_and_timed() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let scrape = || async {
+        let text = app.client.get(app.url("/metrics")).send().await.unwrap();
+        text.text().await.unwrap()
+    };
+    let requests =
+        r#"settings_api_http_requests_total{method="GET",route="/openapi.json",status="200"}"#;
+    let timed =
+        r#"settings_api_http_request_duration_seconds_count{method="GET",route="/openapi.json"}"#;
+    // The recorder is the process's: other tests may add to the series, never take from it.
+    let before = scrape().await;
+    for _ in 0..3 {
+        let reply = app.client.get(app.url("/openapi.json")).send().await;
+        assert_eq!(reply.unwrap().status(), 200);
+    }
+    let after = scrape().await;
+    for series in [requests, timed] {
+        let counted =
+            sample(&after, series).unwrap_or(0.0) - sample(&before, series).unwrap_or(0.0);
+        assert!(
+            counted >= 3.0,
+            "{series}: {counted} more after 3 requests\n{after}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn with_a_metrics_token_only_its_bearer_reads_the_metrics() {
     let options = Options::default().env("METRICS_TOKEN", "scrape-secret");
     let app = TestApp::spawn_with(Backend::Sqlite, options).await.unwrap();
