@@ -1,17 +1,19 @@
 //! Logging, metrics, and the per-request span and correlation id.
 
 use std::{
+    collections::HashMap,
     net::{IpAddr, SocketAddr},
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::Instant,
 };
 
 use axum::{
-    extract::{ConnectInfo, MatchedPath, Request},
-    http::{HeaderName, HeaderValue},
+    extract::{ConnectInfo, MatchedPath, Request, State},
+    http::{HeaderName, HeaderValue, Method},
     middleware::Next,
     response::Response,
 };
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing::{Instrument, field::Empty};
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
@@ -104,16 +106,75 @@ fn incoming_id(request: &Request) -> Option<String> {
     plain.then(|| value.to_owned())
 }
 
+/// The request counter and duration histogram of each series (method, route, status) that
+/// [`request_span`] records, registered with the recorder once: making a series' key and
+/// finding it in the recorder for every request cost more than the rest of its metrics.
+/// A series is registered at its first request, when the application has installed the
+/// recorder ([`metrics`]).
+#[derive(Clone, Default)]
+pub struct RequestMetrics(Arc<Mutex<SeriesByRoute>>);
+
+/// The series by route pattern; a route's are few (its methods and statuses).
+type SeriesByRoute = HashMap<Arc<str>, Vec<Series>, foldhash::fast::RandomState>;
+
+/// The handles of one series.
+struct Series {
+    method: Method,
+    status: u16,
+    requests: Counter,
+    duration: Histogram,
+}
+
+/// Beyond this many series, new ones are registered for each request and not kept: a client
+/// that invents methods cannot grow the map (the recorder keeps its series regardless).
+const MOST_SERIES: usize = 1024;
+
+impl RequestMetrics {
+    fn record(&self, method: &Method, route: &str, status: u16, seconds: f64) {
+        let mut series = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let found = series.get(route).and_then(|of_route| {
+            of_route
+                .iter()
+                .find(|one| one.status == status && one.method == method)
+        });
+        if let Some(one) = found {
+            one.requests.increment(1);
+            one.duration.record(seconds);
+            return;
+        }
+        let labels = [
+            ("method", method.to_string()),
+            ("route", route.to_owned()),
+            ("status", status.to_string()),
+        ];
+        let one = Series {
+            method: method.clone(),
+            status,
+            requests: metrics::counter!("settings_api_http_requests_total", &labels),
+            duration: metrics::histogram!(
+                "settings_api_http_request_duration_seconds",
+                &labels[..2]
+            ),
+        };
+        one.requests.increment(1);
+        one.duration.record(seconds);
+        if series.values().map(Vec::len).sum::<usize>() < MOST_SERIES {
+            series.entry(route.into()).or_default().push(one);
+        }
+    }
+}
+
 /// Wraps each request in a span (method, path, status, latency, user id, correlation id), logs
-/// its completion, and returns the correlation id in a response header.
-pub async fn request_span(request: Request, next: Next) -> Response {
+/// its completion, records its metrics, and returns the correlation id in a response header.
+pub async fn request_span(
+    State(metrics): State<RequestMetrics>,
+    request: Request,
+    next: Next,
+) -> Response {
     let id = incoming_id(&request).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let method = request.method().to_string();
+    let method = request.method().clone();
     // The route's pattern, not the path: one series per route, whatever the keys in it.
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let span = tracing::info_span!(
         "request",
         method = %request.method(),
@@ -136,14 +197,8 @@ pub async fn request_span(request: Request, next: Next) -> Response {
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     span.record("status", status);
     span.record("latency_ms", latency_ms);
-    let labels = [
-        ("method", method),
-        ("route", route),
-        ("status", status.to_string()),
-    ];
-    metrics::counter!("settings_api_http_requests_total", &labels).increment(1);
-    metrics::histogram!("settings_api_http_request_duration_seconds", &labels[..2])
-        .record(latency_ms / 1000.0);
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    metrics.record(&method, route, status, latency_ms / 1000.0);
     span.in_scope(|| {
         if status >= 500 {
             tracing::warn!(status, latency_ms, "request failed");

@@ -46,7 +46,10 @@ pub(super) fn router(
         None => router,
     };
     router
-        .layer(middleware::from_fn(telemetry::request_span))
+        .layer(middleware::from_fn_with_state(
+            telemetry::RequestMetrics::default(),
+            telemetry::request_span,
+        ))
         .layer(middleware::from_fn(run_to_completion))
         .with_state(state)
 }
