@@ -63,35 +63,36 @@ impl Documents {
     /// Judges the request's document against the limits ([`DocumentLimits`]) and hands the
     /// request its parsed document, from the cache or parsed now. A text that does not parse
     /// is left to the executor, which reports the syntax error.
-    pub fn admit(&self, request: &mut Request) -> Result<(), Error> {
+    pub fn admit(&self, request: &mut Request) -> Result<Option<Arc<HotOperation>>, Error> {
         // An empty text is a persisted query, resolved to a document admitted when it was
         // registered.
         if request.query.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let cacheable = request.query.len() <= MAX_CACHED_QUERY_BYTES;
         if cacheable && let Some(admitted) = self.lock().get(request.query.as_str()) {
             request.set_parsed_query(admitted.document.clone());
-            return Ok(());
+            return Ok(admitted.hot.clone());
         }
         self.limits.check_text(&request.query)?;
         let Ok(document) = request.parsed_query() else {
-            return Ok(());
+            return Ok(None);
         };
         self.limits.check_document(document)?;
         if !cacheable {
-            return Ok(());
+            return Ok(None);
         }
+        let hot = HotOperation::recognize(document, self.executor).map(Arc::new);
         let admitted = Admitted {
             document: document.clone(),
-            hot: HotOperation::recognize(document, self.executor).map(Arc::new),
+            hot: hot.clone(),
         };
         let mut parsed = self.lock();
         if parsed.len() >= CAPACITY {
             parsed.clear();
         }
         parsed.insert(request.query.as_str().into(), admitted);
-        Ok(())
+        Ok(hot)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Admitted>> {
@@ -291,8 +292,11 @@ mod tests {
     #[test]
     fn an_admitted_settings_read_is_known_as_a_hot_query() {
         let documents = documents();
-        for query in ["{ settings { key } }", "{ me { id } }"] {
-            documents.admit(&mut request(query)).unwrap();
+        for (query, hot) in [("{ settings { key } }", true), ("{ me { id } }", false)] {
+            for time in ["first", "second"] {
+                let admitted = documents.admit(&mut request(query)).unwrap();
+                assert_eq!(admitted.is_some(), hot, "{query}, admitted a {time} time");
+            }
         }
         assert!(documents.hot("{ settings { key } }").is_some());
         assert!(documents.hot("{ me { id } }").is_none());

@@ -4,6 +4,8 @@
 //! a request that could not run; `application/json` otherwise, always 200, as older clients
 //! expect.
 
+use std::sync::Arc;
+
 use async_graphql::{
     BatchRequest, BatchResponse, Request as GraphqlRequest,
     extensions::apollo_persisted_queries::CacheStorage,
@@ -22,7 +24,7 @@ use super::{
     documents::omit_unprovided_variables,
     errors::{add_missing_codes, server_error},
     graphiql,
-    hot::Answer,
+    hot::{Answer, HotOperation},
     sse, websocket,
 };
 use crate::{connections::Slot, error::Error};
@@ -172,42 +174,41 @@ async fn execute(
     principal: crate::auth::Principal,
     mut request: BatchRequest,
 ) -> Response {
+    // A text admitted before as a hot operation needs no document: unless the executor must
+    // answer after all, which admits it below and then parses it again.
+    let mut tried = false;
+    if let BatchRequest::Single(one) = &request
+        && !one.extensions.contains_key("persistedQuery")
+        && let Some(hot) = state.documents.hot(&one.query)
+    {
+        tried = true;
+        if let Some(response) = run_hot(state, headers, &principal, one, &hot).await {
+            return response;
+        }
+    }
     // A request that cannot run answers alone; the rest of a batch still runs.
     let mut refused = Vec::new();
+    let mut admitted_hot = None;
     let requests = match &mut request {
         BatchRequest::Single(one) => std::slice::from_mut(one),
         BatchRequest::Batch(many) => many.as_mut_slice(),
     };
     for (index, one) in requests.iter_mut().enumerate() {
-        if let Err(response) = admit(state, one).await {
-            refused.push((index, response));
+        match admit(state, one).await {
+            Ok(hot) => admitted_hot = hot,
+            Err(response) => refused.push((index, response)),
         }
     }
     if let (BatchRequest::Single(_), Some((_, response))) = (&request, refused.pop()) {
         return respond(headers, BatchResponse::Single(response));
     }
+    // A text admitted just now.
     if let BatchRequest::Single(one) = &request
-        && let Some(hot) = state.documents.hot(&one.query)
+        && !tried
+        && let Some(hot) = admitted_hot
+        && let Some(response) = run_hot(state, headers, &principal, one, &hot).await
     {
-        let run = hot.run(one, &principal, &state.store);
-        // As below, only a query is stopped at the timeout.
-        let answer = if hot.is_query() {
-            let timeout = state.execution_timeout;
-            match tokio::time::timeout(timeout, run).await {
-                Ok(answer) => answer,
-                Err(_) => return error_response(Error::TimedOut { after: timeout }),
-            }
-        } else {
-            run.await
-        };
-        match answer {
-            Some(Answer::Data(body)) => return respond_with(headers, StatusCode::OK, body),
-            Some(Answer::Failed(response)) => {
-                return respond(headers, BatchResponse::Single(response));
-            }
-            // Not for this path: the executor answers, and reports the error if there is one.
-            None => {}
-        }
+        return response;
     }
     // Only queries are stopped at the timeout: a mutation finishes what it started, so that
     // its answer says what happened.
@@ -249,22 +250,48 @@ async fn execute(
     respond(headers, response)
 }
 
+/// The direct path's response to a single request of a hot operation, or `None` when the
+/// executor must answer it.
+async fn run_hot(
+    state: &GraphqlState,
+    headers: &HeaderMap,
+    principal: &crate::auth::Principal,
+    one: &GraphqlRequest,
+    hot: &HotOperation,
+) -> Option<Response> {
+    let run = hot.run(one, principal, &state.store);
+    // As in `execute`, only a query is stopped at the timeout.
+    let answer = if hot.is_query() {
+        let timeout = state.execution_timeout;
+        match tokio::time::timeout(timeout, run).await {
+            Ok(answer) => answer,
+            Err(_) => return Some(error_response(Error::TimedOut { after: timeout })),
+        }
+    } else {
+        run.await
+    };
+    match answer? {
+        Answer::Data(body) => Some(respond_with(headers, StatusCode::OK, body)),
+        Answer::Failed(response) => Some(respond(headers, BatchResponse::Single(response))),
+    }
+}
+
 /// Readies one request to run: resolves its persisted query, then judges its document
 /// against the cost limits. The response of a request that cannot run.
 pub(super) async fn admit(
     state: &GraphqlState,
     request: &mut GraphqlRequest,
-) -> Result<(), async_graphql::Response> {
+) -> Result<Option<Arc<HotOperation>>, async_graphql::Response> {
     let refuse = |err: Error| async_graphql::Response::from_errors(vec![server_error(&err)]);
     let register = resolve_persisted(state, request).await?;
-    state.documents.admit(request).map_err(refuse)?;
+    let hot = state.documents.admit(request).map_err(refuse)?;
     if let Some(hash) = register
         && let Ok(document) = request.parsed_query()
     {
         let document = document.clone();
         state.persisted.set(hash, document).await;
     }
-    Ok(())
+    Ok(hot)
 }
 
 /// Apollo's automatic persisted queries, before execution (an async-graphql extension would

@@ -37,7 +37,7 @@ pub(super) async fn respond(
     let events: std::pin::Pin<Box<dyn Stream<Item = GraphqlResponse> + Send>> =
         match super::http::admit(&state, &mut request).await {
             Err(refused) => Box::pin(stream::once(async { refused })),
-            Ok(()) => {
+            Ok(_) => {
                 super::documents::omit_unprovided_variables(&mut request);
                 let expires = super::websocket::instant_of(principal.expires_at);
                 let mut request = request.data(principal);
