@@ -174,8 +174,8 @@ async fn execute(
     principal: crate::auth::Principal,
     mut request: BatchRequest,
 ) -> Response {
-    // A text admitted before as a hot operation needs no document: unless the executor must
-    // answer after all, which admits it below and then parses it again.
+    // A text admitted before as a hot operation takes the direct path without a copy of its
+    // document; should the executor answer after all, the request is admitted below.
     let mut tried = false;
     if let BatchRequest::Single(one) = &request
         && !one.extensions.contains_key("persistedQuery")
