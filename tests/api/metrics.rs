@@ -79,6 +79,33 @@ async fn every_request_of_a_series_is_counted_and_timed() {
 }
 
 #[tokio::test]
+async fn the_read_cache_counts_its_misses_and_its_hits() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let token = app.token("cache-metrics-user");
+    let scrape = || async {
+        let text = app.client.get(app.url("/metrics")).send().await.unwrap();
+        text.text().await.unwrap()
+    };
+    let miss = r#"settings_api_cache_lookups_total{result="miss"}"#;
+    let hit = r#"settings_api_cache_lookups_total{result="hit"}"#;
+    // The recorder is the process's: other tests may add to the series, never take from it.
+    let before = scrape().await;
+    // The user's first read misses and fills the cache; the next two find it there.
+    for _ in 0..3 {
+        app.data(&token, "{ settings { key } }", json!({})).await;
+    }
+    let after = scrape().await;
+    for (series, least) in [(miss, 1.0), (hit, 2.0)] {
+        let counted =
+            sample(&after, series).unwrap_or(0.0) - sample(&before, series).unwrap_or(0.0);
+        assert!(
+            counted >= least,
+            "{series}: {counted} more after 3 reads\n{after}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn with_a_metrics_token_only_its_bearer_reads_the_metrics() {
     let options = Options::default().env("METRICS_TOKEN", "scrape-secret");
     let app = TestApp::spawn_with(Backend::Sqlite, options).await.unwrap();
