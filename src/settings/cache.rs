@@ -15,11 +15,12 @@ use std::{
     collections::HashMap,
     hash::{DefaultHasher, Hash, Hasher},
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
 };
 
+use metrics::Counter;
 use moka::sync::Cache;
 
 use super::Setting;
@@ -82,6 +83,9 @@ pub(super) struct SettingsCache {
     own_commits: Cache<(String, String, i64), ()>,
     /// The users this instance is writing, with the notices heard for them meanwhile.
     writing: Mutex<HashMap<String, Held>>,
+    /// The counters of hits and misses, registered at the first look-up (when the application
+    /// has installed the recorder) rather than found in the recorder for every read.
+    lookups: OnceLock<[Counter; 2]>,
 }
 
 /// A user's writes in flight on this instance, and the notices (scope, position) heard for
@@ -147,6 +151,7 @@ impl SettingsCache {
                 .time_to_live(std::time::Duration::from_secs(60))
                 .build(),
             writing: Mutex::new(HashMap::new()),
+            lookups: OnceLock::new(),
         })
     }
 
@@ -192,8 +197,12 @@ impl SettingsCache {
             return None;
         }
         let hit = self.entries.get(&(user_id.to_owned(), scope.to_owned()));
-        metrics::counter!("settings_api_cache_lookups_total", "result" => if hit.is_some() { "hit" } else { "miss" })
-            .increment(1);
+        let lookups = self.lookups.get_or_init(|| {
+            let counter =
+                |result| metrics::counter!("settings_api_cache_lookups_total", "result" => result);
+            [counter("hit"), counter("miss")]
+        });
+        lookups[usize::from(hit.is_none())].increment(1);
         hit
     }
 
