@@ -62,7 +62,8 @@ impl Documents {
 
     /// Judges the request's document against the limits ([`DocumentLimits`]) and hands the
     /// request its parsed document, from the cache or parsed now. A text that does not parse
-    /// is left to the executor, which reports the syntax error.
+    /// is left to the executor, which reports the syntax error. Returns the [`HotOperation`]
+    /// the text is, when it is one (and short enough to be kept).
     pub fn admit(&self, request: &mut Request) -> Result<Option<Arc<HotOperation>>, Error> {
         // An empty text is a persisted query, resolved to a document admitted when it was
         // registered.
