@@ -5,8 +5,6 @@
 //! byte-quota sum over the user's scope are then read and written by one write only, and
 //! statements in flight never wait for one another's rows.
 
-use std::collections::HashMap;
-
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, QueryResult, Statement};
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -14,7 +12,7 @@ use tokio::sync::oneshot;
 use super::{
     Setting, Store,
     batch::{Grouped, Limits, Queue},
-    read::{column, pg_row, pg_setting_of},
+    read::{ByUser, column, pg_row, pg_setting_of},
 };
 
 /// The statements writes share. Each takes a JSON array of the writes' rows, at most one write
@@ -162,7 +160,7 @@ async fn run(db: &DatabaseConnection, batch: Vec<GroupedWrite>) {
     match execute(db, &batch).await {
         Ok(rows) => {
             // Every row names its user first (`saved_setting`).
-            let mut by_user: HashMap<String, Vec<QueryResult>> = HashMap::new();
+            let mut by_user: ByUser<Vec<QueryResult>> = ByUser::default();
             for (at, row) in rows.into_iter().enumerate() {
                 let Ok(user) = pg_row(&row).and_then(|pg| column::<&str, _>(pg, 0, at == 0)) else {
                     continue;

@@ -345,8 +345,8 @@ async fn list_many_on(
     Ok(by_user)
 }
 
-/// What a shared read found, by user: no more users than one statement reads.
-type ByUser<V> = HashMap<String, V, foldhash::fast::RandomState>;
+/// What a shared statement found, by user: no more users than one statement reads or writes.
+pub(super) type ByUser<V> = HashMap<String, V, foldhash::fast::RandomState>;
 
 /// Most reads in one statement, and most such statements in flight at once.
 const READ_LIMITS: Limits = Limits {
@@ -528,7 +528,11 @@ fn column_index<T: Type<Postgres>, I: ColumnIndex<PgRow>>(
 /// The JSON value in column `at` of `row` (`jsonb` or `json`); `checked` as for [`column`].
 /// sqlx's own decoding (`Json<Value>`) parses the bytes, checking each string of the value
 /// for UTF-8 on its own; this checks the whole text at once and parses it as text.
-fn json_column<I: ColumnIndex<PgRow>>(row: &PgRow, at: I, checked: bool) -> Result<Value, DbErr> {
+pub(super) fn json_column<I: ColumnIndex<PgRow>>(
+    row: &PgRow,
+    at: I,
+    checked: bool,
+) -> Result<Value, DbErr> {
     let index = column_index::<Json<Value>, I>(row, at, checked)?;
     let raw = row.try_get_raw(index).map_err(column_error)?;
     let invalid = |why: &dyn std::fmt::Display| {

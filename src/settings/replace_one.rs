@@ -6,7 +6,7 @@
 //! transaction, where the planner decides its version.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{DbBackend, sqlx::types::Json};
+use sea_orm::DbBackend;
 use serde_json::Value;
 
 use super::{
@@ -14,7 +14,7 @@ use super::{
     grouped_write::{Shared, notified_sql, saved_setting},
     model::Outcome,
     plan::{Change, LOCALE_KEY, Target},
-    read::{column, pg_row},
+    read::{column, json_column, pg_row},
     store::now,
     write::{Write, WriteError},
 };
@@ -69,10 +69,9 @@ impl Store {
         let (after, position) = saved_setting(write.user_id, &row, true, sent)?;
         // What it replaced: columns 8 to 11, after those `saved_setting` reads.
         let pg = pg_row(&row)?;
-        let Json(value) = column(pg, 9, true)?;
         let before = Setting {
             version: column(pg, 8, true)?,
-            value,
+            value: json_column(pg, 9, true)?,
             updated_at: column(pg, 10, true)?,
             expires_at: column(pg, 11, true)?,
             ..after.clone()
