@@ -60,8 +60,8 @@ pub(super) use notified_sql;
 /// `scope`, `version`, `created_at`, `updated_at` and `expires_at` (columns 1 to 6), then its
 /// feed `position` (column 7). Read by position: a lookup by name hashes the name. The rows of
 /// one result share their columns' types, which `checked` checks: a caller checks the first
-/// row it reads of a result, as the shared read does. The statement does not return the value: it is the one the
-/// write sent for the key, which `sent` gives.
+/// row it reads of a result, as the shared read does. The statement does not return the
+/// value: it is the one the write sent for the key, which `sent` gives.
 pub(super) fn saved_setting(
     user_id: &str,
     row: &QueryResult,
