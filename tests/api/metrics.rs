@@ -12,6 +12,18 @@ fn sample(text: &str, series: &str) -> Option<f64> {
         .and_then(|line| line.rsplit(' ').next()?.parse().ok())
 }
 
+/// The metrics as `GET /metrics` renders them.
+async fn scrape(app: &TestApp) -> String {
+    let reply = app.client.get(app.url("/metrics")).send().await.unwrap();
+    reply.text().await.unwrap()
+}
+
+/// How much `series` grew from the scrape `before` to the scrape `after`. The recorder is the
+/// process's: other tests may add to a series, never take from it.
+fn added(before: &str, after: &str, series: &str) -> f64 {
+    sample(after, series).unwrap_or(0.0) - sample(before, series).unwrap_or(0.0)
+}
+
 #[tokio::test]
 async fn requests_errors_sockets_and_the_pool_are_counted() {
     let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
@@ -53,24 +65,18 @@ async fn requests_errors_sockets_and_the_pool_are_counted() {
 #[tokio::test]
 async fn every_request_of_a_series_is_counted_and_timed() {
     let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
-    let scrape = || async {
-        let text = app.client.get(app.url("/metrics")).send().await.unwrap();
-        text.text().await.unwrap()
-    };
     let requests =
         r#"settings_api_http_requests_total{method="GET",route="/openapi.json",status="200"}"#;
     let timed =
         r#"settings_api_http_request_duration_seconds_count{method="GET",route="/openapi.json"}"#;
-    // The recorder is the process's: other tests may add to the series, never take from it.
-    let before = scrape().await;
+    let before = scrape(&app).await;
     for _ in 0..3 {
         let reply = app.client.get(app.url("/openapi.json")).send().await;
         assert_eq!(reply.unwrap().status(), 200);
     }
-    let after = scrape().await;
+    let after = scrape(&app).await;
     for series in [requests, timed] {
-        let counted =
-            sample(&after, series).unwrap_or(0.0) - sample(&before, series).unwrap_or(0.0);
+        let counted = added(&before, &after, series);
         assert!(
             counted >= 3.0,
             "{series}: {counted} more after 3 requests\n{after}"
@@ -82,22 +88,16 @@ async fn every_request_of_a_series_is_counted_and_timed() {
 async fn the_read_cache_counts_its_misses_and_its_hits() {
     let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
     let token = app.token("cache-metrics-user");
-    let scrape = || async {
-        let text = app.client.get(app.url("/metrics")).send().await.unwrap();
-        text.text().await.unwrap()
-    };
     let miss = r#"settings_api_cache_lookups_total{result="miss"}"#;
     let hit = r#"settings_api_cache_lookups_total{result="hit"}"#;
-    // The recorder is the process's: other tests may add to the series, never take from it.
-    let before = scrape().await;
+    let before = scrape(&app).await;
     // The user's first read misses and fills the cache; the next two find it there.
     for _ in 0..3 {
         app.data(&token, "{ settings { key } }", json!({})).await;
     }
-    let after = scrape().await;
+    let after = scrape(&app).await;
     for (series, least) in [(miss, 1.0), (hit, 2.0)] {
-        let counted =
-            sample(&after, series).unwrap_or(0.0) - sample(&before, series).unwrap_or(0.0);
+        let counted = added(&before, &after, series);
         assert!(
             counted >= least,
             "{series}: {counted} more after 3 reads\n{after}"
