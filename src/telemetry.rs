@@ -158,10 +158,15 @@ impl RequestMetrics {
         };
         one.requests.increment(1);
         one.duration.record(seconds);
-        if series.values().map(Vec::len).sum::<usize>() < MOST_SERIES {
+        if kept(&series) < MOST_SERIES {
             series.entry(route.into()).or_default().push(one);
         }
     }
+}
+
+/// How many series `series` holds.
+fn kept(series: &SeriesByRoute) -> usize {
+    series.values().map(Vec::len).sum()
 }
 
 /// Wraps each request in a span (method, path, status, latency, user id, correlation id), logs
@@ -210,4 +215,33 @@ pub async fn request_span(
         response.headers_mut().insert(CORRELATION_ID_HEADER, value);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_metrics_keep_at_most_their_limit_of_series() {
+        let metrics = RequestMetrics::default();
+        let series = |metrics: &RequestMetrics| kept(&metrics.0.lock().unwrap());
+        for route in ["/graphql", "/api/v1/users/me/settings"] {
+            for method in [Method::GET, Method::POST] {
+                metrics.record(&method, route, 200, 0.001);
+                metrics.record(&method, route, 200, 0.002);
+            }
+        }
+        assert_eq!(
+            series(&metrics),
+            4,
+            "one series per method, route and status"
+        );
+        // Series beyond the limit (a client inventing methods, say) are recorded, not kept.
+        for status in 0..(MOST_SERIES as u16 + 100) {
+            metrics.record(&Method::PATCH, "unmatched", status, 0.001);
+        }
+        assert_eq!(series(&metrics), MOST_SERIES);
+        metrics.record(&Method::GET, "/graphql", 200, 0.001);
+        assert_eq!(series(&metrics), MOST_SERIES);
+    }
 }
